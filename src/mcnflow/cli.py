@@ -1,0 +1,70 @@
+"""``mcnflow <stage> ...``: one subcommand per pipeline stage.
+
+Snakemake rules call these commands and nothing else, so each stage runs (and is tested) without
+Snakemake. Only the module of the chosen subcommand is imported: ``mcnflow download`` does not pay
+for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .config import ConfigError
+from .ids import InvalidVideoId
+
+# name -> (module defining configure_parser(parser) and main(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "manifest": ("mcnflow.manifest", "read a corpus and write its sharded manifest"),
+    "download": ("mcnflow.download", "download one shard of videos with yt-dlp (or take local files)"),
+    "survival": ("mcnflow.survival", "summarize download ledgers: how many videos survived, and why not"),
+    "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
+    "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
+    "train": ("mcnflow.training.cli", "train MCN for one experiment"),
+    "evaluate": ("mcnflow.evaluation.cli", "evaluate one experiment's checkpoint on one benchmark"),
+    "summarize": ("mcnflow.report", "collect metrics into results/summary.csv, summary.md and plots"),
+    "demo-corpus": ("mcnflow.demo_corpus", "make the offline synthetic demo corpus"),
+    "demo-server": ("mcnflow.demo_server", "serve the demo corpus over local HTTP for yt-dlp"),
+    "validate-config": ("mcnflow.validate", "validate config files against the schema"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcnflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mcnflow {importlib.import_module('mcnflow').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"mcnflow {command}", description=help_text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    module.configure_parser(parser)
+    parser.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv)  # prints usage / version and exits
+        return 2
+    parser = build_parser(argv[0])
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._main(args) or 0)
+    except (ConfigError, InvalidVideoId) as exc:
+        print(f"mcnflow {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Load, merge and validate the workflow configuration.
+
+One schema (workflow/schemas/config.schema.yaml) is the single source of truth. Snakemake's
+Snakefile and every CLI subcommand validate through :func:`validate_config`, so a bad key gives
+the same message whether the user runs ``snakemake`` or ``mcnflow <stage>`` by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or not allowed; the message names the key."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return ``base`` updated recursively by ``override`` (override wins; neither is modified)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    return load_yaml(path)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"config key '{key}': {error.instance!r} is not allowed; allowed values: {allowed}"
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        return (f"config key '{key}': unknown key(s) {', '.join(map(repr, extra))}; "
+                f"allowed keys: {', '.join(allowed)}")
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}"
+    if error.validator == "type":
+        return f"config key '{key}': {error.instance!r} must be of type {error.validator_value}"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"config key '{key}': {error.instance!r} violates {error.validator} {error.validator_value}"
+    if error.validator == "pattern":
+        return f"config key '{key}': {error.instance!r} does not match pattern {error.validator_value!r}"
+    description = schema.get("description")
+    suffix = f" ({description})" if description else ""
+    return f"config key '{key}': {error.message}{suffix}"
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Insert schema ``default`` values for absent keys, recursively (as Snakemake's validate does)."""
+    if not isinstance(instance, dict) or not isinstance(schema, dict):
+        return
+    for key, subschema in schema.get("properties", {}).items():
+        if key not in instance and "default" in subschema:
+            instance[key] = copy.deepcopy(subschema["default"])
+        if key in instance:
+            _fill_defaults(instance[key], subschema)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key."""
+    schema = schema or load_schema()
+    _fill_defaults(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key_path(e)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors[:10]))
+    _check_cross_references(config)
+    return config
+
+
+def _check_cross_references(config: dict) -> None:
+    """Checks JSON Schema cannot express: names that must refer to other config entries."""
+    corpora = config.get("corpora", {})
+    for role_key in ("train_corpus",):
+        name = config.get(role_key)
+        if name is not None and name not in corpora:
+            raise ConfigError(f"config key '{role_key}': {name!r} is not a corpus; allowed values: "
+                              + ", ".join(map(repr, sorted(corpora))))
+    for bench, spec in (config.get("evaluation", {}).get("benchmarks") or {}).items():
+        corpus = spec.get("corpus")
+        if corpus not in corpora:
+            raise ConfigError(f"config key 'evaluation.benchmarks.{bench}.corpus': {corpus!r} is not a corpus; "
+                              "allowed values: " + ", ".join(map(repr, sorted(corpora))))
+
+
+def load_config(paths: Iterable[str | Path], overrides: dict | None = None) -> dict:
+    """Merge the YAML files in order (later ones override), apply ``overrides``, validate."""
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, load_yaml(path))
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    return validate_config(merged)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted-key compact JSON: the form in which settings reach rules, so YAML key order never matters."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every stage reads its settings either as JSON (how Snakemake passes them) or from config files."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--settings", help="the stage's config section as JSON (what the workflow passes)")
+    group.add_argument("--config", action="append", metavar="YAML",
+                       help="config file(s), later ones override earlier ones (e.g. config.yaml demo/config.yaml)")
+
+
+def settings_from_args(args: argparse.Namespace, section: str) -> dict:
+    """The stage's settings: the ``--settings`` JSON, or ``section`` of the validated ``--config`` files.
+
+    ``section`` is a dotted path such as ``"download"`` or ``"features.video"``.
+    """
+    if getattr(args, "settings", None):
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
+        if not isinstance(settings, dict):
+            raise ConfigError("--settings must be a JSON object")
+        return settings
+    config = load_config(args.config)
+    node: Any = config
+    for part in section.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config key '{section}' is missing")
+        node = node[part]
+    return node

@@ -1,0 +1,130 @@
+"""Per-shard ledgers: one row per video per stage, the only place per-video outcomes live.
+
+A stage appends each outcome to a *journal* (``<ledger>.journal``, flushed per row) while it works,
+and writes the final ledger atomically when the shard is done. A killed job therefore leaves a
+journal that the rerun reads to skip finished videos, and never a half-written ledger.
+
+Status vocabulary (documented in docs/ledgers.md; the one place these names are defined):
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+from .atomic import atomic_write
+
+# --- download -------------------------------------------------------------------------------
+DOWNLOAD_OK = "ok"
+DOWNLOAD_PERMANENT = ("unavailable", "private", "removed", "geo_blocked", "login_required")
+DOWNLOAD_RETRYABLE = ("rate_limited", "transient")
+DOWNLOAD_STATUSES = (DOWNLOAD_OK, *DOWNLOAD_PERMANENT, *DOWNLOAD_RETRYABLE, "error")
+DOWNLOAD_COLUMNS = ("video_id", "status", "message", "bytes", "duration", "path", "captions_path", "attempts")
+
+# --- normalize ------------------------------------------------------------------------------
+NORMALIZE_STATUSES = (
+    "ok",              # normalized and verified with ffprobe
+    "not_downloaded",  # the download ledger has no file for it (see that ledger for why)
+    "empty_input",     # zero-byte input
+    "no_video",        # input has no video stream
+    "corrupt",         # ffmpeg/ffprobe could not decode the input
+    "verify_failed",   # output did not match size / fps / duration
+    "error",           # anything else (message says what)
+)
+NORMALIZE_COLUMNS = ("video_id", "status", "message", "has_audio", "duration", "width", "height", "fps", "path")
+
+# --- features -------------------------------------------------------------------------------
+FEATURE_STATUSES = ("ok", "no_audio", "no_media", "no_captions", "too_short", "error")
+FEATURE_COLUMNS = ("video_id", "status", "message", "length")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    # A message must stay on one TSV line.
+    return str(value).replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def _row_line(row: Mapping, columns: Sequence[str]) -> str:
+    return "\t".join(_fmt(row.get(c)) for c in columns) + "\n"
+
+
+def write_ledger(path: str | Path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:
+    """Write a complete ledger atomically (header + one row per video)."""
+    with atomic_write(path) as handle:
+        handle.write("\t".join(columns) + "\n")
+        for row in rows:
+            handle.write(_row_line(row, columns))
+    return Path(path)
+
+
+def read_ledger(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a ledger as dicts of strings (empty cells are '')."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def ledger_by_id(path: str | Path) -> dict[str, dict[str, str]]:
+    return {row["video_id"]: row for row in read_ledger(path)}
+
+
+class Journal:
+    """Append-only record of outcomes as they happen; the last row per video wins on reading."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str]):
+        self.path = Path(path)
+        self.columns = tuple(columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> dict[str, dict[str, str]]:
+        """Complete rows written so far; a torn last line (killed mid-write) is ignored."""
+        if not self.path.exists():
+            return {}
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        if lines and lines[-1] != "":
+            lines = lines[:-1]  # no trailing newline: the last line was cut off
+        rows: dict[str, dict[str, str]] = {}
+        for line in lines:
+            if not line:
+                continue
+            cells = line.split("\t")
+            if len(cells) != len(self.columns) or cells == list(self.columns):
+                continue
+            row = dict(zip(self.columns, cells))
+            rows[row["video_id"]] = row
+        return rows
+
+    def append(self, row: Mapping) -> None:
+        line = _row_line(row, self.columns)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finish(self, ledger_path: str | Path, order: Sequence[str]) -> list[dict[str, str]]:
+        """Write the final ledger (rows in ``order``) and drop the journal."""
+        rows = self.read()
+        missing = [vid for vid in order if vid not in rows]
+        if missing:
+            raise RuntimeError(f"journal {self.path} lacks outcomes for {len(missing)} video(s), e.g. {missing[:3]}")
+        ordered = [rows[vid] for vid in order]
+        write_ledger(ledger_path, ordered, self.columns)
+        self.path.unlink(missing_ok=True)
+        return ordered
+
+
+def journal_path(ledger_path: str | Path) -> Path:
+    ledger_path = Path(ledger_path)
+    return ledger_path.with_name(ledger_path.name + ".journal")
+
+
+def iter_tsv(text: str) -> Iterator[dict[str, str]]:
+    yield from csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
