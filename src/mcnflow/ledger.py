@@ -4,7 +4,7 @@ A stage appends each outcome to a *journal* (``<ledger>.journal``, flushed per r
 and writes the final ledger atomically when the shard is done. A killed job therefore leaves a
 journal that the rerun reads to skip finished videos, and never a half-written ledger.
 
-Status vocabulary (documented in docs/ledgers.md; the one place these names are defined):
+Status vocabularies below are the one place these names are defined (docs/ledgers.md explains them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .atomic import atomic_write
 DOWNLOAD_OK = "ok"
 DOWNLOAD_PERMANENT = ("unavailable", "private", "removed", "geo_blocked", "login_required")
 DOWNLOAD_RETRYABLE = ("rate_limited", "transient")
-DOWNLOAD_STATUSES = (DOWNLOAD_OK, *DOWNLOAD_PERMANENT, *DOWNLOAD_RETRYABLE, "error")
+# skipped: filtered out on purpose (e.g. longer than download.max_duration); not retried.
+DOWNLOAD_STATUSES = (DOWNLOAD_OK, *DOWNLOAD_PERMANENT, *DOWNLOAD_RETRYABLE, "skipped", "error")
 DOWNLOAD_COLUMNS = ("video_id", "status", "message", "bytes", "duration", "path", "captions_path", "attempts")
 
 # --- normalize ------------------------------------------------------------------------------
