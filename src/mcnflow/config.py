@@ -137,7 +137,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Every stage reads its settings either as JSON (how Snakemake passes them) or from config files."""
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--settings", help="the stage's config section as JSON (what the workflow passes)")
-    group.add_argument("--config", action="append", metavar="YAML",
+    group.add_argument("--config", action="extend", nargs="+", metavar="YAML",
                        help="config file(s), later ones override earlier ones (e.g. config.yaml demo/config.yaml)")
 
 

@@ -76,6 +76,9 @@ def ledger_by_id(path: str | Path) -> dict[str, dict[str, str]]:
     return {row["video_id"]: row for row in read_ledger(path)}
 
 
+TORN_MARK = "\t#torn-by-killed-writer"
+
+
 class Journal:
     """Append-only record of outcomes as they happen; the last row per video wins on reading."""
 
@@ -83,6 +86,15 @@ class Journal:
         self.path = Path(path)
         self.columns = tuple(columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._seal_torn_line()
+
+    def _seal_torn_line(self) -> None:
+        """End a line cut off by a killed writer, so the next append starts a row of its own."""
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb+") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.write(TORN_MARK.encode() + b"\n")
 
     def read(self) -> dict[str, dict[str, str]]:
         """Complete rows written so far; a torn last line (killed mid-write) is ignored."""
@@ -92,9 +104,10 @@ class Journal:
         lines = text.split("\n")
         if lines and lines[-1] != "":
             lines = lines[:-1]  # no trailing newline: the last line was cut off
+        # A sealed torn line has too few cells and is skipped below.
         rows: dict[str, dict[str, str]] = {}
         for line in lines:
-            if not line:
+            if not line or line.endswith(TORN_MARK):
                 continue
             cells = line.split("\t")
             if len(cells) != len(self.columns) or cells == list(self.columns):

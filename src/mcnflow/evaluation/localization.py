@@ -1,0 +1,96 @@
+"""Temporal localization of a step sentence in its full video, decoded from a similarity curve.
+
+The model gives one similarity per second: the sentence against the clip ``[i, i+1)`` of the video
+(scored as in retrieval, see :mod:`mcnflow.evaluation.scoring`). MCN's paper does not publish its
+localization decoder, so this one is deliberately simple and documented:
+
+1. **Smooth**: moving average over ``smoothing`` seconds, centred; at the ends of the video the
+   window is cut to the seconds that exist (no zero padding, so edges are not pulled down).
+2. **Threshold**: keep the seconds whose smoothed score is at least
+   ``min + threshold * (max - min)`` of the smoothed curve.
+3. **Pick**: the contiguous run of kept seconds that contains the argmax of the smoothed curve
+   (the first argmax on ties) is the prediction ``[first second, last second + 1)``, clipped to the
+   video's duration when it is known.
+
+A flat curve keeps every second, i.e. predicts the whole video.
+
+Metrics: temporal IoU of prediction and annotation per query; ``mean_iou`` (percent) and
+``recall_at_iou_<t>`` (percent of queries with IoU >= t) for each configured threshold ``t``.
+A query that could not be scored has IoU 0.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def smooth(curve: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` samples, averaging only the samples inside the curve."""
+    curve = np.asarray(curve, dtype=np.float64)
+    if window < 1:
+        raise ValueError(f"smoothing window must be >= 1, got {window}")
+    if window == 1 or len(curve) == 0:
+        return curve.copy()
+    kernel = np.ones(int(window))
+    # an even window reaches one sample further back than forward
+    left = (window - 1) // 2
+    right = window - 1 - left
+    padded = np.concatenate([np.zeros(right), curve, np.zeros(left)])
+    ones = np.concatenate([np.zeros(right), np.ones(len(curve)), np.zeros(left)])
+    sums = np.convolve(padded, kernel, mode="valid")
+    counts = np.convolve(ones, kernel, mode="valid")
+    return sums / counts
+
+
+def decode_interval(curve: np.ndarray, smoothing: int, threshold: float,
+                    duration: float | None = None) -> tuple[float, float]:
+    """The predicted ``(start, end)`` in seconds for a per-second similarity ``curve`` (see module doc)."""
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.ndim != 1 or len(curve) == 0:
+        raise ValueError(f"a localization curve must be 1-D and non-empty, got shape {curve.shape}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    smoothed = smooth(curve, smoothing)
+    low, high = float(smoothed.min()), float(smoothed.max())
+    level = low + threshold * (high - low)
+    keep = smoothed >= level
+    peak = int(np.argmax(smoothed))
+    first = peak
+    while first > 0 and keep[first - 1]:
+        first -= 1
+    last = peak
+    while last < len(curve) - 1 and keep[last + 1]:
+        last += 1
+    start, end = float(first), float(last + 1)
+    if duration is not None:
+        end = min(end, float(duration))
+        start = min(start, end)
+    return start, end
+
+
+def temporal_iou(prediction: tuple[float, float], truth: tuple[float, float]) -> float:
+    """Intersection over union of two ``(start, end)`` intervals (0 when both are empty)."""
+    (p_start, p_end), (t_start, t_end) = prediction, truth
+    if p_end < p_start or t_end < t_start:
+        raise ValueError(f"interval with end before start: {prediction} / {truth}")
+    intersection = max(0.0, min(p_end, t_end) - max(p_start, t_start))
+    union = (p_end - p_start) + (t_end - t_start) - intersection
+    return intersection / union if union > 0 else 0.0
+
+
+def iou_key(threshold: float) -> str:
+    return f"recall_at_iou_{threshold:g}"
+
+
+def localization_metrics(ious: Iterable[float], iou_thresholds: Sequence[float],
+                         n_missing: int = 0) -> dict[str, float]:
+    """mIoU and recall at each IoU threshold (percent), counting ``n_missing`` queries as IoU 0."""
+    values = np.concatenate([np.asarray(list(ious), dtype=np.float64), np.zeros(int(n_missing))])
+    if len(values) == 0:
+        return {}
+    metrics = {"mean_iou": 100.0 * float(values.mean())}
+    for threshold in iou_thresholds:
+        metrics[iou_key(threshold)] = 100.0 * float((values >= threshold).mean())
+    return metrics

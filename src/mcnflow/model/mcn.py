@@ -1,0 +1,193 @@
+"""The MCN network (Chen et al., ICCV 2021) with a modality-pair choice and a shared or per-pair space.
+
+Branches (MCN's, see docs in shared/research/mcn_anchors.md section 1.3):
+  video: max-pooled, L2-normalised clip feature (made by training.clips) -> GEU(video_dim -> embd_dim)
+  text:  word vectors -> Linear + ReLU -> max over words (the text trunk) -> GEU(embd_dim -> embd_dim)
+  audio: ResDAVEnet -> mean over valid frames (the audio trunk) -> GEU(1024 -> 1024) -> Linear(1024 -> embd_dim)
+         (1024 = the last of ``audio_widths``; smaller widths exist for tests and quick demos)
+
+Only the modalities that appear in ``pairs`` are built. ``space="shared"`` has one head per modality
+into one space (MCN). ``space="per_pair"`` gives every pair its own heads (the GEU / final projection
+of each of its two modalities), so each pair has an independent space. The trunks (ResDAVEnet and the
+text word projection) are shared by all spaces: the two settings then differ only in the heads, the
+part that defines the space, and the trunks' cost is paid once.
+
+Reconstruction decoders (MCN's ``recon_*``) map an embedding back to its own modality's trunk output:
+video -> the input clip feature, audio -> the pooled ResDAVEnet output, text -> the sentence max-pool.
+With per_pair spaces each (space, modality) embedding has its own decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .davenet import DAVENET_WIDTHS, ResDAVEnet
+from .gated import GatedEmbeddingUnit, SentenceMaxPool
+
+MODALITIES = ("video", "audio", "text")
+PAIRS: dict[str, tuple[str, str]] = {"tv": ("text", "video"), "ta": ("text", "audio"), "va": ("video", "audio")}
+SPACE_KINDS = ("shared", "per_pair")
+SHARED = "shared"
+
+
+def modalities_of(pairs: Iterable[str]) -> list[str]:
+    """The modalities the pairs use, in MODALITIES order."""
+    pairs = list(pairs)
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown or not pairs:
+        raise ValueError(f"pairs {pairs!r}: need at least one of {', '.join(PAIRS)}")
+    used = {m for p in pairs for m in PAIRS[p]}
+    return [m for m in MODALITIES if m in used]
+
+
+class AudioHead(nn.Module):
+    """GEU in the trunk's 1024 dimensions (MCN: 'for fp16 stability'), then a plain linear projection."""
+
+    def __init__(self, in_dim: int, embd_dim: int):
+        super().__init__()
+        self.gated = GatedEmbeddingUnit(in_dim, in_dim)
+        self.projection = nn.Linear(in_dim, embd_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.gated(x))
+
+
+def reconstruction_decoder(embd_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    # MCN's decoders end in a ReLU: every target (clip feature, pooled trunk outputs) is >= 0.
+    return nn.Sequential(nn.Linear(embd_dim, hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim), nn.ReLU(inplace=True))
+
+
+@dataclass
+class MCNOutput:
+    trunk: dict[str, torch.Tensor]                                   # modality -> reconstruction target
+    embeddings: dict[str, dict[str, torch.Tensor]]                   # space -> modality -> (N, embd_dim)
+    reconstructions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+class MCN(nn.Module):
+    def __init__(self, pairs: Iterable[str], space: str = SHARED, *, embd_dim: int, video_dim: int,
+                 word_dim: int, recon_size: int, reconstruction: bool = True, n_mels: int = 40,
+                 audio_widths: Iterable[int] = DAVENET_WIDTHS):
+        super().__init__()
+        if space not in SPACE_KINDS:
+            raise ValueError(f"space {space!r}; allowed: {', '.join(SPACE_KINDS)}")
+        self.pairs = list(pairs)
+        self.modalities = modalities_of(self.pairs)
+        self.space = space
+        self.spaces = [SHARED] if space == SHARED else list(self.pairs)
+        self.embd_dim = embd_dim
+        self.config = {"pairs": self.pairs, "space": space, "embd_dim": embd_dim, "video_dim": video_dim,
+                       "word_dim": word_dim, "recon_size": recon_size, "reconstruction": reconstruction,
+                       "n_mels": n_mels, "audio_widths": list(audio_widths)}
+
+        if "audio" in self.modalities:
+            self.davenet = ResDAVEnet(n_mels=n_mels, widths=tuple(audio_widths))
+        if "text" in self.modalities:
+            self.text_pool = SentenceMaxPool(word_dim, embd_dim)
+        trunk_dims = {"video": video_dim, "text": embd_dim}
+        if "audio" in self.modalities:
+            trunk_dims["audio"] = self.davenet.out_dim
+
+        def head(modality: str) -> nn.Module:
+            if modality == "video":
+                return GatedEmbeddingUnit(video_dim, embd_dim)
+            if modality == "text":
+                return GatedEmbeddingUnit(embd_dim, embd_dim)
+            return AudioHead(trunk_dims["audio"], embd_dim)
+
+        self.heads = nn.ModuleDict({
+            s: nn.ModuleDict({m: head(m) for m in self.space_modalities(s)}) for s in self.spaces})
+        self.decoders: nn.ModuleDict | None = None
+        if reconstruction:
+            self.decoders = nn.ModuleDict({
+                s: nn.ModuleDict({m: reconstruction_decoder(embd_dim, recon_size, trunk_dims[m])
+                                  for m in self.space_modalities(s)})
+                for s in self.spaces})
+
+    # --- structure ---------------------------------------------------------------------------
+    def space_modalities(self, space: str) -> list[str]:
+        """The modalities embedded in ``space``: all of them (shared) or the pair's two."""
+        if space == SHARED and self.space == SHARED:
+            return list(self.modalities)
+        if self.space == "per_pair" and space in self.pairs:
+            return [m for m in MODALITIES if m in PAIRS[space]]
+        raise KeyError(f"no space {space!r} in this model; spaces: {', '.join(self.spaces)}")
+
+    def space_of(self, pair: str) -> str:
+        """The space in which ``pair``'s MMS loss is computed."""
+        if pair not in self.pairs:
+            raise KeyError(f"pair {pair!r} is not trained by this model (pairs: {', '.join(self.pairs)})")
+        return SHARED if self.space == SHARED else pair
+
+    def _resolve_space(self, space: str | None) -> str:
+        if space is None:
+            if self.space != SHARED:
+                raise ValueError(f"this per_pair model needs a space: one of {', '.join(self.spaces)}")
+            return SHARED
+        if space not in self.spaces:
+            raise ValueError(f"space {space!r} is not in this model; spaces: {', '.join(self.spaces)}")
+        return space
+
+    # --- computation -------------------------------------------------------------------------
+    def encode(self, modality: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The modality's trunk output (shared by all spaces); also the reconstruction target."""
+        if modality not in self.modalities:
+            raise ValueError(f"modality {modality!r} is not in this model (modalities: {', '.join(self.modalities)})")
+        if modality == "video":
+            return batch["video"].float()
+        if modality == "audio":
+            features = self.davenet(batch["audio"].float())
+            return self.davenet.pool(features, batch["nframes"])
+        return self.text_pool(batch["words"].float(), batch["mask"])
+
+    def project(self, modality: str, trunk: torch.Tensor, space: str) -> torch.Tensor:
+        return self.heads[space][modality](trunk)
+
+    def embed(self, modality: str, batch: Mapping[str, torch.Tensor], space: str | None = None) -> torch.Tensor:
+        """(B, embd_dim) embeddings of one modality's batch (the dict training.clips makes) in ``space``.
+
+        ``space`` is None for a shared model, or a pair name ("tv", "ta", "va") for a per_pair one.
+        """
+        space = self._resolve_space(space)
+        if modality not in self.space_modalities(space):
+            raise ValueError(f"modality {modality!r} has no embedding in space {space!r}")
+        return self.project(modality, self.encode(modality, batch), space)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> MCNOutput:
+        trunk = {m: self.encode(m, batch) for m in self.modalities}
+        embeddings = {s: {m: self.project(m, trunk[m], s) for m in self.space_modalities(s)} for s in self.spaces}
+        reconstructions: dict[str, dict[str, torch.Tensor]] = {}
+        if self.decoders is not None:
+            reconstructions = {s: {m: self.decoders[s][m](e) for m, e in per_mod.items()}
+                               for s, per_mod in embeddings.items()}
+        return MCNOutput(trunk=trunk, embeddings=embeddings, reconstructions=reconstructions)
+
+
+def build_model(model_config: Mapping[str, Any]) -> MCN:
+    """An MCN from the ``meta["model"]`` dict that training stores (MCN.config)."""
+    config = dict(model_config)
+    return MCN(config.pop("pairs"), config.pop("space"), **config)
+
+
+def load_model(checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MCN, dict]:
+    """Load ``model.pt`` (or an epoch checkpoint) -> (model in eval mode, meta).
+
+    meta holds the experiment settings (pairs, space, losses, training), the model's constructor
+    arguments (``model``) and the vocabulary the text branch was trained with (``vocabulary``).
+    """
+    payload = torch.load(checkpoint_path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or "model" not in payload or "meta" not in payload:
+        raise ValueError(f"{checkpoint_path}: not an mcnflow model file (no 'model' and 'meta')")
+    meta = payload["meta"]
+    model = build_model(meta["model"])
+    model.load_state_dict(payload["model"])
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    model.eval()
+    return model, meta

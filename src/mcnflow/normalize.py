@@ -1,0 +1,354 @@
+"""``mcnflow normalize``: re-encode one shard's downloads to one frame size, frame rate and audio format.
+
+Every downloaded video becomes ``<out-dir>/<video_id>.mp4`` (``normalize.width`` x ``height`` at a
+constant ``fps``, H.264 yuv420p, AAC mono at ``audio_rate`` when the input has audio) or a ledger row
+saying why not. One ffmpeg run per video; its output is written under a ``.tmp-`` name and renamed
+only after ffprobe confirms size, frame rate, duration and audio, so a killed job never leaves a file
+a rerun would trust. Outcomes go to a journal as they happen; the rerun of a killed job skips the
+videos the journal already settles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Mapping
+
+import ffmpeg
+from tqdm import tqdm
+
+from .atomic import atomic_path, remove_stale_temps
+from .config import ConfigError, add_settings_arguments, settings_from_args
+from .ids import is_valid_video_id
+from .ledger import (DOWNLOAD_OK, NORMALIZE_COLUMNS, NORMALIZE_STATUSES, Journal, journal_path,
+                     read_ledger)
+from .media_probe import MediaInfo, MediaProbeError, last_meaningful_line, probe
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = ("pad", "crop", "stretch")
+OUTPUT_PIX_FMT = "yuv420p"  # what every H.264 decoder (and torchvision/PyAV) reads
+OUTPUT_FORMAT = "mp4"       # given explicitly: the temporary name does not end in .mp4
+# The encoder each allowed normalize.video_codec produces, as ffprobe names it.
+CODEC_NAMES = {"libx264": "h264"}
+# ffmpeg stderr fragments that mean the *input* could not be demuxed or decoded (-> corrupt, not error).
+INPUT_FAILURE_MARKERS = (
+    "invalid data found", "moov atom not found", "error while decoding", "partial file",
+    "invalid nal unit", "error splitting the input", "could not find codec parameters",
+    "corrupt", "truncat", "end of file",
+)
+# Two frame rates are equal when they agree to this relative precision (ffprobe prints fractions).
+FPS_REL_TOL = 1e-6
+# Journal rows with this status are retried by a rerun: the cause may have been passing (disk full).
+RETRIED_STATUSES = ("error",)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeSettings:
+    """config.yaml's ``normalize`` section (see the comments there for each key)."""
+
+    width: int
+    height: int
+    fps: float
+    audio_rate: int
+    resize_mode: str
+    video_codec: str
+    preset: str
+    crf: int
+    audio_bitrate: str
+    threads: int
+    duration_tolerance: float
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping) -> "NormalizeSettings":
+        missing = [name for name in cls.__dataclass_fields__ if name not in settings]
+        if missing:
+            raise ConfigError(f"config key 'normalize': missing key(s) {', '.join(missing)}")
+        values = {name: settings[name] for name in cls.__dataclass_fields__}
+        if values["resize_mode"] not in RESIZE_MODES:
+            raise ConfigError(f"config key 'normalize.resize_mode': {values['resize_mode']!r} is not allowed; "
+                              f"allowed values: {', '.join(map(repr, RESIZE_MODES))}")
+        if values["video_codec"] not in CODEC_NAMES:
+            raise ConfigError(f"config key 'normalize.video_codec': {values['video_codec']!r} is not allowed; "
+                              f"allowed values: {', '.join(map(repr, CODEC_NAMES))}")
+        return cls(**values)
+
+
+class NormalizeFailure(Exception):
+    """One video could not be normalized; ``status`` is one of ledger.NORMALIZE_STATUSES."""
+
+    def __init__(self, status: str, message: str):
+        assert status in NORMALIZE_STATUSES and status != "ok", status
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- the ffmpeg command -----------------------------------------------------------------------
+
+def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
+    """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
+    width, height = settings.width, settings.height
+    sar = info.sample_aspect_ratio
+    if sar is not None and sar != 1:
+        # The scale filter's aspect-ratio logic ignores SAR: make pixels square first so an
+        # anamorphic 16:9 video is not letterboxed as if it were 8:9.
+        video = video.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
+    if settings.resize_mode == "pad":
+        video = (video.filter("scale", width, height, force_original_aspect_ratio="decrease",
+                              force_divisible_by=2)
+                 .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black"))
+    elif settings.resize_mode == "crop":
+        video = (video.filter("scale", width, height, force_original_aspect_ratio="increase")
+                 .filter("crop", width, height))  # crop centres by default
+    else:  # stretch
+        video = video.filter("scale", width, height)
+    # The fps filter (not input -r) keeps timestamps: output frame k shows input time k / fps.
+    return video.filter("setsar", 1).filter("fps", fps=settings.fps)
+
+
+def build_command(info: MediaInfo, output: str | Path, settings: NormalizeSettings):
+    """The ffmpeg-python graph that normalizes ``info.path`` into ``output`` (not yet run)."""
+    source = ffmpeg.input(info.path, threads=settings.threads)
+    streams = [_video_filters(source[str(info.video_stream_index)], info, settings)]
+    options = dict(
+        format=OUTPUT_FORMAT,
+        vcodec=settings.video_codec, preset=settings.preset, crf=settings.crf, pix_fmt=OUTPUT_PIX_FMT,
+        threads=settings.threads, movflags="+faststart",
+    )
+    if info.has_audio:
+        # Map one audio stream by index: "0:a" would map every audio track of the input.
+        streams.append(source[str(info.audio_stream_index)])
+        options.update(acodec="aac", ac=1, ar=settings.audio_rate, audio_bitrate=settings.audio_bitrate)
+    else:
+        options.update(an=None)
+    return (ffmpeg.output(*streams, str(output), **options)
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error",
+                         "-filter_complex_threads", str(settings.threads))
+            .overwrite_output())
+
+
+# --- verification -----------------------------------------------------------------------------
+
+def verify_output(out: MediaInfo, settings: NormalizeSettings, *, duration: float | None, has_audio: bool,
+                  duration_tolerance: float | None = None) -> list[str]:
+    """What in ``out`` differs from the configured form of an input of ``duration`` seconds that
+    has (or lacks) audio; an empty list means all is as configured.
+
+    ``duration_tolerance`` defaults to ``settings.duration_tolerance``; ``duration`` None skips the
+    duration check (some containers do not record one).
+    """
+    tolerance = settings.duration_tolerance if duration_tolerance is None else duration_tolerance
+    problems: list[str] = []
+    if not out.has_video:
+        return ["output has no video stream"]
+    if (out.width, out.height) != (settings.width, settings.height):
+        problems.append(f"size {out.width}x{out.height}, expected {settings.width}x{settings.height}")
+    if out.fps is None or not math.isclose(out.fps, settings.fps, rel_tol=FPS_REL_TOL):
+        problems.append(f"frame rate {out.frame_rate}, expected {settings.fps}")
+    if out.sample_aspect_ratio not in (None, Fraction(1)):
+        problems.append(f"sample aspect ratio {out.sample_aspect_ratio}, expected 1")
+    codec = CODEC_NAMES[settings.video_codec]
+    if (out.video_codec, out.pix_fmt) != (codec, OUTPUT_PIX_FMT):
+        problems.append(f"video {out.video_codec}/{out.pix_fmt}, expected {codec}/{OUTPUT_PIX_FMT}")
+    if out.n_frames == 0:
+        problems.append("output has no frames")
+
+    frame = 1.0 / settings.fps
+    if duration is not None and duration < frame:
+        # Shorter than one output frame: the fps filter still emits one frame; that is enough.
+        if out.duration is None or out.duration < frame * (1 - FPS_REL_TOL):
+            problems.append(f"duration {out.duration} s, expected at least one frame ({frame:.6g} s)")
+    elif duration is not None:
+        if out.duration is None or abs(out.duration - duration) > tolerance:
+            problems.append(f"duration {out.duration} s, expected {duration} s ± {tolerance} s")
+
+    if has_audio:
+        if not out.has_audio:
+            problems.append("output has no audio stream, input has one")
+        elif (out.audio_rate, out.audio_channels) != (settings.audio_rate, 1):
+            problems.append(f"audio {out.audio_rate} Hz x {out.audio_channels} channel(s), "
+                            f"expected {settings.audio_rate} Hz x 1")
+    elif out.has_audio:
+        problems.append("output has an audio stream, input has none")
+    return problems
+
+
+def check_existing_output(path: Path, row: Mapping[str, str], settings: NormalizeSettings) -> list[str]:
+    """Why a journal's ``ok`` output can no longer be trusted (empty list: it still can)."""
+    if not path.is_file():
+        return [f"{path} is missing"]
+    try:
+        out = probe(path)
+    except MediaProbeError as exc:
+        return [str(exc)]
+    try:
+        recorded_duration = float(row["duration"])
+    except ValueError:
+        return [f"journal duration {row['duration']!r} is not a number"]
+    # Still the file the journal recorded: same audio and, to within a frame, the same duration.
+    return verify_output(out, settings, duration=recorded_duration, has_audio=row["has_audio"] == "true",
+                         duration_tolerance=1.0 / settings.fps)
+
+
+# --- one video --------------------------------------------------------------------------------
+
+def _ffmpeg_failure(stderr: bytes, path: Path) -> NormalizeFailure:
+    message = last_meaningful_line(stderr, path)
+    text = stderr.decode("utf-8", errors="replace").lower()
+    if any(marker in text for marker in INPUT_FAILURE_MARKERS):
+        return NormalizeFailure("corrupt", message)
+    return NormalizeFailure("error", f"ffmpeg failed: {message}")
+
+
+def normalize_video(source_path: str | Path, output: str | Path, settings: NormalizeSettings) -> MediaInfo:
+    """Normalize one video into ``output``; return the verified output's facts.
+
+    Raises :class:`NormalizeFailure` (with a ledger status) if the input is bad or the result does not
+    verify; ``output`` then does not exist and no temporary file is left behind.
+    """
+    source_path, output = Path(source_path), Path(output)
+    if not source_path.is_file():
+        raise NormalizeFailure("error", f"input file is missing: {source_path}")
+    if source_path.stat().st_size == 0:
+        raise NormalizeFailure("empty_input", f"zero-byte input: {source_path}")
+    try:
+        source = probe(source_path)
+    except MediaProbeError as exc:
+        raise NormalizeFailure("corrupt", exc.reason) from None
+    if not source.has_video:
+        streams = "audio only" if source.has_audio else "no audio or video streams"
+        raise NormalizeFailure("no_video", f"input has no video stream ({streams})")
+
+    with atomic_path(output) as tmp:
+        try:
+            build_command(source, tmp, settings).run(capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as exc:
+            raise _ffmpeg_failure(exc.stderr or b"", source_path) from None
+        try:
+            result = probe(tmp)
+        except MediaProbeError as exc:
+            raise NormalizeFailure("verify_failed", f"output unreadable: {exc.reason}") from None
+        problems = verify_output(result, settings, duration=source.duration, has_audio=source.has_audio)
+        if problems:
+            raise NormalizeFailure("verify_failed", "; ".join(problems))
+    return dataclasses.replace(result, path=str(output))
+
+
+# --- one shard --------------------------------------------------------------------------------
+
+def _ok_row(video_id: str, output: Path, result: MediaInfo) -> dict:
+    return dict(video_id=video_id, status="ok", message="", has_audio=result.has_audio,
+                duration=result.duration, width=result.width, height=result.height, fps=result.fps,
+                path=str(output))
+
+
+def _failure_row(video_id: str, status: str, message: str) -> dict:
+    return dict(video_id=video_id, status=status, message=message)
+
+
+def _shard_order(download_rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Download rows, one per video id (first wins), in ledger order."""
+    seen: dict[str, dict[str, str]] = {}
+    for row in download_rows:
+        if row["video_id"] in seen:
+            log.warning("download ledger lists %s twice; using its first row", row["video_id"])
+            continue
+        seen[row["video_id"]] = row
+    return list(seen.values())
+
+
+def _settled(row: Mapping[str, str] | None, output: Path, settings: NormalizeSettings) -> bool:
+    """Whether a journal row from an earlier (killed) run can stand without redoing the video."""
+    if row is None or row["status"] in RETRIED_STATUSES:
+        return False
+    if row["status"] != "ok":
+        return True  # the same input gives the same failure again
+    problems = check_existing_output(output, row, settings)
+    if problems:
+        log.info("%s: redoing, earlier output not usable: %s", row["video_id"], "; ".join(problems))
+    return not problems
+
+
+def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: str | Path,
+                    settings: NormalizeSettings) -> list[dict[str, str]]:
+    """Normalize every video of one shard; write ``ledger`` and return its rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temps(out_dir)
+    if stale:
+        log.info("removed %d temporary file(s) left by a killed run in %s", stale, out_dir)
+
+    download_rows = read_ledger(download_ledger)
+    if download_rows and not {"video_id", "status", "path"} <= set(download_rows[0]):
+        raise ValueError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
+    rows = _shard_order(download_rows)
+
+    journal = Journal(journal_path(ledger), NORMALIZE_COLUMNS)
+    done = journal.read()
+    resumed = 0
+    for download in tqdm(rows, desc=f"normalize {Path(ledger).stem}", unit="video"):
+        video_id = download["video_id"]
+        output = out_dir / f"{video_id}.mp4"
+        if _settled(done.get(video_id), output, settings):
+            resumed += 1
+            continue
+        journal.append(_normalize_row(download, output, settings))
+    if resumed:
+        log.info("kept %d outcome(s) from the journal of an earlier run", resumed)
+
+    final = journal.finish(ledger, [row["video_id"] for row in rows])
+    counts = Counter(row["status"] for row in final)
+    log.info("%s: %d video(s): %s", ledger, len(final),
+             ", ".join(f"{status}={counts[status]}" for status in NORMALIZE_STATUSES if counts[status]) or "none")
+    return final
+
+
+def _normalize_row(download: Mapping[str, str], output: Path, settings: NormalizeSettings) -> dict:
+    video_id = download["video_id"]
+    # The id becomes a file name: accept only ids that are safe as one (YouTube or local style).
+    if not (is_valid_video_id(video_id, "youtube") or is_valid_video_id(video_id, "local")):
+        return _failure_row(video_id, "error", f"unsafe video id {video_id!r}")
+    if download["status"] != DOWNLOAD_OK:
+        return _failure_row(video_id, "not_downloaded", f"download status: {download['status']}")
+    if not download["path"]:
+        return _failure_row(video_id, "error", "download ledger row is ok but has no path")
+    try:
+        result = normalize_video(download["path"], output, settings)
+    except NormalizeFailure as failure:
+        log.debug("%s: %s: %s", video_id, failure.status, failure.message)
+        return _failure_row(video_id, failure.status, failure.message)
+    except Exception as exc:  # one bad video must not end the shard
+        log.exception("%s: unexpected failure", video_id)
+        return _failure_row(video_id, "error", f"{type(exc).__name__}: {exc}")
+    return _ok_row(video_id, output, result)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download-ledger", required=True, type=Path,
+                        help="the shard's download ledger (results/download/{corpus}/shard-NNNNN.tsv)")
+    parser.add_argument("--ledger", required=True, type=Path,
+                        help="normalize ledger to write (results/normalize/{corpus}/shard-NNNNN.tsv)")
+    parser.add_argument("--out-dir", required=True, type=Path,
+                        help="directory for <video_id>.mp4 (results/normalize/{corpus}/shard-NNNNN)")
+    add_settings_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = NormalizeSettings.from_mapping(settings_from_args(args, "normalize"))
+    if not args.download_ledger.is_file():
+        log.error("download ledger not found: %s", args.download_ledger)
+        return 1
+    try:
+        normalize_shard(args.download_ledger, args.ledger, args.out_dir, settings)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0

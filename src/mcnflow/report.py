@@ -1,0 +1,291 @@
+"""``mcnflow summarize``: every experiment's metrics in one table, one plot per metric, training curves.
+
+Inputs: the metric files of ``mcnflow evaluate`` (results/eval/<experiment>/<benchmark>.json), the
+training logs (results/train/<experiment>/log.tsv) and, optionally, the download survival tables.
+Outputs (all written atomically):
+
+- ``summary.csv``: one row per experiment and benchmark (pairs, space, scoring, every metric,
+  n_queries, n_missing, note);
+- ``summary.md``: a markdown table per benchmark, with the chance level of each retrieval benchmark
+  (R@K of a random ranking = K / n_queries), then the download survival tables;
+- ``plots/<metric>.png``: the metric of every experiment, grouped by benchmark;
+- ``plots/training_loss.png``: each experiment's total loss over training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .atomic import atomic_path, atomic_write
+from .evaluation.metrics import RECALL_KS, chance_recall
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("experiment", "pairs", "space", "benchmark", "task", "scoring")
+COUNT_COLUMNS = ("n_queries", "n_missing")
+# how metric names read in the markdown table and on plot axes
+LABELS = {"recall_at_1": "R@1", "recall_at_5": "R@5", "recall_at_10": "R@10", "median_rank": "MedR",
+          "mean_rank": "MeanR", "mean_iou": "mIoU", "crosstask_recall": "CrossTask recall"}
+LOWER_IS_BETTER = {"median_rank", "mean_rank"}
+LOSS_COLUMNS = ("total", "loss", "total_loss")  # the training log's total-loss column, first found
+X_COLUMNS = ("step", "global_step", "epoch")  # the training log's x axis, first found
+
+
+def label(metric: str) -> str:
+    if metric in LABELS:
+        return LABELS[metric]
+    if metric.startswith("recall_at_iou_"):
+        return f"R@IoU={metric.removeprefix('recall_at_iou_')}"
+    return metric
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def read_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The evaluation JSON files, sorted by experiment then benchmark."""
+    results = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        missing = [k for k in ("experiment", "benchmark", "metrics") if k not in data]
+        if missing:
+            raise ValueError(f"{path}: not an mcnflow evaluation result (missing {', '.join(missing)})")
+        results.append(data)
+    return sorted(results, key=lambda r: (r["experiment"], r["benchmark"]))
+
+
+def metric_names(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Every metric, in first-seen order (retrieval metrics keep their R@1, R@5, ... order)."""
+    names: dict[str, None] = {}
+    for result in results:
+        for name in result.get("metrics", {}):
+            names.setdefault(name, None)
+    return list(names)
+
+
+def read_training_log(path: str | Path) -> dict[str, Any]:
+    """``{"x": name, "xs": [...], "total": [...]}`` from a training log.tsv (rows with no total are skipped)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    columns = list(rows[0]) if rows else []
+    x_name = next((c for c in X_COLUMNS if c in columns), None)
+    y_name = next((c for c in LOSS_COLUMNS if c in columns), None)
+    if rows and (x_name is None or y_name is None):
+        raise ValueError(f"{path}: expected a {'/'.join(X_COLUMNS)} column and a {'/'.join(LOSS_COLUMNS)} "
+                         f"column; found {', '.join(columns)}")
+    xs, ys = [], []
+    for row in rows:
+        try:
+            x, y = float(row[x_name]), float(row[y_name])
+        except (TypeError, ValueError):
+            continue  # e.g. an evaluation-only row with an empty loss
+        if math.isfinite(y):
+            xs.append(x)
+            ys.append(y)
+    return {"x": x_name or "step", "xs": xs, "total": ys}
+
+
+def experiment_of_log(path: str | Path) -> str:
+    """results/train/<experiment>/log.tsv -> <experiment>."""
+    return Path(path).parent.name
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}" if math.isfinite(value) else ""
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def summary_rows(results: Sequence[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for result in results:
+        row = {key: result.get(key) for key in ID_COLUMNS}
+        row["pairs"] = "+".join(result.get("pairs") or [])
+        for name in metrics:
+            row[name] = result["metrics"].get(name)
+        for key in COUNT_COLUMNS:
+            row[key] = result.get(key)
+        row["note"] = result.get("note") or ""
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    with atomic_write(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def chance_line(n_queries: int) -> str:
+    parts = [f"R@{k} = {chance_recall(k, n_queries):.2f}%" for k in RECALL_KS]
+    return (f"Chance level (random ranking of {n_queries} clips): " + ", ".join(parts)
+            + f", MedR = {(n_queries + 1) / 2:.1f}.")
+
+
+def summary_markdown(results: Sequence[dict[str, Any]], survival: Sequence[Path]) -> str:
+    out = io.StringIO()
+    out.write("# mcnflow results\n\n")
+    out.write("Retrieval metrics are in percent (R@K) and ranks (MedR, MeanR); localization metrics in percent. "
+              "Queries whose clip has no features count as failures (n_missing).\n")
+    benchmarks = sorted({r["benchmark"] for r in results})
+    for benchmark in benchmarks:
+        rows = [r for r in results if r["benchmark"] == benchmark]
+        names = metric_names(rows)
+        task = rows[0].get("task", "")
+        out.write(f"\n## {benchmark} ({task})\n\n")
+        header = ["experiment", "pairs", "space", "scoring", *[label(n) for n in names], "n_queries", "n_missing", "note"]
+        table = [[r["experiment"], r.get("pairs") or [], r.get("space", ""), r.get("scoring", ""),
+                  *[r["metrics"].get(n) for n in names], r.get("n_queries"), r.get("n_missing"), r.get("note", "")]
+                 for r in rows]
+        out.write(markdown_table(header, table) + "\n")
+        if task == "retrieval":
+            sizes = sorted({int(r["n_queries"]) for r in rows if r.get("n_queries")})
+            for n_queries in sizes:
+                out.write("\n" + chance_line(n_queries) + "\n")
+    for path in survival:
+        out.write(f"\n## Download survival: {Path(path).parent.name}\n\n")
+        with open(path, encoding="utf-8", newline="") as handle:
+            table = list(csv.reader(handle, delimiter="\t"))
+        if table:
+            out.write(markdown_table(table[0], table[1:]) + "\n")
+    return out.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_metric(path: Path, metric: str, results: Sequence[dict[str, Any]]) -> None:
+    """Grouped bars: one group per benchmark with this metric, one bar per experiment (R@K: chance dashed)."""
+    plt = _pyplot()
+    scored = [r for r in results if metric in r["metrics"]]
+    benchmarks = sorted({r["benchmark"] for r in scored})
+    experiments = sorted({r["experiment"] for r in scored})
+    value = {(r["benchmark"], r["experiment"]): r["metrics"][metric] for r in scored}
+    width = 0.8 / max(len(experiments), 1)
+    figure, axes = plt.subplots(figsize=(max(6.0, 2.0 + 0.45 * len(benchmarks) * len(experiments)), 4.0))
+    for i, experiment in enumerate(experiments):
+        xs = [b + (i - (len(experiments) - 1) / 2) * width for b in range(len(benchmarks))]
+        ys = [value.get((bench, experiment), math.nan) for bench in benchmarks]
+        axes.bar(xs, ys, width=width, label=experiment)
+    k = _recall_k(metric)
+    if k is not None:
+        for b, bench in enumerate(benchmarks):
+            sizes = {int(r["n_queries"]) for r in scored if r["benchmark"] == bench and r.get("n_queries")}
+            for n_queries in sizes:
+                axes.hlines(chance_recall(k, n_queries), b - 0.4, b + 0.4, colors="black", linestyles="dashed",
+                            label="chance" if b == 0 else None)
+    axes.set_xticks(range(len(benchmarks)), benchmarks)
+    direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+    axes.set_ylabel(f"{label(metric)} ({direction})")
+    axes.set_title(label(metric))
+    unscored = sorted({r["experiment"] for r in results if not r["metrics"]})
+    if unscored:
+        axes.set_xlabel("not scored (text branch not trained): " + ", ".join(unscored), fontsize="small")
+    if experiments:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(figure, path)
+    plt.close(figure)
+
+
+def _recall_k(metric: str) -> int | None:
+    """K of a retrieval ``recall_at_K`` metric (None for any other metric)."""
+    suffix = metric.removeprefix("recall_at_")
+    return int(suffix) if metric != suffix and suffix.isdigit() else None
+
+
+def plot_training(path: Path, logs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Each experiment's total loss against its step (or epoch)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.0, 4.0))
+    x_names = sorted({curve["x"] for _, curve in logs if curve["xs"]})
+    for experiment, curve in logs:
+        if curve["xs"]:
+            axes.plot(curve["xs"], curve["total"], label=experiment, linewidth=1.2)
+    if any(curve["xs"] for _, curve in logs):
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes.text(0.5, 0.5, "no training log rows", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel(" / ".join(x_names) or "step")
+    axes.set_ylabel("total loss")
+    axes.set_title("Training loss")
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_file_name(metric: str) -> str:
+    """plots/<metric>.png; metric names are already file-name safe (letters, digits, _ and .)."""
+    return f"{metric}.png"
+
+
+def summarize(metric_paths: Sequence[str | Path], log_paths: Sequence[str | Path],
+              survival_paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    results = read_results(metric_paths)
+    metrics = metric_names(results)
+    written: dict[str, Path] = {}
+
+    columns = [*ID_COLUMNS, *metrics, *COUNT_COLUMNS, "note"]
+    written["csv"] = out_dir / "summary.csv"
+    write_csv(written["csv"], summary_rows(results, metrics), columns)
+
+    written["markdown"] = out_dir / "summary.md"
+    with atomic_write(written["markdown"]) as handle:
+        handle.write(summary_markdown(results, [Path(p) for p in survival_paths]))
+
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for metric in metrics:
+        written[metric] = plots / plot_file_name(metric)
+        plot_metric(written[metric], metric, results)
+    logs = sorted((experiment_of_log(p), read_training_log(p)) for p in log_paths)
+    written["training_loss"] = plots / "training_loss.png"
+    plot_training(written["training_loss"], logs)
+    return written
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", nargs="*", default=[], metavar="JSON",
+                        help="evaluation results (results/eval/<experiment>/<benchmark>.json)")
+    parser.add_argument("--train-logs", nargs="*", default=[], metavar="TSV",
+                        help="training logs (results/train/<experiment>/log.tsv)")
+    parser.add_argument("--survival", nargs="*", default=[], metavar="TSV",
+                        help="download survival tables (results/download/<corpus>/survival.tsv), optional")
+    parser.add_argument("--out-dir", default="results", help="where summary.csv, summary.md and plots/ go")
+
+
+def main(args: argparse.Namespace) -> int:
+    written = summarize(args.metrics, args.train_logs, args.survival, args.out_dir)
+    print(f"summary table: {written['csv']}")
+    print(f"report: {written['markdown']}")
+    print(f"plots: {Path(args.out_dir) / 'plots'}")
+    return 0

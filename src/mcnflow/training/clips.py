@@ -1,0 +1,139 @@
+"""Clips: which window of a video one training sample covers, and each modality's features for it.
+
+Shared by training and evaluation so both cut features the same way. A clip is a time window
+[start, end] in seconds; every modality is cut to the same window (MCN, random_audio_windows=0):
+
+  video  rows int(start * fps) : int(end * fps) + 1 of the (seconds, 2048) features, max-pooled over
+         time, then L2-normalised (an empty window gives zeros, as MCN);
+  audio  frames int(start * 100) : int(end * 100) of the (40, frames) log-mel, cut or zero-padded to
+         ``audio_frames``; ``nframes`` = the real frames kept;
+  text   the clip's caption token ids (merge order) -> word vectors, the first ``max_words``,
+         zero-padded, with a mask of the real words.
+
+Each function returns a dict of numpy arrays keyed as MCN.encode reads them; ``collate`` stacks
+items into the tensor batch that ``MCN.embed`` takes. An ``end`` of ``math.inf`` means "to the end".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+# The feature store's rates (features.store layout): one video row per second, a 10 ms audio hop.
+VIDEO_FEATURES_PER_SECOND = 1.0
+AUDIO_FRAMES_PER_SECOND = 100.0
+
+BATCH_KEYS = {"video": ("video",), "audio": ("audio", "nframes"), "text": ("words", "mask")}
+
+
+@dataclass(frozen=True)
+class Clip:
+    start: float
+    end: float
+    captions: tuple[int, ...]   # caption indices, in the order they were merged (the sampled one first)
+
+
+def grow_clip(starts: Sequence[float], ends: Sequence[float], index: int, min_time: float) -> Clip:
+    """Grow caption ``index`` until it spans at least ``min_time`` seconds (MCN's rule).
+
+    Each round merges the neighbouring caption (before or after) that gives the shorter total span,
+    preferring the one before on a tie; at either end of the video the other side is taken. It stops
+    when the span is long enough or there is nothing left to merge.
+    """
+    count = len(starts)
+    if not 0 <= index < count:
+        raise IndexError(f"caption {index} of {count}")
+    first = last = index
+    order = [index]
+    while ends[last] - starts[first] < min_time:
+        has_prev, has_next = first > 0, last < count - 1
+        if has_prev and has_next:
+            take_prev = ends[last] - starts[first - 1] <= ends[last + 1] - starts[first]
+        elif has_prev or has_next:
+            take_prev = has_prev
+        else:
+            break
+        if take_prev:
+            first -= 1
+            order.append(first)
+        else:
+            last += 1
+            order.append(last)
+    return Clip(float(starts[first]), float(ends[last]), tuple(order))
+
+
+def sample_clips(starts: Sequence[float], ends: Sequence[float], n_pair: int, min_time: float,
+                 rng: np.random.Generator) -> list[Clip]:
+    """``n_pair`` captions drawn with replacement, each grown to ``min_time`` (MCN)."""
+    if len(starts) == 0:
+        raise ValueError("no captions to sample clips from")
+    chosen = rng.integers(0, len(starts), size=n_pair)
+    return [grow_clip(starts, ends, int(i), min_time) for i in chosen]
+
+
+def _rows(start: float, end: float, rate: float, length: int, inclusive: bool) -> slice:
+    first = max(0, int(start * rate))
+    if math.isinf(end):
+        return slice(first, length)
+    return slice(first, int(end * rate) + (1 if inclusive else 0))
+
+
+def video_item(features: np.ndarray, start: float, end: float,
+               fps: float = VIDEO_FEATURES_PER_SECOND) -> dict[str, np.ndarray]:
+    """(seconds, dim) per-second features -> {"video": (dim,) max-pooled, L2-normalised float32}."""
+    window = features[_rows(start, end, fps, len(features), inclusive=True)]
+    pooled = np.zeros(features.shape[1], dtype=np.float32)
+    if len(window):
+        pooled = window.max(axis=0).astype(np.float32)
+        norm = float(np.linalg.norm(pooled))
+        if norm > 0:
+            pooled /= norm
+    return {"video": pooled}
+
+
+def audio_item(spectrogram: np.ndarray, start: float, end: float, audio_frames: int,
+               frames_per_second: float = AUDIO_FRAMES_PER_SECOND) -> dict[str, np.ndarray]:
+    """(n_mels, frames) log-mel -> {"audio": (n_mels, audio_frames) float16, "nframes": real frames}."""
+    window = spectrogram[:, _rows(start, end, frames_per_second, spectrogram.shape[1], inclusive=False)]
+    window = window[:, :audio_frames]
+    out = np.zeros((spectrogram.shape[0], audio_frames), dtype=np.float16)
+    out[:, : window.shape[1]] = window
+    return {"audio": out, "nframes": np.int64(window.shape[1])}
+
+
+def clip_token_ids(text: Mapping[str, np.ndarray], clip: Clip) -> np.ndarray:
+    """The token ids of the clip's captions, concatenated in merge order."""
+    offsets = text["offsets"]
+    parts = [text["token_ids"][offsets[i]: offsets[i + 1]] for i in clip.captions]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def text_item(token_ids: np.ndarray, vectors: np.ndarray, max_words: int) -> dict[str, np.ndarray]:
+    """Token ids (into the vocabulary) -> {"words": (max_words, word_dim) float32, "mask": (max_words,) bool}."""
+    token_ids = np.asarray(token_ids)[:max_words]
+    if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= len(vectors)):
+        raise ValueError(f"token id out of the vocabulary's range 0..{len(vectors) - 1}")
+    words = np.zeros((max_words, vectors.shape[1]), dtype=np.float32)
+    words[: len(token_ids)] = vectors[token_ids]
+    mask = np.zeros(max_words, dtype=bool)
+    mask[: len(token_ids)] = True
+    return {"words": words, "mask": mask}
+
+
+def stack_items(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-clip dicts -> one dict of arrays with a leading clip axis."""
+    return {key: np.stack([item[key] for item in items]) for key in items[0]}
+
+
+def collate(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Per-clip dicts (video_item / audio_item / text_item) -> the tensor batch MCN.embed takes."""
+    return {key: torch.from_numpy(value) for key, value in stack_items(items).items()}
+
+
+def flatten_pairs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A training batch (videos, n_pair, ...) -> (videos * n_pair, ...), one row per clip."""
+    return {key: value.reshape(-1, *value.shape[2:]) for key, value in batch.items()}

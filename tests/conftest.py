@@ -1,0 +1,35 @@
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    # The rules call the `mcnflow` console script: make the one next to this interpreter findable.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def msrvtt_csv() -> Path:
+    """The real MSR-VTT 1k-A test split (shared/data), or skip loudly if the checkout lacks it."""
+    path = SHARED_DATA / "MSRVTT_JSFUSION_test.csv"
+    if not path.exists():
+        pytest.skip(f"real MSR-VTT split not found at {path}")
+    return path
+
+
+def require_ffmpeg():
+    if not shutil.which("ffmpeg"):
+        pytest.fail("ffmpeg is not installed (make test installs it)")

@@ -1,0 +1,97 @@
+"""``mcnflow summarize`` writes the csv, the markdown report and the plots from small inputs."""
+
+import csv
+import json
+
+import pytest
+
+from mcnflow.cli import main as cli_main
+
+
+def _result(path, experiment, pairs, benchmark, task, metrics, n_queries, n_missing, note=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "experiment": experiment, "pairs": pairs, "space": "shared", "benchmark": benchmark, "task": task,
+        "metrics": metrics, "n_queries": n_queries, "n_missing": n_missing,
+        "scoring": "t.v" if metrics else "none", "tie_policy": "average", "note": note}))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    eval_dir = tmp_path / "results" / "eval"
+    metrics = [
+        _result(eval_dir / "tv" / "youcook2_retrieval.json", "tv", ["tv"], "youcook2_retrieval", "retrieval",
+                {"recall_at_1": 10.0, "recall_at_5": 30.0, "recall_at_10": 40.0, "median_rank": 20.0,
+                 "mean_rank": 50.5}, 200, 4),
+        _result(eval_dir / "tv" / "youcook2_localization.json", "tv", ["tv"], "youcook2_localization",
+                "localization", {"mean_iou": 22.0, "recall_at_iou_0.3": 30.0, "recall_at_iou_0.5": 15.0}, 200, 0),
+        _result(eval_dir / "va" / "youcook2_retrieval.json", "va", ["va"], "youcook2_retrieval", "retrieval",
+                {}, 200, 0, note="text branch not trained"),
+    ]
+    logs = []
+    for experiment, losses in (("tv", [3.0, 2.5, 2.0]), ("va", [4.0, 3.0, 2.9])):
+        log = tmp_path / "results" / "train" / experiment / "log.tsv"
+        log.parent.mkdir(parents=True)
+        rows = ["step\tepoch\ttotal\tmms\tclustering\treconstruction"]
+        rows += [f"{i + 1}\t0\t{v}\t{v / 2}\t{v / 4}\t{v / 4}" for i, v in enumerate(losses)]
+        log.write_text("\n".join(rows) + "\n")
+        logs.append(log)
+    survival = tmp_path / "results" / "download" / "howto100m" / "survival.tsv"
+    survival.parent.mkdir(parents=True)
+    survival.write_text("status\tvideos\tpercent\nok\t90\t90.0\nunavailable\t10\t10.0\n")
+    return tmp_path, metrics, logs, survival
+
+
+def test_summarize_writes_table_report_and_plots(inputs, capsys):
+    tmp_path, metrics, logs, survival = inputs
+    out = tmp_path / "results"
+    code = cli_main(["summarize", "--metrics", *map(str, metrics), "--train-logs", *map(str, logs),
+                     "--survival", str(survival), "--out-dir", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out / "summary.csv") in printed and str(out / "summary.md") in printed
+
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["experiment"], r["benchmark"]) for r in rows] == [
+        ("tv", "youcook2_localization"), ("tv", "youcook2_retrieval"), ("va", "youcook2_retrieval")]
+    tv_retrieval = rows[1]
+    assert tv_retrieval["pairs"] == "tv" and tv_retrieval["space"] == "shared"
+    assert float(tv_retrieval["recall_at_5"]) == 30.0 and tv_retrieval["mean_iou"] == ""
+    assert tv_retrieval["n_queries"] == "200" and tv_retrieval["n_missing"] == "4"
+    assert rows[2]["recall_at_1"] == "" and rows[2]["note"] == "text branch not trained"
+    assert float(rows[0]["recall_at_iou_0.5"]) == 15.0
+
+    report = (out / "summary.md").read_text()
+    assert "## youcook2_retrieval (retrieval)" in report
+    assert "| tv | tv | shared | t.v | 10.00 | 30.00 | 40.00 | 20.00 | 50.50 | 200 | 4 |" in report
+    assert "R@1 = 0.50%, R@5 = 2.50%, R@10 = 5.00%" in report   # chance = K / 200
+    assert "text branch not trained" in report
+    assert "| unavailable | 10 | 10.0 |" in report
+
+    plots = out / "plots"
+    expected = ["recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank", "mean_iou",
+                "recall_at_iou_0.3", "recall_at_iou_0.5", "training_loss"]
+    for name in expected:
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(out.glob(".tmp-*")) and not list(plots.glob(".tmp-*"))
+
+
+def test_training_log_is_read_by_step_or_epoch(tmp_path):
+    from mcnflow.report import read_training_log
+    log = tmp_path / "log.tsv"
+    log.write_text("epoch\ttotal\tmms\n0\t2.0\t1.0\n1\t\t\n2\t1.5\t0.7\n")
+    curve = read_training_log(log)
+    assert curve["x"] == "epoch" and curve["xs"] == [0.0, 2.0] and curve["total"] == [2.0, 1.5]
+    log.write_text("when\tvalue\n1\t2\n")
+    with pytest.raises(ValueError, match="total"):
+        read_training_log(log)
+
+
+def test_a_file_that_is_not_a_result_is_refused(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"experiment": "tv"}')
+    with pytest.raises(ValueError, match="missing benchmark, metrics"):
+        cli_main(["summarize", "--metrics", str(bad), "--out-dir", str(tmp_path / "out")])

@@ -1,0 +1,145 @@
+# Validation, the corpus/shard/experiment tables and the small input functions the rules call.
+import json
+from pathlib import Path
+
+from mcnflow.config import canonical_json, deep_merge, validate_config
+from mcnflow.corpora import open_corpus
+from mcnflow.demo_corpus import planned_video_ids
+from mcnflow.shards import shard_names
+
+validate_config(config)
+
+CORPORA = config["corpora"]
+EXPERIMENTS = config["experiments"]
+BENCHMARKS = config["evaluation"]["benchmarks"]
+DEMO = config.get("demo")
+TRAIN_CORPUS = config["train_corpus"]
+# Corpora whose features are needed: the training corpus and every benchmark's corpus.
+FEATURE_CORPORA = sorted({TRAIN_CORPUS} | {b["corpus"] for b in BENCHMARKS.values()})
+MODALITIES = ["video", "audio", "text"]
+
+ID_SOURCE_KEY = {"howto100m": "videos_csv", "youcook2": "annotations", "msrvtt": "csv"}
+
+
+def corpus_input_files(corpus):
+    """The corpus's own files (annotations / id lists / captions) that the manifest is read from."""
+    spec = CORPORA[corpus]
+    keys = [ID_SOURCE_KEY[spec["reader"]]]
+    if spec["reader"] == "howto100m" and spec.get("caption_format") != "vtt":
+        keys.append("captions")
+    return [spec[k] for k in keys]
+
+
+def count_videos(corpus):
+    """Videos in a corpus, read cheaply at planning time (the demo's come from its settings)."""
+    spec = CORPORA[corpus]
+    id_file = spec[ID_SOURCE_KEY[spec["reader"]]]
+    if not Path(id_file).exists() and DEMO and corpus in planned_video_ids(DEMO):
+        ids = planned_video_ids(DEMO)[corpus]
+        return len(ids[: spec["limit"]] if spec.get("limit") else ids)
+    if not Path(id_file).exists():
+        raise WorkflowError(
+            f"corpora.{corpus}.{ID_SOURCE_KEY[spec['reader']]}: file not found: {id_file}"
+        )
+    return len(open_corpus(corpus, spec).video_ids())
+
+
+SHARDS = {corpus: shard_names(count_videos(corpus), config["shard_size"]) for corpus in CORPORA}
+
+
+wildcard_constraints:
+    corpus="|".join(CORPORA),
+    shard=r"\d{5}",
+    modality="video|audio|text",
+    experiment="|".join(EXPERIMENTS),
+    benchmark="|".join(BENCHMARKS),
+
+
+def shard_files(pattern):
+    """Input function: ``pattern`` expanded over every shard of the job's corpus."""
+
+    def files(wildcards):
+        return expand(pattern, corpus=wildcards.corpus, shard=SHARDS[wildcards.corpus])
+
+    return files
+
+
+def corpus_shard_files(pattern, corpus, **kwargs):
+    return expand(pattern, corpus=corpus, shard=SHARDS[corpus], **kwargs)
+
+
+# --- settings as params: sorted-key JSON, so YAML key order never reruns anything ---------------
+
+
+def corpus_spec(wildcards):
+    return canonical_json(CORPORA[wildcards.corpus])
+
+
+# Params are functions so Snakemake does not read the braces of JSON (e.g. "{video_id}") as wildcards.
+
+
+def section(*keys):
+    node = config
+    for key in keys:
+        node = node[key]
+    value = canonical_json(node)
+    return lambda wildcards: value
+
+
+def feature_settings(modality):
+    """features.<modality> plus the shared compression choice."""
+    value = canonical_json(
+        {**config["features"][modality], "compression": config["features"]["compression"]}
+    )
+    return lambda wildcards: value
+
+
+def experiment_settings(name):
+    """One experiment's complete settings: its entry plus the training section it overrides."""
+    entry = dict(EXPERIMENTS[name])
+    entry["training"] = deep_merge(config["training"], entry.get("training") or {})
+    return entry
+
+
+def experiment_params(wildcards):
+    return canonical_json(experiment_settings(wildcards.experiment))
+
+
+def evaluation_params(wildcards):
+    bench = BENCHMARKS[wildcards.benchmark]
+    return canonical_json(
+        {
+            "task": bench["task"],
+            "tie_policy": config["evaluation"]["tie_policy"],
+            "batch_size": config["evaluation"]["batch_size"],
+            "localization": config["evaluation"]["localization"],
+            "experiment": experiment_settings(wildcards.experiment),
+        }
+    )
+
+
+PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
+
+
+def experiment_modalities(name):
+    """The modalities an experiment trains (and so reads): those of its pairs, e.g. tv -> text, video."""
+    return sorted({PAIR_LETTERS[letter] for pair in EXPERIMENTS[name]["pairs"] for letter in pair})
+
+
+def feature_files(corpus, modalities):
+    return {
+        m: corpus_shard_files("results/features/{corpus}/{modality}/shard-{shard}.h5", corpus, modality=m)
+        for m in modalities
+    }
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def all_targets():
+    return [
+        *expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
+        *expand("results/train/{experiment}/model.pt", experiment=EXPERIMENTS),
+        *expand("results/eval/{experiment}/{benchmark}.json", experiment=EXPERIMENTS, benchmark=BENCHMARKS),
+        "results/summary.csv",
+    ]

@@ -1,0 +1,27 @@
+# Every experiment's metrics -> results/summary.csv, summary.md and plots (also in the HTML report).
+
+localrules:
+    manifest,
+    survival,
+    summarize,
+
+
+rule summarize:
+    input:
+        metrics=expand("results/eval/{experiment}/{benchmark}.json", experiment=EXPERIMENTS, benchmark=BENCHMARKS),
+        train_logs=expand("results/train/{experiment}/log.tsv", experiment=EXPERIMENTS),
+        survival=expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
+    output:
+        csv=report("results/summary.csv", caption="../report/summary.rst", category="Results"),
+        markdown="results/summary.md",
+        plots=report(
+            directory("results/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Results",
+        ),
+    log:
+        "logs/report/summarize.log",
+    shell:
+        "mcnflow summarize --metrics {input.metrics} --train-logs {input.train_logs}"
+        " --survival {input.survival} --out-dir results > {log} 2>&1"
