@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -44,11 +43,13 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _answer(self, head_only: bool) -> None:
         if self.path == "/health":
+            # The served root, so a workflow can tell its own server from another one on the port.
+            body = str(self.root.resolve()).encode()
             self.send_response(200)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if not head_only:
-                self.wfile.write(b"ok")
+                self.wfile.write(body)
             return
         path = self._resolve()
         stem = path.stem if path else ""
@@ -83,23 +84,19 @@ def make_server(root: str | Path, port: int, flaky: list[str]) -> ThreadingHTTPS
     return ThreadingHTTPServer((HOST, port), handler)
 
 
-def is_serving(port: int, timeout: float = 1.0) -> bool:
+def served_root(port: int, timeout: float = 1.0) -> str | None:
+    """The root directory of the demo server answering on ``port``, or None if none answers."""
     try:
         with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=timeout) as response:
-            return response.status == 200
+            return response.read().decode() if response.status == 200 else None
     except OSError:
-        return False
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex((HOST, port)) != 0
+        return None
 
 
 def wait_until_serving(port: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_serving(port):
+        if served_root(port) is not None:
             return True
         time.sleep(0.1)
     return False

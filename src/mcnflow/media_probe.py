@@ -46,6 +46,7 @@ class MediaInfo:
     width: int | None
     height: int | None
     sample_aspect_ratio: Fraction | None  # pixel shape; None when unknown ("0:1" or absent)
+    rotation: int                   # degrees the player turns the picture (phone videos); 0 if none
     pix_fmt: str | None
     frame_rate: str | None          # as ffprobe reports it, e.g. "30/1" or "30000/1001"
     fps: float | None
@@ -56,6 +57,17 @@ class MediaInfo:
     audio_codec: str | None
     audio_rate: int | None          # Hz
     audio_channels: int | None
+
+    @property
+    def display_size(self) -> tuple[float, float] | None:
+        """(width, height) as shown: stretched by the pixel aspect ratio, turned by the rotation.
+
+        ffmpeg applies both when decoding (it auto-rotates), so filters see a picture of this shape.
+        """
+        if not self.width or not self.height:
+            return None
+        width, height = float(self.width * (self.sample_aspect_ratio or 1)), float(self.height)
+        return (height, width) if self.rotation % 180 == 90 else (width, height)
 
 
 def _number(value) -> float | None:
@@ -103,6 +115,14 @@ def last_meaningful_line(stderr: str | bytes, path: str | Path | None = None) ->
         if not line.lower().startswith(_GENERIC_LINES) and not line.lower().endswith(_GENERIC_LINES):
             return line
     return lines[-1] if lines else "no error message"
+
+
+def _rotation(stream: dict) -> int:
+    """Rotation from the display matrix (ffmpeg >= 5) or the older ``rotate`` tag, in [0, 360)."""
+    for side_data in stream.get("side_data_list") or []:
+        if "rotation" in side_data:
+            return round(_number(side_data["rotation"]) or 0) % 360
+    return round(_number((stream.get("tags") or {}).get("rotate")) or 0) % 360
 
 
 def _video_stream(streams: list[dict]) -> dict | None:
@@ -153,6 +173,7 @@ def media_info_from_ffprobe(path: str | Path, report: dict) -> MediaInfo:
         width=width,
         height=height,
         sample_aspect_ratio=sar,
+        rotation=_rotation(video) if video else 0,
         pix_fmt=video.get("pix_fmt") if video else None,
         frame_rate=frame_rate,
         fps=fps,

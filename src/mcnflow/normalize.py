@@ -91,23 +91,36 @@ class NormalizeFailure(Exception):
 
 # --- the ffmpeg command -----------------------------------------------------------------------
 
+def _even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+def scaled_size(display_size: tuple[float, float], width: int, height: int, cover: bool) -> tuple[int, int]:
+    """The even size that fits inside (``cover``: covers) width x height with the display aspect kept.
+
+    Rounding to the *nearest* even size keeps a 16:9 source (255.4 rows at 454 wide) at the full
+    454x256 instead of flooring it to 254 rows and padding 1-pixel bars; the limiting side is exact,
+    so the result never exceeds (``cover``: never falls short of) the target.
+    """
+    display_width, display_height = display_size
+    pick = max if cover else min
+    factor = pick(width / display_width, height / display_height)
+    return _even(display_width * factor), _even(display_height * factor)
+
+
 def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
     """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
     width, height = settings.width, settings.height
-    sar = info.sample_aspect_ratio
-    if sar is not None and sar != 1:
-        # The scale filter's aspect-ratio logic ignores SAR: make pixels square first so an
-        # anamorphic 16:9 video is not letterboxed as if it were 8:9.
-        video = video.filter("scale", "trunc(iw*sar/2)*2", "ih").filter("setsar", 1)
-    if settings.resize_mode == "pad":
-        video = (video.filter("scale", width, height, force_original_aspect_ratio="decrease",
-                              force_divisible_by=2)
-                 .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black"))
-    elif settings.resize_mode == "crop":
-        video = (video.filter("scale", width, height, force_original_aspect_ratio="increase")
-                 .filter("crop", width, height))  # crop centres by default
-    else:  # stretch
+    if settings.resize_mode == "stretch":
         video = video.filter("scale", width, height)
+    elif settings.resize_mode == "pad":
+        # Sizes come from the probe's display size (pixel aspect and rotation applied) because the
+        # scale filter's own force_original_aspect_ratio ignores the pixel aspect ratio.
+        video = (video.filter("scale", *scaled_size(info.display_size, width, height, cover=False))
+                 .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black"))
+    else:  # crop
+        video = (video.filter("scale", *scaled_size(info.display_size, width, height, cover=True))
+                 .filter("crop", width, height))  # crop centres by default
     # The fps filter (not input -r) keeps timestamps: output frame k shows input time k / fps.
     return video.filter("setsar", 1).filter("fps", fps=settings.fps)
 
@@ -153,6 +166,8 @@ def verify_output(out: MediaInfo, settings: NormalizeSettings, *, duration: floa
         problems.append(f"frame rate {out.frame_rate}, expected {settings.fps}")
     if out.sample_aspect_ratio not in (None, Fraction(1)):
         problems.append(f"sample aspect ratio {out.sample_aspect_ratio}, expected 1")
+    if out.rotation:
+        problems.append(f"rotation {out.rotation} degrees, expected none")
     codec = CODEC_NAMES[settings.video_codec]
     if (out.video_codec, out.pix_fmt) != (codec, OUTPUT_PIX_FMT):
         problems.append(f"video {out.video_codec}/{out.pix_fmt}, expected {codec}/{OUTPUT_PIX_FMT}")
@@ -224,6 +239,8 @@ def normalize_video(source_path: str | Path, output: str | Path, settings: Norma
     if not source.has_video:
         streams = "audio only" if source.has_audio else "no audio or video streams"
         raise NormalizeFailure("no_video", f"input has no video stream ({streams})")
+    if source.display_size is None:
+        raise NormalizeFailure("corrupt", "the video stream reports no frame size")
 
     with atomic_path(output) as tmp:
         try:

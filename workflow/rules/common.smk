@@ -9,6 +9,9 @@ from mcnflow.shards import shard_names
 
 validate_config(config)
 
+# Rules run the CLI of this checkout's src/, so a conda env (envs/) needs only third-party packages.
+MCNFLOW = f"env PYTHONPATH='{workflow.basedir}/src' python -m mcnflow"
+
 CORPORA = config["corpora"]
 EXPERIMENTS = config["experiments"]
 BENCHMARKS = config["evaluation"]["benchmarks"]

@@ -18,18 +18,23 @@ if DEMO:
         params:
             settings=lambda wc: canonical_json(DEMO),
             out_dir=DEMO["corpus_dir"],
+        conda:
+            "../../envs/media.yaml"
         log:
             "logs/demo/demo_corpus.log",
         shell:
-            "mcnflow demo-corpus --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+            "{MCNFLOW} demo-corpus --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 
     def start_demo_server():
         """Start `mcnflow demo-server` unless one already answers on the port; stop it when Snakemake exits."""
-        from mcnflow.demo_server import is_serving, wait_until_serving
+        from mcnflow.demo_server import served_root, wait_until_serving
 
         port = DEMO["port"]
-        if is_serving(port):
-            return
+        root = served_root(port)
+        if root == str(Path(DEMO["corpus_dir"]).resolve()):
+            return  # already serving this workflow's corpus (e.g. a second snakemake in the same directory)
+        if root is not None:
+            raise WorkflowError(f"port {port} serves another demo corpus ({root}); set demo.port to a free port")
         Path("logs/demo").mkdir(parents=True, exist_ok=True)
         server_log = open("logs/demo/server.log", "a")
         command = [sys.executable, "-m", "mcnflow", "demo-server", "--root", DEMO["corpus_dir"],

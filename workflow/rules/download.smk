@@ -10,6 +10,8 @@ rule download_shard:
         settings=section("download"),
         id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],
         videos_dir="results/download/{corpus}/videos",
+    conda:
+        "../../envs/download.yaml"
     log:
         "logs/download/{corpus}/shard-{shard}.log",
     benchmark:
@@ -18,7 +20,7 @@ rule download_shard:
     resources:
         net=1,
     shell:
-        "mcnflow download --manifest {input} --shard {wildcards.shard} --id-kind {params.id_kind}"
+        "{MCNFLOW} download --manifest {input} --shard {wildcards.shard} --id-kind {params.id_kind}"
         " --ledger {output} --videos-dir {params.videos_dir} --settings {params.settings:q} > {log} 2>&1"
 
 
@@ -32,7 +34,9 @@ rule survival:
             category="Data",
             labels={"corpus": "{corpus}", "table": "survival"},
         ),
+    conda:
+        "../../envs/download.yaml"
     log:
         "logs/download/{corpus}/survival.log",
     shell:
-        "mcnflow survival --ledgers {input} --corpus {wildcards.corpus} --output {output} > {log} 2>&1"
+        "{MCNFLOW} survival --ledgers {input} --corpus {wildcards.corpus} --output {output} > {log} 2>&1"

@@ -20,11 +20,13 @@ rule evaluate:
         corpus=lambda wc: BENCHMARKS[wc.benchmark]["corpus"],
         spec=lambda wc: canonical_json(CORPORA[BENCHMARKS[wc.benchmark]["corpus"]]),
         features=lambda wc, input: feature_args(input, MODALITIES),
+    conda:
+        "../../envs/model.yaml"
     log:
         "logs/eval/{experiment}/{benchmark}.log",
     threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} mcnflow evaluate --experiment {wildcards.experiment}"
+        "OMP_NUM_THREADS={threads} {MCNFLOW} evaluate --experiment {wildcards.experiment}"
         " --benchmark {wildcards.benchmark} --settings {params.settings:q} --checkpoint {input.checkpoint}"
         " --corpus {params.corpus} --corpus-spec {params.spec:q} --manifest {input.manifest}"
         " {params.features} --vocabulary {input.vocabulary} --output {output} > {log} 2>&1"

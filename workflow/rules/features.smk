@@ -10,6 +10,8 @@ rule extract_video:
         ledger="results/features/{corpus}/video/shard-{shard}.tsv",
     params:
         settings=feature_settings("video"),
+    conda:
+        "../../envs/features.yaml"
     log:
         "logs/features/{corpus}/video/shard-{shard}.log",
     benchmark:
@@ -18,7 +20,7 @@ rule extract_video:
     resources:
         gpu=1,
     shell:
-        "OMP_NUM_THREADS={threads} mcnflow extract video --normalize-ledger {input.ledger}"
+        "OMP_NUM_THREADS={threads} {MCNFLOW} extract video --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
         " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
 
@@ -32,12 +34,14 @@ rule extract_audio:
         ledger="results/features/{corpus}/audio/shard-{shard}.tsv",
     params:
         settings=feature_settings("audio"),
+    conda:
+        "../../envs/features.yaml"
     log:
         "logs/features/{corpus}/audio/shard-{shard}.log",
     benchmark:
         "benchmarks/results/features/{corpus}/audio/shard-{shard}.tsv"
     shell:
-        "mcnflow extract audio --normalize-ledger {input.ledger}"
+        "{MCNFLOW} extract audio --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
         " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
 
@@ -52,10 +56,12 @@ rule vocabulary:
         corpora=lambda wc: canonical_json({c: CORPORA[c] for c in FEATURE_CORPORA}),
         train_corpus=TRAIN_CORPUS,
         settings=section("features", "text"),
+    conda:
+        "../../envs/features.yaml"
     log:
         "logs/features/vocabulary.log",
     shell:
-        "mcnflow extract vocabulary --corpora {params.corpora:q} --train-corpus {params.train_corpus}"
+        "{MCNFLOW} extract vocabulary --corpora {params.corpora:q} --train-corpus {params.train_corpus}"
         " --manifests {input.manifests} --download-ledgers {input.ledgers} --output {output}"
         " --settings {params.settings:q} > {log} 2>&1"
 
@@ -72,10 +78,12 @@ rule extract_text:
     params:
         spec=corpus_spec,
         settings=feature_settings("text"),
+    conda:
+        "../../envs/features.yaml"
     log:
         "logs/features/{corpus}/text/shard-{shard}.log",
     shell:
-        "mcnflow extract text --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
+        "{MCNFLOW} extract text --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
         " --manifest {input.manifest} --shard {wildcards.shard} --download-ledger {input.download}"
         " --normalize-ledger {input.normalize} --vocabulary {input.vocabulary}"
         " --output {output.features} --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"

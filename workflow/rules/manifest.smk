@@ -17,8 +17,10 @@ rule manifest:
     params:
         spec=corpus_spec,
         shard_size=config["shard_size"],
+    conda:
+        "../../envs/download.yaml"
     log:
         "logs/manifest/{corpus}.log",
     shell:
-        "mcnflow manifest --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
+        "{MCNFLOW} manifest --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
         " --shard-size {params.shard_size} --output {output} > {log} 2>&1"

@@ -14,11 +14,13 @@ rule normalize_shard:
         videos=normalized_videos(directory("results/normalize/{corpus}/shard-{shard}")),
     params:
         settings=section("normalize"),
+    conda:
+        "../../envs/media.yaml"
     log:
         "logs/normalize/{corpus}/shard-{shard}.log",
     benchmark:
         "benchmarks/results/normalize/{corpus}/shard-{shard}.tsv"
     threads: 1
     shell:
-        "mcnflow normalize --download-ledger {input} --ledger {output.ledger} --out-dir {output.videos}"
+        "{MCNFLOW} normalize --download-ledger {input} --ledger {output.ledger} --out-dir {output.videos}"
         " --settings {params.settings:q} > {log} 2>&1"

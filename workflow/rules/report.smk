@@ -20,8 +20,10 @@ rule summarize:
             caption="../report/plots.rst",
             category="Results",
         ),
+    conda:
+        "../../envs/report.yaml"
     log:
         "logs/report/summarize.log",
     shell:
-        "mcnflow summarize --metrics {input.metrics} --train-logs {input.train_logs}"
+        "{MCNFLOW} summarize --metrics {input.metrics} --train-logs {input.train_logs}"
         " --survival {input.survival} --out-dir results > {log} 2>&1"

@@ -21,6 +21,8 @@ rule train:
         settings=experiment_params,
         features=lambda wc, input: feature_args(input, experiment_modalities(wc.experiment)),
         out_dir="results/train/{experiment}",
+    conda:
+        "../../envs/model.yaml"
     log:
         "logs/train/{experiment}.log",
     benchmark:
@@ -29,6 +31,6 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "OMP_NUM_THREADS={threads} mcnflow train --experiment {wildcards.experiment}"
+        "OMP_NUM_THREADS={threads} {MCNFLOW} train --experiment {wildcards.experiment}"
         " --settings {params.settings:q} {params.features} --vocabulary {input.vocabulary}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -23,11 +23,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..features.captions import tokenize
+from .retrieval import EvalFeatures, Outcome, embed_queries, embed_seconds
+from .scoring import Scoring, similarity
 
 
 class CrossTaskError(ValueError):
@@ -181,3 +188,50 @@ def crosstask_metrics(video_recalls: Mapping[str, Sequence[float]]) -> tuple[dic
     if not per_task:
         return {}, {}
     return {"crosstask_recall": float(np.mean(list(per_task.values())))}, per_task
+
+
+def pool_scores(scores: np.ndarray, n_seconds: int) -> np.ndarray:
+    """Resample a (seconds, steps) score matrix to the annotation's length by adaptive max pooling
+    over time (MCN adaptive-max-pools the features to the annotation's length instead)."""
+    if scores.shape[0] == n_seconds:
+        return scores
+    tensor = torch.from_numpy(np.ascontiguousarray(scores.T, dtype=np.float64))[None]
+    return torch.nn.functional.adaptive_max_pool1d(tensor, n_seconds)[0].T.numpy()
+
+
+def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
+                       batch_size: int, device: Any) -> Outcome:
+    """Step recall over the CrossTask test videos; a video without features scores recall 0."""
+    videos = read_videos(files["videos"])
+    task_steps = read_steps(files["steps"])
+    unknown = sorted({v.task for v in videos} - set(task_steps))
+    if unknown:
+        raise CrossTaskError(f"{files['videos']}: task(s) {', '.join(unknown)} have no steps in {files['steps']}")
+    word_ids = {word: index for index, word in enumerate(features.words)}
+    step_embeddings: dict[str, dict] = {}
+    recalls: dict[str, list[float]] = defaultdict(list)
+    reasons: Counter = Counter()
+    for video in tqdm(videos, desc="crosstask", unit="video"):
+        reason = features.why_missing(video.video_id, scoring.clip_modalities)
+        if reason is not None:
+            reasons[reason] += 1
+            recalls[video.task].append(0.0)
+            continue
+        steps = task_steps[video.task]
+        if video.task not in step_embeddings:
+            ids = [np.asarray([word_ids[w] for w in tokenize(step, word_ids, features.max_words)], dtype=np.int64)
+                   for step in steps]
+            step_embeddings[video.task] = embed_queries(model, scoring, features, ids, batch_size, device)
+        n_seconds, seconds = embed_seconds(model, scoring, features, video.video_id, batch_size, device)
+        truth = read_annotation(files["annotations"], video, len(steps), n_seconds)
+        if n_seconds == 0 or len(truth) == 0:
+            reasons["features: zero seconds"] += 1
+            recalls[video.task].append(0.0)
+            continue
+        scores = similarity(scoring, step_embeddings[video.task], seconds).T.double().cpu().numpy()
+        recall = step_recall(truth, assign_steps(pool_scores(scores, len(truth))))
+        if recall is not None:  # a video with no annotated step says nothing about recall
+            recalls[video.task].append(recall)
+    metrics, per_task = crosstask_metrics(recalls)
+    n_missing = sum(reasons.values())
+    return Outcome(metrics, len(videos), n_missing, dict(reasons), extra={"per_task": per_task})

@@ -21,9 +21,15 @@ A query that could not be scored has IoU 0.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
+from .retrieval import EvalFeatures, Outcome, Query, embed_queries, embed_seconds
+from .scoring import Scoring, similarity
 
 
 def smooth(curve: np.ndarray, window: int) -> np.ndarray:
@@ -94,3 +100,31 @@ def localization_metrics(ious: Iterable[float], iou_thresholds: Sequence[float],
     for threshold in iou_thresholds:
         metrics[iou_key(threshold)] = 100.0 * float((values >= threshold).mean())
     return metrics
+
+
+def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query], features: EvalFeatures,
+                          settings: Mapping[str, Any], batch_size: int, device: Any) -> Outcome:
+    """Decode every query's interval from its video's per-second curve; missing queries have IoU 0.
+
+    ``settings`` is ``evaluation.localization``: smoothing, threshold, iou_thresholds.
+    """
+    reasons = Counter(q.missing for q in queries if q.missing is not None)
+    by_video: dict[str, list[Query]] = defaultdict(list)
+    for query in queries:
+        if query.missing is None:
+            by_video[query.video_id].append(query)
+    ious: list[float] = []
+    for video_id, mine in tqdm(by_video.items(), desc="localization", unit="video"):
+        n_seconds, seconds = embed_seconds(model, scoring, features, video_id, batch_size, device)
+        if n_seconds == 0:
+            reasons["features: zero seconds"] += len(mine)
+            continue
+        text = embed_queries(model, scoring, features, [q.token_ids for q in mine], batch_size, device)
+        curves = similarity(scoring, text, seconds).double().cpu().numpy()
+        for query, curve in zip(mine, curves):
+            predicted = decode_interval(curve, settings["smoothing"], settings["threshold"])
+            end = query.end if math.isfinite(query.end) else float(n_seconds)  # a whole-clip sentence
+            ious.append(temporal_iou(predicted, (query.start, max(end, query.start))))
+    n_missing = len(queries) - len(ious)
+    metrics = localization_metrics(ious, settings["iou_thresholds"], n_missing=n_missing)
+    return Outcome(metrics, len(queries), n_missing, dict(reasons))

@@ -51,8 +51,12 @@ def audio_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings = {**features["audio"], "compression": features.get("compression")}
     missing = [key for key in SETTING_KEYS if key not in settings]
     if missing:
-        raise ConfigError("audio settings lack " + ", ".join(f"'features.audio.{k}'" if k != "compression"
-                                                            else "'features.compression'" for k in missing))
+        raise ConfigError("audio settings lack " + ", ".join(
+            "'features.compression'" if key == "compression" else f"'features.audio.{key}'" for key in missing))
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise ConfigError(f"audio settings: unknown key(s) {', '.join(unknown)}; "
+                          f"allowed keys: {', '.join(SETTING_KEYS)}")
     return settings
 
 

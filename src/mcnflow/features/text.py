@@ -131,8 +131,9 @@ def main(args: argparse.Namespace) -> int:
 
     video_ids = [row["video_id"] for row in read_manifest(args.manifest, args.shard)]
     attrs = {"vocabulary": str(args.vocabulary), "vocabulary_sha256": file_sha256(args.vocabulary),
-             "vocabulary_words": len(words), "vocabulary_source": vocabulary_source, "max_words": max_words, "caption_format": caption_format,
-             "tokenizer": r"re.findall(r\"[\w']+\"), case kept, out-of-vocabulary words dropped"}
+             "vocabulary_words": len(words), "vocabulary_source": vocabulary_source,
+             "max_words": max_words, "caption_format": caption_format,
+             "tokenizer": "re.findall(r\"[\\w']+\", text), case kept, out-of-vocabulary words dropped"}
     rows = extract_shard(video_ids, ledger_by_id(args.normalize_ledger), source, word_ids, args.corpus,
                          args.shard, args.output, attrs, max_words)
     write_ledger(args.ledger, rows, FEATURE_COLUMNS)  # after the HDF5 file is in place

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ..config import ConfigError, add_settings_arguments, load_config
 from ..ledger import read_ledger
-from ..corpora import CorpusError
+from ..manifest import read_manifest
+from ..corpora import CorpusError, open_corpus
 from .captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, words_of
 from .store import write_vocabulary
 
@@ -53,9 +54,6 @@ def corpus_of_download_ledger(path: str | Path) -> str:
 def caption_sources(corpora: Mapping[str, Mapping], manifests: Iterable[str | Path],
                     download_ledgers: Iterable[str | Path]) -> dict[str, tuple[CaptionSource, list[str]]]:
     """corpus -> (its caption source, its manifest's video ids)."""
-    from ..corpora import open_corpus
-    from ..manifest import read_manifest
-
     captions_paths: dict[str, dict[str, str]] = {}
     for ledger in download_ledgers:
         captions_paths.setdefault(corpus_of_download_ledger(ledger), {}).update(

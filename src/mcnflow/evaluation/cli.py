@@ -1,0 +1,191 @@
+"""``mcnflow evaluate``: one experiment's checkpoint on one benchmark -> results/eval/<experiment>/<benchmark>.json.
+
+Settings (``--settings`` JSON, what the workflow passes; or built from ``--config`` files):
+``{"task": retrieval|localization|crosstask, "tie_policy", "batch_size", "localization": {...},
+"crosstask": {annotations, steps, videos} (crosstask only), "experiment": {pairs, space, training, ...}}``.
+The experiment's ``training`` section gives the clip cutting (``max_words``, ``audio_frames``) and the
+``device``, so evaluation sees clips exactly as training did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_write
+from ..config import ConfigError, add_settings_arguments, deep_merge, load_config
+from .scoring import check_model, choose_scoring
+
+log = logging.getLogger(__name__)
+
+TASKS = ("retrieval", "localization", "crosstask")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="experiment name (a key of config experiments)")
+    parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
+    parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/model.pt")
+    parser.add_argument("--corpus", help="the benchmark's corpus (not needed for crosstask)")
+    parser.add_argument("--corpus-spec", help="JSON: the corpus's entry of config corpora (default with --config)")
+    parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
+    parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="video feature shards of the corpus")
+    parser.add_argument("--audio", nargs="*", default=[], metavar="H5", help="audio feature shards of the corpus")
+    parser.add_argument("--text", nargs="*", default=[], metavar="H5", help="text feature shards of the corpus")
+    parser.add_argument("--vocabulary", required=True, help="results/features/vocabulary.h5")
+    parser.add_argument("--output", required=True, help="results/eval/{experiment}/{benchmark}.json")
+    add_settings_arguments(parser)
+
+
+def settings_from_config(paths: list[str], experiment: str, benchmark: str) -> tuple[dict, dict]:
+    """(settings, config) as the workflow would pass them, from config files (for hand runs)."""
+    config = load_config(paths)
+    evaluation = config["evaluation"]
+    if experiment not in config["experiments"]:
+        raise ConfigError(f"--experiment {experiment!r} is not in config experiments: "
+                          + ", ".join(sorted(config["experiments"])))
+    if benchmark == "crosstask":
+        task = "crosstask"
+    elif benchmark in evaluation["benchmarks"]:
+        task = evaluation["benchmarks"][benchmark]["task"]
+    else:
+        raise ConfigError(f"--benchmark {benchmark!r} is not in evaluation.benchmarks: "
+                          + ", ".join(sorted(evaluation["benchmarks"])))
+    entry = dict(config["experiments"][experiment])
+    entry["training"] = deep_merge(config["training"], entry.get("training") or {})
+    settings = {"task": task, "tie_policy": evaluation["tie_policy"], "batch_size": evaluation["batch_size"],
+                "localization": evaluation["localization"], "crosstask": evaluation.get("crosstask"),
+                "experiment": entry}
+    return settings, config
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:
+    """The checkpoint must be the experiment's: same pairs and space."""
+    for key in ("pairs", "space"):
+        expected = experiment.get(key, "shared" if key == "space" else None)
+        found = meta.get(key)
+        if found is not None and (sorted(found) if key == "pairs" else found) != (
+                sorted(expected) if key == "pairs" else expected):
+            raise ConfigError(f"{checkpoint}: trained with {key}={found!r} but the experiment has {expected!r}")
+
+
+def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, note: str) -> dict[str, Any]:
+    experiment = settings["experiment"]
+    record = {
+        "experiment": args.experiment, "pairs": list(experiment["pairs"]),
+        "space": experiment.get("space", "shared"), "benchmark": args.benchmark, "task": settings["task"],
+        "metrics": outcome.metrics if outcome else {},
+        "n_queries": outcome.n_queries if outcome else None,
+        "n_missing": outcome.n_missing if outcome else None,
+        "missing_reasons": outcome.missing_reasons if outcome else {},
+        "scoring": scoring.label, "tie_policy": settings["tie_policy"], "note": note,
+        "checkpoint": str(args.checkpoint),
+    }
+    if outcome and outcome.extra:
+        record.update(outcome.extra)
+    return record
+
+
+def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str, Any]:
+    from ..model.mcn import load_model  # torch-heavy imports only when evaluating
+    from .retrieval import EvalFeatures
+
+    task = settings["task"]
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r}; allowed values: {', '.join(TASKS)}")
+    experiment = settings["experiment"]
+    training = experiment["training"]
+    scoring = choose_scoring(experiment["pairs"], experiment.get("space", "shared"))
+    device = resolve_device(training["device"])
+    model, meta = load_model(args.checkpoint, map_location=device)
+    check_checkpoint(meta, experiment, args.checkpoint)
+    if not scoring.scored:
+        log.info("%s: %s; %s is not scored", args.experiment, scoring.note, args.benchmark)
+        return result_record(args, settings, scoring, None, scoring.note)
+    check_model(model, scoring)
+
+    shards = {"video": args.video, "audio": args.audio}
+    for modality in scoring.clip_modalities:
+        if not shards[modality]:
+            raise ConfigError(f"scoring {scoring.label} needs --{modality} feature shards")
+    if task != "crosstask" and not args.text:
+        raise ConfigError("--text feature shards are needed: they hold the query sentences")
+    features = EvalFeatures.open(text=args.text, vocabulary=args.vocabulary, max_words=training["max_words"],
+                                 audio_frames=training["audio_frames"],
+                                 video=args.video if "video" in scoring.clip_modalities else (),
+                                 audio=args.audio if "audio" in scoring.clip_modalities else ())
+    trained_vocabulary = (meta.get("vocabulary") or {}).get("sha256")
+    if trained_vocabulary and trained_vocabulary != features.vocabulary_sha256:
+        raise ConfigError(f"{args.vocabulary} is not the vocabulary {args.checkpoint} was trained with")
+    batch_size = settings["batch_size"]
+    try:
+        if task == "crosstask":
+            from .crosstask import evaluate_crosstask
+            files = settings.get("crosstask")
+            if not files:
+                raise ConfigError("task crosstask needs evaluation.crosstask {annotations, steps, videos}")
+            outcome = evaluate_crosstask(model, scoring, files, features, batch_size, device)
+        else:
+            outcome = _evaluate_corpus(args, settings, spec, model, scoring, features, device)
+    finally:
+        features.close()
+    note = ""
+    if outcome.n_missing:
+        note = f"{outcome.n_missing} of {outcome.n_queries} queries had no scorable clip and count as failures"
+    return result_record(args, settings, scoring, outcome, note)
+
+
+def _evaluate_corpus(args, settings, spec, model, scoring, features, device):
+    from ..corpora import open_corpus
+    from ..manifest import read_manifest
+    from .localization import evaluate_localization
+    from .retrieval import align_queries, evaluate_retrieval
+
+    if not args.corpus or spec is None:
+        raise ConfigError("--corpus and --corpus-spec are needed for retrieval and localization")
+    segments = open_corpus(args.corpus, spec).segments()
+    if not segments:
+        raise ConfigError(f"corpus {args.corpus!r} has no evaluation segments")
+    known = {row["video_id"] for row in read_manifest(args.manifest)} if args.manifest else None
+    queries = align_queries(segments, features, scoring.clip_modalities, known)
+    if settings["task"] == "retrieval":
+        return evaluate_retrieval(model, scoring, queries, features, settings["tie_policy"],
+                                  settings["batch_size"], device)
+    return evaluate_localization(model, scoring, queries, features, settings["localization"],
+                                 settings["batch_size"], device)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.settings:
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
+        config = None
+    else:
+        settings, config = settings_from_config(args.config, args.experiment, args.benchmark)
+    spec = json.loads(args.corpus_spec) if args.corpus_spec else None
+    if spec is None and config is not None and args.corpus in config["corpora"]:
+        spec = config["corpora"][args.corpus]
+    record = run(args, settings, spec)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output) as handle:
+        json.dump(record, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items()) or record["note"]
+    print(f"{args.experiment} on {args.benchmark} ({record['scoring']}): {shown}")
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,248 @@
+"""Zero-shot text-to-clip retrieval: every query sentence ranks every benchmark clip.
+
+Queries are the corpus's evaluation segments (YouCook2: the annotated steps of the validation
+videos; MSR-VTT 1k-A: one sentence per video, the clip being the whole video). Clip ``i`` is the
+window ``[start, end]`` of query ``i``'s video, cut as in training (:mod:`mcnflow.training.clips`).
+The query's caption tokens come from the text shards, whose captions are the corpus's sentences of
+that video in the same order (:mod:`mcnflow.features.text`); the order and start times are checked.
+
+A query is *missing* when its video has no features of a modality the scoring needs, or its text
+does not line up with the corpus: it is not ranked and counts as a failure (see
+:mod:`mcnflow.evaluation.metrics`). Missing clips are not candidates either, like MCN's MSR-VTT
+evaluation where 968 of the 1,000 clips have audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..features.store import FeatureIndex, read_vocabulary
+from ..training import clips
+from ..training.dataset import vocabulary_fingerprint
+from .metrics import retrieval_metrics, target_ranks
+from .scoring import Scoring, embed_clips, embed_text, similarity
+
+log = logging.getLogger(__name__)
+
+# float32 start times in the text shards against the corpus's float seconds
+TIME_TOLERANCE = 1e-3
+
+
+@dataclass
+class EvalFeatures:
+    """The feature shards of one benchmark corpus and how clips are cut from them."""
+
+    text: FeatureIndex
+    vectors: np.ndarray
+    max_words: int
+    audio_frames: int
+    video: FeatureIndex | None = None
+    audio: FeatureIndex | None = None
+    vocabulary_sha256: str = ""
+    words: Sequence[str] = ()
+
+    @classmethod
+    def open(cls, *, text: Sequence[str | Path], vocabulary: str | Path, max_words: int, audio_frames: int,
+             video: Sequence[str | Path] = (), audio: Sequence[str | Path] = ()) -> "EvalFeatures":
+        words, vectors, _ = read_vocabulary(vocabulary)
+        return cls(text=FeatureIndex(text), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+                   max_words=max_words, audio_frames=audio_frames,
+                   video=FeatureIndex(video) if video else None, audio=FeatureIndex(audio) if audio else None,
+                   vocabulary_sha256=vocabulary_fingerprint(words), words=words)
+
+    def index(self, modality: str) -> FeatureIndex | None:
+        return {"video": self.video, "audio": self.audio, "text": self.text}[modality]
+
+    def why_missing(self, video_id: str, modalities: Iterable[str]) -> str | None:
+        """None when ``video_id`` has every modality; else the first gap, e.g. ``audio: no_audio``."""
+        for modality in modalities:
+            index = self.index(modality)
+            if index is None:
+                return f"{modality}: no shards given"
+            if video_id not in index:
+                return f"{modality}: {index.status.get(video_id, 'not extracted')}"
+        return None
+
+    def clip_item(self, modality: str, data: np.ndarray, start: float, end: float) -> dict[str, np.ndarray]:
+        """The clip ``[start, end]`` of one video's features, cut as in training."""
+        if modality == "video":
+            return clips.video_item(data, start, end)
+        return clips.audio_item(data, start, end, self.audio_frames)
+
+    def second_item(self, modality: str, data: np.ndarray, second: int) -> dict[str, np.ndarray]:
+        """The one-second clip ``[second, second + 1)`` (localization curves).
+
+        video_item's window includes its end row (a clip [s, e] covers rows s..e), so one second is
+        the window [second, second]; audio is exactly that second's frames, with no padding.
+        """
+        if modality == "video":
+            return clips.video_item(data, second, second)
+        return clips.audio_item(data, second, second + 1, int(clips.AUDIO_FRAMES_PER_SECOND))
+
+    def seconds(self, modality: str, data: np.ndarray) -> int:
+        """How many whole or partial seconds one video's features of ``modality`` cover."""
+        if modality == "video":
+            return int(data.shape[0] / clips.VIDEO_FEATURES_PER_SECOND)
+        return int(math.ceil(data.shape[1] / clips.AUDIO_FRAMES_PER_SECOND))
+
+    def text_item(self, token_ids: np.ndarray) -> dict[str, np.ndarray]:
+        return clips.text_item(token_ids, self.vectors, self.max_words)
+
+    def close(self) -> None:
+        for index in (self.text, self.video, self.audio):
+            if index is not None:
+                index.close()
+
+
+@dataclass
+class Query:
+    """A segment with its caption tokens, or the reason it cannot be scored."""
+
+    video_id: str
+    start: float
+    end: float
+    token_ids: np.ndarray | None
+    missing: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What a benchmark run produced: its metrics and how many queries were (not) scored."""
+
+    metrics: dict[str, float]
+    n_queries: int
+    n_missing: int
+    missing_reasons: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _same_time(a: float, b: float) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return math.isinf(a) and math.isinf(b)
+    return abs(a - b) <= TIME_TOLERANCE * max(1.0, abs(a))
+
+
+def align_queries(segments: Sequence[Any], features: EvalFeatures, needed: Iterable[str],
+                  known_videos: set[str] | None = None) -> list[Query]:
+    """One Query per segment (in order): its token ids from the text shards, or why it is missing."""
+    needed = list(needed)
+    by_video: dict[str, list[int]] = defaultdict(list)
+    for i, segment in enumerate(segments):
+        by_video[segment.video_id].append(i)
+    queries: list[Query | None] = [None] * len(segments)
+    for video_id, indices in by_video.items():
+        reason = None
+        if known_videos is not None and video_id not in known_videos:
+            reason = "not in manifest"
+        reason = reason or features.why_missing(video_id, ["text", *needed])
+        tokens: list[np.ndarray] | None = None
+        if reason is None:
+            text = features.text.read(video_id)
+            starts, ends, offsets = text["start"], text["end"], text["offsets"]
+            mine = [segments[i] for i in indices]
+            if len(starts) != len(mine):
+                reason = f"text: {len(starts)} captions for {len(mine)} segments"
+            elif not all(_same_time(float(s), seg.start) and _same_time(float(e), seg.end)
+                         for s, e, seg in zip(starts, ends, mine)):
+                reason = "text: caption times differ from the segments"
+            else:
+                tokens = [text["token_ids"][offsets[k]:offsets[k + 1]] for k in range(len(mine))]
+            if reason:
+                log.warning("%s: %s; its %d queries count as failures", video_id, reason, len(mine))
+        for k, i in enumerate(indices):
+            seg = segments[i]
+            queries[i] = Query(seg.video_id, float(seg.start), float(seg.end),
+                               tokens[k] if tokens is not None else None, reason)
+    return queries  # type: ignore[return-value]
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _chunks(n: int, size: int) -> Iterable[slice]:
+    for first in range(0, n, size):
+        yield slice(first, min(first + size, n))
+
+
+def embed_queries(model: Any, scoring: Scoring, features: EvalFeatures, token_ids: Sequence[np.ndarray],
+                  batch_size: int, device: torch.device, desc: str = "text") -> dict[str | None, torch.Tensor]:
+    """Text embeddings of every query, per space the scoring uses (on ``device``)."""
+    parts: dict[str | None, list[torch.Tensor]] = defaultdict(list)
+    for chunk in tqdm(list(_chunks(len(token_ids), batch_size)), desc=desc, unit="batch", leave=False):
+        batch = _to(clips.collate([features.text_item(t) for t in token_ids[chunk]]), device)
+        for space, embedding in embed_text(model, scoring, batch).items():
+            parts[space].append(embedding)
+    return {space: torch.cat(chunks) for space, chunks in parts.items()}
+
+
+def embed_windows(model: Any, scoring: Scoring, features: EvalFeatures, windows: Sequence[tuple[str, float, float]],
+                  batch_size: int, device: torch.device, desc: str = "clips") -> dict[Any, torch.Tensor]:
+    """Clip embeddings per score term for ``(video_id, start, end)`` windows, in order.
+
+    Each video's features are read once per batch however many of its windows the batch holds.
+    """
+    parts: dict[Any, list[torch.Tensor]] = defaultdict(list)
+    for chunk in tqdm(list(_chunks(len(windows), batch_size)), desc=desc, unit="batch", leave=False):
+        batches = {}
+        for modality in scoring.clip_modalities:
+            cache: dict[str, np.ndarray] = {}
+            items = []
+            for video_id, start, end in windows[chunk]:
+                if video_id not in cache:
+                    cache[video_id] = features.index(modality).read(video_id)
+                items.append(features.clip_item(modality, cache[video_id], start, end))
+            batches[modality] = _to(clips.collate(items), device)
+        for term, embedding in embed_clips(model, scoring, batches).items():
+            parts[term].append(embedding)
+    return {term: torch.cat(chunks) for term, chunks in parts.items()}
+
+
+def embed_seconds(model: Any, scoring: Scoring, features: EvalFeatures, video_id: str, batch_size: int,
+                  device: torch.device) -> tuple[int, dict[Any, torch.Tensor]]:
+    """(seconds, per-term embeddings of every one-second clip) of one video.
+
+    The video's length is that of its video features when the scoring uses video (the seconds the
+    frames cover), else that of its audio.
+    """
+    data = {m: features.index(m).read(video_id) for m in scoring.clip_modalities}
+    first = "video" if "video" in data else scoring.clip_modalities[0]
+    n_seconds = features.seconds(first, data[first])
+    parts: dict[Any, list[torch.Tensor]] = defaultdict(list)
+    for chunk in _chunks(n_seconds, batch_size):
+        batches = {m: _to(clips.collate([features.second_item(m, data[m], i) for i in range(chunk.start, chunk.stop)]),
+                          device)
+                   for m in scoring.clip_modalities}
+        for term, embedding in embed_clips(model, scoring, batches).items():
+            parts[term].append(embedding)
+    return n_seconds, {term: torch.cat(chunks) for term, chunks in parts.items()}
+
+
+def evaluate_retrieval(model: Any, scoring: Scoring, queries: Sequence[Query], features: EvalFeatures,
+                       tie_policy: str, batch_size: int, device: torch.device) -> Outcome:
+    """Rank every scorable query's own clip among all scorable clips; missing queries are failures."""
+    scored = [q for q in queries if q.missing is None]
+    reasons = Counter(q.missing for q in queries if q.missing is not None)
+    n_queries, n_missing = len(queries), len(queries) - len(scored)
+    ranks = np.zeros(0)
+    if scored:
+        text = embed_queries(model, scoring, features, [q.token_ids for q in scored], batch_size, device)
+        clip_embeddings = embed_windows(model, scoring, features, [(q.video_id, q.start, q.end) for q in scored],
+                                        batch_size, device)
+        ranks_parts = []
+        for chunk in _chunks(len(scored), batch_size):
+            scores = similarity(scoring, {s: t[chunk] for s, t in text.items()}, clip_embeddings)
+            targets = np.arange(chunk.start, chunk.stop)
+            ranks_parts.append(target_ranks(scores.double().cpu().numpy(), targets, tie_policy))
+        ranks = np.concatenate(ranks_parts)
+    metrics = retrieval_metrics(ranks, n_missing=n_missing, worst_rank=n_queries)
+    return Outcome(metrics, n_queries, n_missing, dict(reasons))

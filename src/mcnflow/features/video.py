@@ -1,0 +1,387 @@
+"""``mcnflow extract video``: ResNet-152 features, one row per second, for one shard of normalized videos.
+
+Pipeline: DataLoader worker processes decode whole videos ahead of the model (ffmpeg, 1 fps, short side
+224, see :mod:`.frames`); the main process cuts the frames of consecutive videos into batches of
+``batch_size`` (videos are batched *across*, so the model never waits for one short video), runs
+:class:`.resnet.FrameEncoder`, and splits the rows back per video. A finished video is stored as
+float16 ``(seconds, 2048)`` in the shard's HDF5 file (:class:`.store.ShardWriter`, written under a
+temporary name and renamed when complete); the feature ledger is written atomically afterwards.
+
+Videos that normalize did not produce are recorded as ``no_media``; a video that cannot be decoded is
+an ``error`` row, and the shard goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..atomic import TMP_PREFIX
+from ..config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
+from ..ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from . import frames as frames_module
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEYS = ("fps", "short_side", "weights", "l2_normalize", "batch_size", "device",
+                 "decode_workers", "seed", "compression")
+
+
+# --- settings and inputs ---------------------------------------------------------------------------
+
+def check_settings(settings: Mapping[str, Any]) -> dict:
+    """The settings must be exactly features.video plus features.compression (no silent defaults)."""
+    missing = [k for k in SETTINGS_KEYS if k not in settings]
+    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+    if missing:
+        raise ConfigError(f"video settings: missing key(s) {', '.join(missing)} "
+                          "(features.video plus features.compression)")
+    if unknown:
+        raise ConfigError(f"video settings: unknown key(s) {', '.join(unknown)}; allowed keys: "
+                          + ", ".join(SETTINGS_KEYS))
+    if not settings["fps"] > 0:
+        raise ConfigError(f"config key 'features.video.fps': {settings['fps']!r} must be > 0")
+    if int(settings["batch_size"]) < 1:
+        raise ConfigError(f"config key 'features.video.batch_size': {settings['batch_size']!r} must be >= 1")
+    return dict(settings)
+
+
+def video_settings(args: argparse.Namespace) -> dict:
+    """``--settings`` JSON as the workflow passes it, or features.video + features.compression of ``--config``."""
+    if getattr(args, "settings", None):
+        return check_settings(settings_from_args(args, "features.video"))
+    features = settings_from_args(args, "features")
+    return check_settings({**features["video"], "compression": features["compression"]})
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    video_id: str
+    path: str
+    duration: float | None  # from the normalize ledger; only used to size the progress bar
+
+
+@dataclass
+class ShardPlan:
+    order: list[str]                              # every video of the shard, ledger order
+    jobs: list[VideoJob]                          # the ones to extract
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (video_id, status, message)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def plan_shard(normalize_rows: Sequence[Mapping[str, str]]) -> ShardPlan:
+    """Normalize-ledger rows -> videos to extract, and ``no_media`` outcomes for the others."""
+    plan = ShardPlan(order=[], jobs=[])
+    seen: set[str] = set()
+    for row in normalize_rows:
+        video_id = row["video_id"]
+        if video_id in seen:
+            raise ValueError(f"normalize ledger lists video {video_id!r} twice")
+        seen.add(video_id)
+        plan.order.append(video_id)
+        status = row.get("status", "")
+        if status == "ok" and row.get("path"):
+            plan.jobs.append(VideoJob(video_id, row["path"], _float_or_none(row.get("duration"))))
+        else:
+            reason = f"normalize status {status or '(none)'}"
+            if row.get("message"):
+                reason += f": {row['message']}"
+            elif status == "ok":
+                reason += " but the ledger gives no path"
+            plan.skipped.append((video_id, "no_media", reason))
+    return plan
+
+
+# --- decoding in worker processes -------------------------------------------------------------------
+
+class ShardFrames:
+    """Map-style dataset for a DataLoader: item i = the decoded frames of video i, or why there are none.
+
+    Runs in DataLoader worker processes; never raises for one bad video (that would stop the shard).
+    """
+
+    def __init__(self, jobs: Sequence[VideoJob], fps: float, short_side: int):
+        self.jobs = list(jobs)
+        self.fps = fps
+        self.short_side = short_side
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        job = self.jobs[index]
+        item: dict[str, Any] = {"video_id": job.video_id, "path": job.path, "status": "ok", "message": "",
+                                "frames": None}
+        try:
+            decoded = frames_module.decode_frames(job.path, self.fps, self.short_side)
+            checksum = frames_module.sha256_file(job.path)
+        except Exception as exc:  # noqa: BLE001 - any failure is this video's error row, not the shard's
+            message = str(exc) if isinstance(exc, frames_module.DecodeError) else f"{type(exc).__name__}: {exc}"
+            item.update(status="error", message=f"{job.path}: {message}")
+            return item
+        if decoded.n_frames == 0:
+            item.update(status="too_short", message=f"{job.path}: no frame decoded (duration {decoded.duration:g} s)")
+            return item
+        item.update(frames=torch.from_numpy(decoded.frames), duration=decoded.duration,
+                    n_frames=decoded.n_frames, source_checksum=checksum, source=Path(job.path).name,
+                    source_width=decoded.source_width, source_height=decoded.source_height)
+        return item
+
+
+def _keep_item(item: dict) -> dict:
+    """collate_fn: items are whole videos already (module level so worker processes can pickle it)."""
+    return item
+
+
+# --- batching across videos ---------------------------------------------------------------------
+
+@dataclass
+class _Video:
+    """One video whose rows are being computed; stored when ``remaining`` reaches 0."""
+
+    video_id: str
+    features: np.ndarray          # float32 (n_frames, 2048), filled batch by batch
+    attrs: dict
+    remaining: int
+
+
+class BatchPipeline:
+    """Queues the frames of many videos by frame size and runs the encoder on full batches.
+
+    On CUDA the result of batch k is copied to pinned host memory asynchronously and collected
+    only after batch k+1 has been queued, so the GPU is not idle while the host stores results.
+    """
+
+    def __init__(self, encoder, batch_size: int, on_video_done: Callable[[_Video], None],
+                 on_rows: Callable[[int], None] = lambda n: None):
+        import torch
+
+        self._torch = torch
+        self.encoder = encoder
+        self.batch_size = int(batch_size)
+        self.on_video_done = on_video_done
+        self.on_rows = on_rows
+        self.cuda = encoder.device.type == "cuda"
+        # frame size (H, W) -> queue of (video, first row, uint8 frames); frames of different sizes
+        # cannot share a batch
+        self._queues: dict[tuple[int, int], deque] = {}
+        self._queued: dict[tuple[int, int], int] = {}
+        self._in_flight: tuple | None = None
+
+    def add(self, video: _Video, frames) -> None:
+        key = (int(frames.shape[1]), int(frames.shape[2]))
+        self._queues.setdefault(key, deque()).append((video, 0, frames))
+        self._queued[key] = self._queued.get(key, 0) + int(frames.shape[0])
+        while self._queued[key] >= self.batch_size:
+            self._run(key, self.batch_size)
+
+    def flush(self) -> None:
+        """Run the partial batches left at the end of the shard and collect every result."""
+        for key in list(self._queues):
+            while self._queued[key] > 0:
+                self._run(key, min(self.batch_size, self._queued[key]))
+        self._collect()
+
+    def _take(self, key: tuple[int, int], n: int):
+        queue = self._queues[key]
+        parts, owners, taken = [], [], 0
+        while taken < n:
+            video, row0, frames = queue[0]
+            k = min(n - taken, int(frames.shape[0]))
+            parts.append(frames[:k])
+            owners.append((video, row0, k))
+            if k == frames.shape[0]:
+                queue.popleft()
+            else:
+                queue[0] = (video, row0 + k, frames[k:])
+            taken += k
+        self._queued[key] -= n
+        return parts, owners
+
+    def _run(self, key: tuple[int, int], n: int) -> None:
+        torch = self._torch
+        parts, owners = self._take(key, n)
+        if self.cuda:
+            # pinned staging buffer: the host-to-device copy is asynchronous
+            batch = torch.empty((n, *parts[0].shape[1:]), dtype=torch.uint8, pin_memory=True)
+            torch.cat(parts, out=batch)
+        else:
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        features = self.encoder(batch)
+        ready = None
+        if self.cuda:
+            host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+            host.copy_(features, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            features = host
+        self._collect()  # the previous batch, while this one runs
+        self._in_flight = (features, ready, owners)
+
+    def _collect(self) -> None:
+        if self._in_flight is None:
+            return
+        features, ready, owners = self._in_flight
+        self._in_flight = None
+        if ready is not None:
+            ready.synchronize()
+        rows = features.numpy()
+        offset = 0
+        for video, row0, k in owners:
+            video.features[row0:row0 + k] = rows[offset:offset + k]
+            offset += k
+            video.remaining -= k
+            if video.remaining == 0:
+                self.on_video_done(video)
+        self.on_rows(offset)
+
+
+# --- the shard ---------------------------------------------------------------------------------
+
+def root_attrs(settings: Mapping[str, Any], encoder) -> dict:
+    """What every shard file says about how its features were made."""
+    from .resnet import FEATURE_DIM, MODEL_NAME
+
+    weights = encoder.weights
+    attrs = {key: settings[key] for key in SETTINGS_KEYS if key != "weights"}
+    attrs.update({
+        "weights": weights.description,       # e.g. "none (random init, ...): NOT pretrained features"
+        "weights_setting": settings["weights"],
+        "pretrained": weights.pretrained,
+        "model": MODEL_NAME,
+        "feature_dim": FEATURE_DIM,
+        "rows_per_second": float(settings["fps"]),
+        "sampling": f"ffmpeg fps={settings['fps']} filter (row k = frame nearest to time k/fps)",
+        "resize": f"short side {settings['short_side']}, long side int(long*{settings['short_side']}/short), no crop",
+        "preprocess": "x/255, then (x - preprocess_mean) / preprocess_std per RGB channel",
+        "preprocess_mean": np.asarray(weights.preprocess.mean, dtype=np.float64),
+        "preprocess_std": np.asarray(weights.preprocess.std, dtype=np.float64),
+        "stored_dtype": "float16",
+        "compute_device": encoder.device.type,
+        "precision": encoder.precision,
+        "settings": canonical_json(dict(settings)),
+    })
+    return attrs
+
+
+def _remove_own_temps(final: Path) -> None:
+    """Leftovers of a killed run of *this* shard (other shards' jobs may be writing beside it)."""
+    for stale in final.parent.glob(f"{TMP_PREFIX}{final.name}.*"):
+        stale.unlink(missing_ok=True)
+        log.info("removed %s (left by an interrupted run)", stale)
+
+
+def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shard: int | str,
+                  output: str | Path, ledger_path: str | Path, settings: Mapping[str, Any],
+                  progress: bool = True, encoder=None) -> list[dict]:
+    """Extract one shard; return the feature-ledger rows (also written to ``ledger_path``).
+
+    ``encoder`` lets a caller reuse an already built :class:`.resnet.FrameEncoder` with the same settings.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .resnet import FrameEncoder, ResNet152Weights, resolve_device
+    from .store import ShardWriter
+
+    settings = check_settings(settings)
+    if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
+        raise RuntimeError("ffmpeg and ffprobe must be on PATH to extract video features")
+    output, ledger_path = Path(output), Path(ledger_path)
+    plan = plan_shard(normalize_rows)
+    if encoder is None:
+        weights = ResNet152Weights.resolve(str(settings["weights"]), int(settings["seed"]))
+        encoder = FrameEncoder(weights, resolve_device(str(settings["device"])), bool(settings["l2_normalize"]))
+    fps = float(settings["fps"])
+    outcomes: dict[str, dict] = {}
+    for video_id, status, message in plan.skipped:
+        outcomes[video_id] = {"video_id": video_id, "status": status, "message": message, "length": 0}
+
+    _remove_own_temps(output)
+    _remove_own_temps(ledger_path)
+    expected = sum(frames_module.expected_frames(job.duration, fps) for job in plan.jobs if job.duration)
+    loader = DataLoader(ShardFrames(plan.jobs, fps, int(settings["short_side"])), batch_size=None,
+                        shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=_keep_item)
+    started = time.monotonic()
+    with ShardWriter(output, "video", corpus, int(shard), root_attrs(settings, encoder),
+                     compression=settings["compression"]) as writer, \
+            tqdm(total=expected or None, unit="frame", desc=f"video {corpus}/{shard}", disable=not progress,
+                 dynamic_ncols=True) as bar:
+        for video_id, status, _ in plan.skipped:
+            writer.mark(video_id, status)
+
+        def store(video: _Video) -> None:
+            writer.add(video.video_id, video.features.astype(np.float16), video.attrs)
+            outcomes[video.video_id] = {"video_id": video.video_id, "status": "ok", "message": "",
+                                        "length": len(video.features)}
+
+        pipeline = BatchPipeline(encoder, int(settings["batch_size"]), store, bar.update)
+        for item in loader:
+            video_id = item["video_id"]
+            if item["status"] != "ok":
+                writer.mark(video_id, item["status"])
+                outcomes[video_id] = {"video_id": video_id, "status": item["status"],
+                                      "message": item["message"], "length": 0}
+                log.warning("%s: %s: %s", video_id, item["status"], item["message"])
+                continue
+            frames: torch.Tensor = item["frames"]
+            height, width = int(frames.shape[1]), int(frames.shape[2])
+            attrs = {key: item[key] for key in ("duration", "n_frames", "source_checksum", "source",
+                                                "source_width", "source_height")}
+            attrs.update(frame_width=width, frame_height=height)
+            video = _Video(video_id, np.empty((int(frames.shape[0]), encoder.model.feature_dim), np.float32),
+                           attrs, int(frames.shape[0]))
+            pipeline.add(video, frames)
+        pipeline.flush()
+
+    rows = [outcomes[video_id] for video_id in plan.order]
+    write_ledger(ledger_path, rows, FEATURE_COLUMNS)
+    elapsed = time.monotonic() - started
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    n_rows = sum(int(r["length"]) for r in rows)
+    log.info("%s/%s: %d of %d videos ok, %d rows in %.1f s (%.1f frames/s) -> %s",
+             corpus, shard, n_ok, len(rows), n_rows, elapsed, n_rows / max(elapsed, 1e-9), output)
+    return rows
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--normalize-ledger", required=True, metavar="TSV",
+                        help="the shard's normalize ledger (rows with status ok and a path are extracted)")
+    parser.add_argument("--corpus", required=True, help="corpus name (recorded in the file)")
+    parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
+    parser.add_argument("--output", required=True, metavar="H5", help="the shard's HDF5 feature file")
+    parser.add_argument("--ledger", required=True, metavar="TSV", help="the shard's feature ledger")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"\d+", args.shard):
+        raise ConfigError(f"--shard {args.shard!r}: expected digits such as 00003")
+    settings = video_settings(args)
+    normalize_rows = read_ledger(args.normalize_ledger)
+    extract_shard(normalize_rows, args.corpus, args.shard, args.output, args.ledger, settings,
+                  progress=not args.quiet)
+    return 0

@@ -1,0 +1,175 @@
+"""The training set: one item per video = ``n_pair`` clips with the features of the trained modalities.
+
+Reads the HDF5 shards through features.store; the files open lazily in the process that reads them
+(each DataLoader worker opens its own handles). Randomness is a function of (seed, epoch, item), not
+of which worker reads the item, so a run and its resumed continuation see the same clips.
+
+Captions define the clip windows, so text shards are always needed; video and audio shards are read
+only when that modality is trained. A video lacking any needed modality is skipped (and counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..features.store import FeatureIndex, ShardReader, read_vocabulary
+from . import clips
+
+log = logging.getLogger(__name__)
+
+
+def vocabulary_fingerprint(words: Sequence[str]) -> str:
+    """sha256 of the word list: evaluation checks it uses the vocabulary the model was trained with."""
+    digest = hashlib.sha256()
+    for word in words:
+        digest.update(word.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _check_rate(paths: Iterable[str | Path], key: str, expected: float, what: str) -> None:
+    """The clip cutting assumes the store's rates; refuse shards whose extractor says otherwise."""
+    for path in paths:
+        reader = ShardReader(path)
+        try:
+            value = reader.attrs.get(key)
+        finally:
+            reader.close()
+        if value is not None and not isinstance(value, str) and float(value) != expected:
+            raise ValueError(f"{path}: {what} has {key}={value}; training cuts clips assuming {expected}")
+
+
+class ClipDataset(Dataset):
+    def __init__(self, *, text: Sequence[str | Path], video: Sequence[str | Path] = (),
+                 audio: Sequence[str | Path] = (), vocabulary: str | Path | None = None,
+                 modalities: Sequence[str], n_pair: int, min_time: float, max_words: int,
+                 audio_frames: int, seed: int):
+        self.modalities = list(modalities)
+        self.n_pair, self.min_time, self.max_words = n_pair, min_time, max_words
+        self.audio_frames, self.seed = audio_frames, seed
+        self.epoch = 0
+        if not text:
+            raise ValueError("text shards are needed: captions define the clips")
+        self.text = FeatureIndex(text)
+        self.video = self.audio = None
+        if "video" in self.modalities:
+            if not video:
+                raise ValueError("video is trained but no video shards were given")
+            _check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "video features")
+            self.video = FeatureIndex(video)
+        if "audio" in self.modalities:
+            if not audio:
+                raise ValueError("audio is trained but no audio shards were given")
+            _check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "audio features")
+            self.audio = FeatureIndex(audio)
+        self.vectors: np.ndarray | None = None
+        self.vocabulary_info: dict = {}
+        if "text" in self.modalities:
+            if vocabulary is None:
+                raise ValueError("text is trained but no vocabulary was given")
+            words, vectors, attrs = read_vocabulary(vocabulary)
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self.vocabulary_info = {"path": str(vocabulary), "words": len(words), "dim": int(vectors.shape[1]),
+                                    "sha256": vocabulary_fingerprint(words)}
+        self.video_ids, self.skipped = self._usable_videos()
+
+    def _usable_videos(self) -> tuple[list[str], Counter]:
+        indexes = {"text": self.text, "video": self.video, "audio": self.audio}
+        candidates = set()
+        for index in indexes.values():
+            if index is not None:
+                candidates.update(index.status)
+        no_captions = set()
+        for reader in self.text.readers:
+            no_captions.update(row["video_id"] for row in reader.index() if row["status"] == "ok" and row["length"] == 0)
+            reader.close()
+        usable, skipped = [], Counter()
+        for video_id in sorted(candidates):
+            missing = [f"{name}:{index.status.get(video_id, 'absent')}" for name, index in indexes.items()
+                       if index is not None and video_id not in index]
+            if video_id in no_captions:
+                missing.append("text:no_captions")
+            if missing:
+                skipped.update(missing)
+            else:
+                usable.append(video_id)
+        return usable, skipped
+
+    def feature_dims(self) -> dict[str, int]:
+        """Dimensions seen in the data (first usable video), to check against the model settings."""
+        if not self.video_ids:
+            raise ValueError("no usable videos")
+        video_id = self.video_ids[0]
+        dims: dict[str, int] = {}
+        if self.video is not None:
+            dims["video_dim"] = int(self.video.read(video_id).shape[1])
+        if self.audio is not None:
+            dims["n_mels"] = int(self.audio.read(video_id).shape[0])
+        if self.vectors is not None:
+            dims["word_dim"] = int(self.vectors.shape[1])
+        return dims
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        video_id = self.video_ids[index]
+        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
+        try:
+            text = self.text.read(video_id)
+            sampled = clips.sample_clips(text["start"], text["end"], self.n_pair, self.min_time, rng)
+            items: list[dict[str, np.ndarray]] = [{} for _ in sampled]
+            if self.video is not None:
+                features = self.video.read(video_id)
+                for item, clip in zip(items, sampled):
+                    item.update(clips.video_item(features, clip.start, clip.end))
+            if self.audio is not None:
+                spectrogram = self.audio.read(video_id)
+                for item, clip in zip(items, sampled):
+                    item.update(clips.audio_item(spectrogram, clip.start, clip.end, self.audio_frames))
+            if self.vectors is not None:
+                for item, clip in zip(items, sampled):
+                    item.update(clips.text_item(clips.clip_token_ids(text, clip), self.vectors, self.max_words))
+        except ValueError as exc:
+            raise ValueError(f"video {video_id}: {exc}") from exc
+        return clips.stack_items(items)
+
+    def close(self) -> None:
+        for index in (self.text, self.video, self.audio):
+            if index is not None:
+                index.close()
+
+
+class EpochPermutation(Sampler[int]):
+    """A fresh order of the videos each epoch, drawn from (seed, epoch) alone."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, 0, self.epoch]).permutation(self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from torch's per-worker seed (itself from the loader's generator)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,422 @@
+"""The training loop of one experiment: schedule, AMP, checkpoints, resume and the loss log.
+
+Outputs under ``out_dir``:
+  checkpoints/epoch-XXXX.pt   after every epoch (atomic): model, optimizer, scheduler, grad scaler,
+                              k-means queues and centroids, RNG states, epoch and step, meta
+  log.tsv.journal             the loss log while training runs (appended and flushed per step)
+  log.tsv                     the complete log, written atomically at the end
+  model.pt                    the final weights with their meta (atomic); read by mcnflow.model.load_model
+
+A rerun resumes from the latest checkpoint and redoes the interrupted epoch. Every random draw is
+a function of the seed, the epoch and the checkpointed state, so an interrupted and resumed run ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import __version__
+from ..atomic import atomic_path, atomic_write, remove_stale_temps
+from ..config import ConfigError, canonical_json
+from ..model.davenet import DAVENET_WIDTHS
+from ..model.losses import LOSS_TERMS, MCNObjective
+from ..model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
+from .clips import flatten_pairs
+from .dataset import ClipDataset, EpochPermutation, seed_worker
+
+log = logging.getLogger(__name__)
+
+TRAINING_KEYS = ("embd_dim", "video_dim", "word_dim", "n_pair", "min_time", "max_words", "audio_frames",
+                 "batch_size", "epochs", "lr", "optimizer", "warmup_steps", "schedule", "margin", "clusters",
+                 "queue_batches", "kmeans_iters", "recon_size", "num_workers", "device", "amp", "seed",
+                 "tensorboard")
+# Keys that change how a run executes but not what it computes: a resume may change them.
+OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints")
+CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
+JOURNAL_SUFFIX = ".journal"
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+def check_settings(settings: Mapping[str, Any]) -> dict:
+    """The experiment settings {pairs, space, losses, training} with every key present, or ConfigError."""
+    for key in ("pairs", "space", "losses", "training"):
+        if key not in settings:
+            raise ConfigError(f"experiment settings: key '{key}' is missing")
+    pairs = list(settings["pairs"])
+    if not pairs or any(p not in PAIRS for p in pairs) or len(set(pairs)) != len(pairs):
+        raise ConfigError(f"experiment settings 'pairs': {pairs!r}; allowed: distinct items of {', '.join(PAIRS)}")
+    if settings["space"] not in SPACE_KINDS:
+        raise ConfigError(f"experiment settings 'space': {settings['space']!r}; allowed: {', '.join(SPACE_KINDS)}")
+    for term in LOSS_TERMS:
+        spec = settings["losses"].get(term)
+        if not isinstance(spec, Mapping) or "enabled" not in spec or "weight" not in spec:
+            raise ConfigError(f"experiment settings 'losses.{term}' needs 'enabled' and 'weight'")
+    missing = [k for k in TRAINING_KEYS if k not in settings["training"]]
+    if missing:
+        raise ConfigError(f"experiment settings 'training': missing key(s) {', '.join(missing)}")
+    training = settings["training"]
+    if training["optimizer"] != "adam":
+        raise ConfigError(f"training.optimizer {training['optimizer']!r}; allowed: 'adam'")
+    if training["schedule"] not in ("warmup_cosine", "constant"):
+        raise ConfigError(f"training.schedule {training['schedule']!r}; allowed: 'warmup_cosine', 'constant'")
+    return {"pairs": pairs, "space": settings["space"], "losses": dict(settings["losses"]),
+            "training": dict(training)}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """MCN's schedule: linear warm-up from 0, then half a cosine down to 0 at the last step."""
+    if schedule == "constant":
+        return 1.0
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _computed_settings(settings: Mapping) -> dict:
+    training = {k: v for k, v in settings["training"].items() if k not in OPERATIONAL_KEYS}
+    return {**settings, "training": training}
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def checkpoint_path(directory: Path, epoch: int) -> Path:
+    return directory / f"epoch-{epoch:04d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found)
+
+
+def load_latest_checkpoint(directory: Path) -> dict | None:
+    """The newest checkpoint that loads and says it is complete (older ones if the newest is damaged)."""
+    for epoch, path in reversed(list_checkpoints(directory)):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a damaged file: fall back to the one before
+            log.warning("checkpoint %s cannot be read (%s); trying an older one", path, exc)
+            continue
+        if isinstance(payload, dict) and payload.get("complete") and payload.get("epoch") == epoch:
+            payload["path"] = str(path)
+            return payload
+        log.warning("checkpoint %s is incomplete; trying an older one", path)
+    return None
+
+
+# --- loss log ---------------------------------------------------------------------------------
+
+class LossLog:
+    """The TSV loss log: a journal appended per step while training, the final file written atomically."""
+
+    def __init__(self, path: Path, terms: list[str]):
+        self.path = path
+        self.journal = path.with_name(path.name + JOURNAL_SUFFIX)
+        self.columns = ["kind", "epoch", "step", "lr", "total", *terms, "kmeans_fits", "seconds"]
+        self._handle = None
+
+    def start(self, resume_step: int, resume_epoch: int) -> None:
+        """Open the journal, keeping only rows the resumed state has (the redone epoch's rows go)."""
+        kept: list[dict] = []
+        # The journal while a run is under way; the published log when a finished run is redone.
+        source = next((p for p in (self.journal, self.path) if p.exists()), None)
+        if resume_step > 0 and source is not None:
+            with open(source, encoding="utf-8", newline="") as handle:
+                reader = csv.DictReader(handle, delimiter="\t")
+                if reader.fieldnames == self.columns:
+                    kept = [row for row in reader if int(row["epoch"]) <= resume_epoch and int(row["step"]) <= resume_step]
+        if resume_step > 0 and not kept:
+            log.warning("no earlier loss log found: %s starts at step %d", self.path, resume_step + 1)
+        with atomic_write(self.journal) as handle:
+            handle.write("\t".join(self.columns) + "\n")
+            for row in kept:
+                handle.write("\t".join(row[c] for c in self.columns) + "\n")
+        self._handle = open(self.journal, "a", encoding="utf-8")
+
+    @staticmethod
+    def _format(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        assert self._handle is not None
+        self._handle.write("\t".join(self._format(row.get(c, "")) for c in self.columns) + "\n")
+        self._handle.flush()
+
+    def finish(self) -> None:
+        """Publish the complete log atomically and drop the journal."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        with open(self.journal, encoding="utf-8") as source, atomic_write(self.path) as target:
+            target.write(source.read())
+        self.journal.unlink()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+# --- the trainer ------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, settings: Mapping[str, Any], dataset: ClipDataset, out_dir: str | Path,
+                 experiment: str = "experiment"):
+        self.settings = check_settings(settings)
+        self.training = self.settings["training"]
+        self.experiment = experiment
+        self.dataset = dataset
+        self.out_dir = Path(out_dir)
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.device = resolve_device(self.training["device"])
+        self.amp = bool(self.training["amp"]) and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        if len(dataset) == 0:
+            raise ValueError("no usable training videos (every video lacks a needed modality)")
+
+        seed_everything(self.training["seed"])
+        self.model = MCN(self.settings["pairs"], self.settings["space"], **self._model_arguments()).to(self.device)
+        self.objective = MCNObjective(
+            self.model, self.settings["losses"], margin=self.training["margin"], clusters=self.training["clusters"],
+            kmeans_iters=self.training["kmeans_iters"], queue_batches=self.training["queue_batches"],
+            seed=self.training["seed"])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.training["lr"])
+
+        self.videos_per_step = self.training["batch_size"]
+        if len(dataset) < self.videos_per_step:
+            log.warning("only %d usable videos, fewer than batch_size %d: each step uses all of them",
+                        len(dataset), self.videos_per_step)
+            self.videos_per_step = len(dataset)
+        self.steps_per_epoch = len(dataset) // self.videos_per_step
+        self.total_steps = self.steps_per_epoch * self.training["epochs"]
+        schedule, warmup = self.training["schedule"], self.training["warmup_steps"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, schedule, warmup, self.total_steps))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.sampler = EpochPermutation(len(dataset), self.training["seed"])
+        self.loader_generator = torch.Generator()
+        self.loader = DataLoader(
+            dataset, batch_size=self.videos_per_step, sampler=self.sampler, drop_last=True,
+            num_workers=self.training["num_workers"], worker_init_fn=seed_worker, generator=self.loader_generator,
+            pin_memory=self.device.type == "cuda")
+        self.epoch = 0
+        self.step = 0
+        self.log = LossLog(self.out_dir / "log.tsv", self.objective.term_names())
+        self.tensorboard = None
+
+    def _model_arguments(self) -> dict:
+        training = self.training
+        arguments = {"embd_dim": training["embd_dim"], "video_dim": training["video_dim"],
+                     "word_dim": training["word_dim"], "recon_size": training["recon_size"],
+                     "reconstruction": bool(self.settings["losses"]["reconstruction"]["enabled"]),
+                     "audio_widths": list(training.get("audio_widths", DAVENET_WIDTHS))}
+        dims = self.dataset.feature_dims()
+        for key in ("video_dim", "word_dim"):
+            if key in dims and dims[key] != training[key]:
+                raise ConfigError(f"training.{key} is {training[key]} but the features have {dims[key]}")
+        if "n_mels" in dims:
+            arguments["n_mels"] = dims["n_mels"]
+        return arguments
+
+    def meta(self) -> dict:
+        return {**self.settings, "experiment": self.experiment, "model": dict(self.model.config),
+                "modalities": list(self.model.modalities), "spaces": list(self.model.spaces),
+                "vocabulary": dict(self.dataset.vocabulary_info), "videos": len(self.dataset),
+                "skipped": dict(self.dataset.skipped), "videos_per_step": self.videos_per_step,
+                "clips_per_step": self.videos_per_step * self.training["n_pair"],
+                "steps_per_epoch": self.steps_per_epoch, "epochs_done": self.epoch, "steps_done": self.step,
+                "mcnflow_version": __version__}
+
+    # --- state -------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        path = checkpoint_path(self.checkpoint_dir, self.epoch)
+        payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                   "kmeans": self.objective.state_dict(), "rng": rng_state(), "epoch": self.epoch,
+                   "step": self.step, "meta": self.meta(), "complete": True}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        keep = self.training.get("keep_checkpoints")
+        if keep:
+            for _, old in list_checkpoints(self.checkpoint_dir)[:-int(keep)]:
+                old.unlink()
+        return path
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint, if any; False when starting from scratch."""
+        remove_stale_temps(self.checkpoint_dir)
+        payload = load_latest_checkpoint(self.checkpoint_dir)
+        if payload is None:
+            return False
+        theirs = _computed_settings({k: payload["meta"][k] for k in ("pairs", "space", "losses", "training")})
+        if canonical_json(theirs) != canonical_json(_computed_settings(self.settings)):
+            raise ConfigError(f"{payload['path']} was written with other settings; remove {self.checkpoint_dir} "
+                              "to start again, or restore the settings it was trained with")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.objective.load_state_dict(payload["kmeans"], self.device)
+        set_rng_state(payload["rng"])
+        self.epoch, self.step = int(payload["epoch"]), int(payload["step"])
+        log.info("resumed from %s (epoch %d, step %d)", payload["path"], self.epoch, self.step)
+        return True
+
+    # --- loop --------------------------------------------------------------------------------
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in flatten_pairs(batch).items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            output = self.model(batch)
+        # The losses run outside autocast, in float32 (see model.losses).
+        total, terms = self.objective(output, self.step + 1)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        return {"lr": lr, "total": total.item(), **{name: value.item() for name, value in terms.items()}}
+
+    def _kmeans_fits(self) -> int:
+        return sum(km.fits for km in self.objective.kmeans.values())
+
+    def _open_tensorboard(self) -> None:
+        if not self.training["tensorboard"]:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ConfigError("training.tensorboard is true but the tensorboard package is not installed") from exc
+        self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
+
+    def run(self) -> Path:
+        """Train (resuming if possible) to the configured epochs; return the path of model.pt."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.out_dir)
+        self.resume()
+        log.info("experiment %s: pairs %s, space %s, modalities %s; %d videos (%d skipped: %s); "
+                 "%d steps/epoch of %d videos x %d clips on %s%s",
+                 self.experiment, ",".join(self.settings["pairs"]), self.settings["space"],
+                 ",".join(self.model.modalities), len(self.dataset), sum(self.dataset.skipped.values()),
+                 dict(self.dataset.skipped) or "none", self.steps_per_epoch, self.videos_per_step,
+                 self.training["n_pair"], self.device, " with AMP" if self.amp else "")
+        self.log.start(self.step, self.epoch)
+        self._open_tensorboard()
+        try:
+            self.model.train()
+            while self.epoch < self.training["epochs"]:
+                self._run_epoch()
+                self.save_checkpoint()
+            model_path = self._write_model()
+            self.log.finish()
+        finally:
+            self.log.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        return model_path
+
+    def _run_epoch(self) -> None:
+        epoch = self.epoch + 1
+        self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch)
+        self.loader_generator.manual_seed(self.training["seed"] * 1_000_003 + self.epoch)
+        rows: list[dict] = []
+        started = time.perf_counter()
+        progress = tqdm(self.loader, total=self.steps_per_epoch, desc=f"{self.experiment} epoch {epoch}",
+                        unit="step", mininterval=5.0, dynamic_ncols=True)
+        for batch in progress:
+            step_started = time.perf_counter()
+            values = self.train_step(batch)
+            row = {"kind": "step", "epoch": epoch, "step": self.step, **values,
+                   "kmeans_fits": self._kmeans_fits(), "seconds": time.perf_counter() - step_started}
+            rows.append(row)
+            self.log.write(row)
+            if self.tensorboard is not None:
+                for name, value in values.items():
+                    self.tensorboard.add_scalar(f"train/{name}", value, self.step)
+            progress.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
+        progress.close()
+        self.epoch = epoch
+        numeric = [c for c in self.log.columns if c not in ("kind", "epoch", "step", "lr", "kmeans_fits", "seconds")]
+        means = {c: float(np.mean([r[c] for r in rows])) for c in numeric}
+        summary = {"kind": "epoch", "epoch": epoch, "step": self.step, "lr": rows[-1]["lr"], **means,
+                   "kmeans_fits": self._kmeans_fits(), "seconds": time.perf_counter() - started}
+        self.log.write(summary)
+        if self.tensorboard is not None:
+            for name, value in means.items():
+                self.tensorboard.add_scalar(f"epoch/{name}", value, self.step)
+        log.info("epoch %d/%d: %s", epoch, self.training["epochs"],
+                 ", ".join(f"{k} {v:.4g}" for k, v in means.items()))
+
+    def _write_model(self) -> Path:
+        path = self.out_dir / "model.pt"
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save({"model": state, "meta": self.meta()}, tmp)
+        return path
+
+
+def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list, vocabulary: str | os.PathLike | None,
+          out_dir: str | Path, experiment: str) -> Path:
+    """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
+    settings = check_settings(settings)
+    training = settings["training"]
+    modalities = modalities_of(settings["pairs"])
+    dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
+                          audio=audio if "audio" in modalities else (),
+                          vocabulary=vocabulary if "text" in modalities else None, modalities=modalities,
+                          n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
+                          audio_frames=training["audio_frames"], seed=training["seed"])
+    try:
+        return Trainer(settings, dataset, out_dir, experiment).run()
+    finally:
+        dataset.close()

@@ -1,0 +1,95 @@
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mcnflow.config import load_config
+from mcnflow.corpora import open_corpus
+from mcnflow.demo_corpus import ACTIONS, INGREDIENTS, make_demo_corpus, planned_video_ids
+from mcnflow.demo_server import make_server
+
+from conftest import require_ffmpeg
+
+
+@pytest.fixture(scope="module")
+def demo_settings(repo_root):
+    config = load_config([repo_root / "config.yaml", repo_root / "demo/config.yaml"])
+    demo = dict(config["demo"], train_videos=4, eval_videos=2, msrvtt_videos=2, steps_per_video=2,
+                step_seconds=1.0, gone=["demo0000001"], flaky=["demo0000002"], no_audio=["demo0000003"])
+    return config, demo
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory, demo_settings):
+    require_ffmpeg()
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_corpus(demo_settings[1], out)
+    return out
+
+
+def _probe(path):
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width,height,r_frame_rate",
+                          "-show_entries", "format=duration", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_corpus_is_readable_by_the_real_readers(corpus_dir, demo_settings):
+    config, demo = demo_settings
+    ids = planned_video_ids(demo)
+    train = open_corpus("howto100m", dict(config["corpora"]["howto100m"],
+                                          videos_csv=str(corpus_dir / "howto100m/HowTo100M_v1.csv"),
+                                          captions=str(corpus_dir / "howto100m/caption.json")))
+    assert train.video_ids() == ids["howto100m"]
+    caption = train.captions("demo0000000")[0]
+    words = caption.text.split()
+    assert words[-2] == "the" and words[-1] in INGREDIENTS and words[-3] in ACTIONS
+    youcook = open_corpus("youcook2", dict(config["corpora"]["youcook2"],
+                                           annotations=str(corpus_dir / "youcook2/youcookii_annotations_trainval.json")))
+    segments = youcook.segments()
+    assert len(segments) == 4
+    assert len({s.sentence for s in segments}) == 4, "evaluation steps must be unique combinations"
+    msrvtt = open_corpus("msrvtt", dict(config["corpora"]["msrvtt"],
+                                        csv=str(corpus_dir / "msrvtt/MSRVTT_JSFUSION_test.csv"),
+                                        video_dir=str(corpus_dir / "msrvtt/videos")))
+    assert msrvtt.video_ids() == ids["msrvtt"]
+
+
+def test_videos_show_the_planned_steps(corpus_dir):
+    assert not (corpus_dir / "howto100m/videos/demo0000001.mp4").exists()  # gone
+    info = _probe(corpus_dir / "howto100m/videos/demo0000000.mp4")
+    kinds = [s["codec_type"] for s in info["streams"]]
+    assert kinds == ["video", "audio"] and float(info["format"]["duration"]) == pytest.approx(2.0, abs=0.1)
+    assert [s["codec_type"] for s in _probe(corpus_dir / "howto100m/videos/demo0000003.mp4")["streams"]] == ["video"]
+    ms = _probe(corpus_dir / "msrvtt/videos/video9000.mp4")["streams"][0]
+    assert (ms["width"], ms["height"], ms["r_frame_rate"]) == (320, 240, "25/1")
+
+
+def test_server_serves_404s_and_fails_flaky_ids_once(corpus_dir):
+    import threading
+
+    server = make_server(corpus_dir, 0, ["demo0000002"])
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}/howto100m"
+        with urllib.request.urlopen(f"{base}/demo0000000.mp4") as response:
+            body = response.read()
+        assert body == (corpus_dir / "howto100m/videos/demo0000000.mp4").read_bytes()
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(f"{base}/demo0000001.mp4")
+        assert gone.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as flaky:
+            urllib.request.urlopen(f"{base}/demo0000002.mp4")
+        assert flaky.value.code == 503
+        with urllib.request.urlopen(f"{base}/demo0000002.mp4") as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as escape:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/../../etc/passwd")
+        assert escape.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,154 @@
+"""The whole demo through the real Snakemake workflow: download -> report, then rerun semantics.
+
+One session-scoped run (a few minutes on 2 cores) feeds every test here.
+"""
+
+import csv
+import re
+
+import pytest
+import yaml
+
+from mcnflow.features.store import is_complete
+from mcnflow.ledger import read_ledger
+
+from workflow_utils import copy_workflow, snakemake
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo_e2e"))
+    # a port of its own, so a `make demo` running meanwhile does not collide
+    demo_cfg = yaml.safe_load((workdir / "demo/config.yaml").read_text())
+    demo_cfg["demo"]["port"] = 18777
+    for corpus in ("howto100m", "youcook2"):
+        demo_cfg["corpora"][corpus]["url_template"] = demo_cfg["corpora"][corpus]["url_template"].replace("18765", "18777")
+    (workdir / "demo/config.yaml").write_text(yaml.safe_dump(demo_cfg, sort_keys=False))
+    snakemake(workdir, "--profile", "profiles/local")
+    return workdir
+
+
+def _ledger(workdir, stage, corpus):
+    rows = {}
+    for path in sorted((workdir / f"results/{stage}/{corpus}").glob("shard-*.tsv")):
+        rows.update({r["video_id"]: r for r in read_ledger(path)})
+    return rows
+
+
+def test_download_ledgers_show_survival_handling(demo_run):
+    rows = _ledger(demo_run, "download", "howto100m")
+    assert len(rows) == 16
+    assert rows["demo0000003"]["status"] == rows["demo0000011"]["status"] == "unavailable"
+    assert rows["demo0000005"]["status"] == "ok" and int(rows["demo0000005"]["attempts"]) == 2
+    assert sum(r["status"] == "ok" for r in rows.values()) == 14
+    survival = {r["status"]: r for r in csv.DictReader(open(demo_run / "results/download/howto100m/survival.tsv"),
+                                                         delimiter="\t")}
+    assert survival  # the survival summary exists and is readable
+    text = (demo_run / "results/download/howto100m/survival.tsv").read_text()
+    assert "unavailable" in text and "ok" in text
+
+
+def test_normalized_shards(demo_run):
+    rows = _ledger(demo_run, "normalize", "howto100m")
+    assert rows["demo0000003"]["status"] == "not_downloaded"
+    assert rows["demo0000007"]["status"] == "ok" and rows["demo0000007"]["has_audio"] == "false"
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert len(ok) == 14
+    assert all((r["width"], r["height"]) == ("454", "256") and float(r["fps"]) == 30 for r in ok)
+    msrvtt = _ledger(demo_run, "normalize", "msrvtt")
+    assert all(r["status"] == "ok" for r in msrvtt.values()) and len(msrvtt) == 12
+
+
+def test_features_are_complete_hdf5(demo_run):
+    for corpus in ("howto100m", "youcook2", "msrvtt"):
+        for modality in ("video", "audio", "text"):
+            files = sorted((demo_run / f"results/features/{corpus}/{modality}").glob("shard-*.h5"))
+            assert files and all(is_complete(f) for f in files), (corpus, modality)
+    assert is_complete(demo_run / "results/features/vocabulary.h5") or (demo_run / "results/features/vocabulary.h5").exists()
+
+
+def test_summary_shows_retrieval_far_above_chance(demo_run):
+    rows = list(csv.DictReader(open(demo_run / "results/summary.csv")))
+    experiments = {r["experiment"] for r in rows}
+    assert {"tv_ta_va", "tv", "va", "tv_ta_va_per_pair"} <= experiments
+    full = next(r for r in rows if r["experiment"] == "tv_ta_va" and r["benchmark"] == "youcook2_retrieval")
+    n_queries = int(full["n_queries"])
+    chance_r10 = 10 / n_queries
+    assert n_queries == 32
+    assert float(full["R@10"]) >= 2 * chance_r10, full
+    assert (demo_run / "results/summary.md").exists()
+    assert list((demo_run / "results/plots").glob("*.png"))
+
+
+def _planned(output: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job in a dry run's output."""
+    jobs, rule = set(), None
+    for line in output.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if match:
+            rule = match.group(1)
+            jobs.add((rule, ""))
+            continue
+        wild = re.match(r"^wildcards: (.*)$", line.strip())
+        if wild and rule:
+            jobs.discard((rule, ""))
+            jobs.add((rule, wild.group(1)))
+    return jobs
+
+
+def _dry_run(workdir, config_text=None):
+    config_path = workdir / "demo/config.yaml"
+    original = config_path.read_text()
+    try:
+        if config_text is not None:
+            config_path.write_text(config_text)
+        result = snakemake(workdir, "-n", "--profile", "profiles/local")
+    finally:
+        config_path.write_text(original)
+    return _planned(result.stdout + result.stderr)
+
+
+def test_nothing_to_do_after_a_complete_run(demo_run):
+    assert _dry_run(demo_run) == set()
+
+
+def test_yaml_key_order_reruns_nothing(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    reordered = {key: cfg[key] for key in reversed(list(cfg))}
+    reordered["training"] = {key: cfg["training"][key] for key in reversed(list(cfg["training"]))}
+    assert _dry_run(demo_run, yaml.safe_dump(reordered, sort_keys=False)) == set()
+
+
+def test_changing_one_experiment_reruns_only_its_branch(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    cfg["experiments"] = {"tv": {"pairs": ["tv"], "space": "shared",
+                                 "losses": {"reconstruction": {"enabled": True, "weight": 10.0}}}}
+    base = yaml.safe_load((demo_run / "config.yaml").read_text())
+    cfg["experiments"] = {**base["experiments"], **cfg["experiments"]}
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    rules = {rule for rule, _ in jobs}
+    assert rules == {"train", "evaluate", "summarize", "all"}, jobs
+    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv"}
+    assert all(w.startswith("experiment=tv,") for rule, w in jobs if rule == "evaluate")
+
+
+def test_adding_an_experiment_runs_only_the_new_branch(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    base = yaml.safe_load((demo_run / "config.yaml").read_text())
+    cfg["experiments"] = {**base["experiments"], "tv_ta_per_pair": {"pairs": ["tv", "ta"], "space": "per_pair"}}
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv_ta_per_pair"}
+    assert {rule for rule, _ in jobs} == {"train", "evaluate", "summarize", "all"}
+
+
+def test_changing_feature_settings_reruns_features_and_everything_downstream(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    cfg["features"]["audio"] = {"n_mels": 40, "fmin": 30}
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    rules = {rule for rule, _ in jobs}
+    assert {"extract_audio", "train", "evaluate", "summarize"} <= rules
+    assert not {"download_shard", "normalize_shard", "extract_video", "extract_text"} & rules
+    # experiments that never read audio features are not retrained
+    assert ("train", "experiment=tv") not in jobs

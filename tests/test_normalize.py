@@ -1,0 +1,314 @@
+"""normalize: exact output format for every input shape, a ledger row for every bad input, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcnflow import cli
+from mcnflow.config import ConfigError
+from mcnflow.ledger import (DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger,
+                            write_ledger)
+from mcnflow.media_probe import probe
+from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, _ffmpeg_failure, normalize_shard,
+                               normalize_video, scaled_size, verify_output)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# config.yaml's normalize section with the fastest preset (tests check format, not quality).
+SETTINGS = dict(width=454, height=256, fps=30, audio_rate=16000, resize_mode="pad", video_codec="libx264",
+                preset="ultrafast", crf=23, audio_bitrate="48k", threads=1, duration_tolerance=0.5, keep=True)
+
+
+def settings(**changes) -> NormalizeSettings:
+    return NormalizeSettings.from_mapping({**SETTINGS, **changes})
+
+
+def ffmpeg_make(path: Path, *args: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, "-c:v", "libx264", "-preset", "ultrafast",
+                    str(path)], check=True)
+    return path
+
+
+def with_tone(seconds: float, rate: int = 44100) -> list[str]:
+    return ["-f", "lavfi", "-i", f"sine=f=440:r={rate}:d={seconds}", "-ac", "2", "-c:a", "aac", "-shortest"]
+
+
+# White picture with a black band over the top tenth: bars, crops and stretches are all visible.
+def banded(size: str, seconds: float = 1) -> list[str]:
+    width, height = (int(v) for v in size.split("x"))
+    return ["-f", "lavfi", "-i",
+            f"color=white:s={size}:r=30:d={seconds},drawbox=x=0:y=0:w={width}:h={height // 10}:color=black:t=fill"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    made = {
+        "wide": ffmpeg_make(root / "wide.mp4", "-f", "lavfi", "-i", "testsrc2=s=640x360:r=30:d=2", *with_tone(2)),
+        "portrait": ffmpeg_make(root / "portrait.mp4", *banded("300x400")),
+        "four_three": ffmpeg_make(root / "four_three.mp4", *banded("480x360")),
+        "white_wide": ffmpeg_make(root / "white_wide.mp4", "-f", "lavfi", "-i", "color=white:s=640x360:r=30:d=0.5"),
+        "anamorphic": ffmpeg_make(root / "anamorphic.mp4", "-f", "lavfi", "-i",
+                                  "color=white:s=320x360:r=30:d=0.5,setsar=2"),
+        # Stored 400x300 landscape, shown turned by 90 degrees: a 300x400 portrait.
+        "rotated": ffmpeg_make(root / "rotated.mp4", *banded("400x300", 0.5), "-metadata:s:v:0", "rotate=90"),
+        "pal": ffmpeg_make(root / "pal.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2", *with_tone(2, 48000)),
+        "one_frame": ffmpeg_make(root / "one_frame.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25",
+                                 "-frames:v", "1"),
+        "silent": ffmpeg_make(root / "silent.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=1"),
+    }
+    audio_only = root / "audio_only.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
+                    str(audio_only)], check=True)
+    made["audio_only"] = audio_only
+    data = made["wide"].read_bytes()
+    made["truncated"] = root / "truncated.mp4"
+    made["truncated"].write_bytes(data[: len(data) // 2])
+    made["empty"] = root / "empty.mp4"
+    made["empty"].touch()
+    return made
+
+
+def first_frame(path: Path, width: int = 454, height: int = 256) -> np.ndarray:
+    """The first frame as a (height, width) grey-level array."""
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-frames:v", "1",
+                          "-f", "rawvideo", "-pix_fmt", "gray", "pipe:"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(height, width)
+
+
+BLACK, WHITE = 40, 180  # grey-level thresholds (H.264 + limited range keep values off 0 and 255)
+
+
+def test_wide_video_with_audio(inputs, tmp_path):
+    out = normalize_video(inputs["wide"], tmp_path / "wide.mp4", settings())
+    assert out.path == str(tmp_path / "wide.mp4")
+    info = probe(tmp_path / "wide.mp4")
+    assert (info.width, info.height, info.frame_rate) == (454, 256, "30/1")
+    assert info.sample_aspect_ratio == 1 and info.pix_fmt == "yuv420p" and info.video_codec == "h264"
+    assert info.n_frames == 60
+    assert info.duration == pytest.approx(2.0, abs=0.1)
+    assert (info.has_audio, info.audio_codec, info.audio_rate, info.audio_channels) == (True, "aac", 16000, 1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("name", ["portrait", "four_three"])
+@pytest.mark.parametrize("mode", ["pad", "crop", "stretch"])
+def test_every_aspect_ratio_becomes_the_configured_size(inputs, tmp_path, name, mode):
+    output = tmp_path / f"{name}.mp4"
+    normalize_video(inputs[name], output, settings(resize_mode=mode))
+    info = probe(output)
+    assert (info.width, info.height, info.fps) == (454, 256, 30.0)
+    frame = first_frame(output)
+    middle = frame[128:]  # below the black band of the input
+    if mode == "pad":
+        # Narrower than 16:9: black bars left and right, picture in the centre.
+        assert middle[:, :20].max() < BLACK and middle[:, -20:].max() < BLACK
+        assert middle[:, 200:254].min() > WHITE
+    elif mode == "crop":
+        # Taller than 16:9: the top (with the band) is cropped away and nothing is black.
+        assert frame.min() > WHITE
+    else:
+        # Stretched: the full picture, band included, covers the frame edge to edge.
+        assert frame[:5].max() < BLACK
+        assert middle.min() > WHITE
+
+
+@pytest.mark.parametrize("name", ["white_wide", "anamorphic"])
+def test_16_9_video_fills_the_padded_frame(inputs, tmp_path, name):
+    # 640x360, and 320x360 with 2:1 pixels (displayed 16:9): no letterbox bars, not even 1-pixel ones.
+    normalize_video(inputs[name], tmp_path / "a.mp4", settings(resize_mode="pad"))
+    assert first_frame(tmp_path / "a.mp4").min() > WHITE
+
+
+def test_rotated_video_is_padded_as_displayed(inputs, tmp_path):
+    assert probe(inputs["rotated"]).rotation in (90, 270)
+    out = normalize_video(inputs["rotated"], tmp_path / "r.mp4", settings(resize_mode="pad"))
+    assert out.rotation == 0 and (out.width, out.height) == (454, 256)
+    frame = first_frame(tmp_path / "r.mp4")
+    # Shown as a 300x400 portrait: bars left and right (not a stretched landscape).
+    assert frame[:, :100].max() < BLACK and frame[:, -100:].max() < BLACK
+    assert frame[100:200, 200:254].min() > WHITE
+
+
+@pytest.mark.parametrize("display, cover, expected", [
+    ((640, 360), False, (454, 256)),   # 16:9: the nearest even height is the full 256
+    ((640, 360), True, (456, 256)),
+    ((480, 360), False, (342, 256)),
+    ((480, 360), True, (454, 340)),
+    ((300, 400), False, (192, 256)),
+    ((300, 400), True, (454, 606)),
+    ((1000, 10), False, (454, 4)),
+])
+def test_scaled_size(display, cover, expected):
+    assert scaled_size(display, 454, 256, cover) == expected
+
+
+def test_25_fps_becomes_30_fps_and_keeps_its_duration(inputs, tmp_path):
+    normalize_video(inputs["pal"], tmp_path / "pal.mp4", settings())
+    info = probe(tmp_path / "pal.mp4")
+    assert info.frame_rate == "30/1" and info.n_frames == 60
+    assert info.video_duration == pytest.approx(2.0, abs=1 / 30)
+    assert (info.audio_rate, info.audio_channels) == (16000, 1)
+
+
+def test_one_frame_video(inputs, tmp_path):
+    out = normalize_video(inputs["one_frame"], tmp_path / "one.mp4", settings())
+    assert out.n_frames == 1 and (out.width, out.height) == (454, 256) and not out.has_audio
+
+
+def test_video_without_audio_stays_silent(inputs, tmp_path):
+    out = normalize_video(inputs["silent"], tmp_path / "silent.mp4", settings())
+    assert not out.has_audio
+    assert not probe(tmp_path / "silent.mp4").has_audio  # no invented silent track
+
+
+@pytest.mark.parametrize("name, status, message", [
+    ("truncated", "corrupt", "moov atom not found"),
+    ("empty", "empty_input", "zero-byte"),
+    ("audio_only", "no_video", "no video stream"),
+])
+def test_bad_inputs_raise_with_their_status(inputs, tmp_path, name, status, message):
+    with pytest.raises(NormalizeFailure, match=message) as caught:
+        normalize_video(inputs[name], tmp_path / "out.mp4", settings())
+    assert caught.value.status == status
+    assert list(tmp_path.iterdir()) == []  # neither an output nor a temporary file
+
+
+def test_decodable_but_short_output_is_verify_failed(inputs, tmp_path):
+    # Moov atom first (faststart), then cut: ffprobe reads it, ffmpeg decodes half, verification objects.
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(inputs["wide"]), "-c", "copy",
+                    "-movflags", "+faststart", str(faststart)], check=True)
+    data = faststart.read_bytes()
+    faststart.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NormalizeFailure, match=r"duration .* expected 2") as caught:
+        normalize_video(faststart, tmp_path / "out" / "x.mp4", settings())
+    assert caught.value.status == "verify_failed"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_verify_output_names_what_differs(inputs):
+    good = probe(inputs["wide"])  # 640x360, 30 fps, 44.1 kHz stereo
+    problems = verify_output(good, settings(), duration=2.0, has_audio=True)
+    assert any("size 640x360, expected 454x256" in p for p in problems)
+    assert any("44100 Hz x 2 channel(s)" in p for p in problems)
+    assert not any("frame rate" in p or "duration" in p for p in problems)
+    assert any("duration" in p for p in verify_output(good, settings(), duration=5.0, has_audio=True))
+    assert any("frame rate 30/1" in p for p in verify_output(good, settings(fps=25), duration=2.0, has_audio=True))
+    assert any("input has none" in p for p in verify_output(good, settings(), duration=2.0, has_audio=False))
+
+
+def test_ffmpeg_failures_split_into_corrupt_and_error(tmp_path):
+    corrupt = _ffmpeg_failure(b"[h264 @ 0x1] Invalid NAL unit size\nError while decoding stream #0:0: "
+                              b"Invalid data found when processing input\n", tmp_path / "x.mp4")
+    assert corrupt.status == "corrupt" and corrupt.message == "[h264] Invalid NAL unit size"
+    other = _ffmpeg_failure(b"[libx264 @ 0x2] Error: No space left on device\nConversion failed!\n",
+                            tmp_path / "x.mp4")
+    assert other.status == "error" and "No space left on device" in other.message
+
+
+def test_settings_must_be_complete_and_allowed():
+    with pytest.raises(ConfigError, match="crf"):
+        NormalizeSettings.from_mapping({k: v for k, v in SETTINGS.items() if k != "crf"})
+    with pytest.raises(ConfigError, match="resize_mode"):
+        settings(resize_mode="zoom")
+
+
+def download_ledger(path: Path, rows: list[tuple[str, str, Path | str]]) -> Path:
+    write_ledger(path, [dict(video_id=vid, status=status, path=str(src) if status == "ok" else "",
+                             message="", attempts=1) for vid, status, src in rows], DOWNLOAD_COLUMNS)
+    return path
+
+
+def test_shard_gives_every_video_a_row_and_goes_on_after_bad_ones(inputs, tmp_path):
+    downloads = download_ledger(tmp_path / "download.tsv", [
+        ("vid_trunc", "ok", inputs["truncated"]),
+        ("vid_wide", "ok", inputs["wide"]),
+        ("vid_gone", "unavailable", ""),
+        ("vid_empty", "ok", inputs["empty"]),
+        ("vid_music", "ok", inputs["audio_only"]),
+        ("vid_missing", "ok", tmp_path / "nowhere.mp4"),
+        ("vid_silent", "ok", inputs["silent"]),
+    ])
+    ledger, out_dir = tmp_path / "normalize" / "shard-00000.tsv", tmp_path / "normalize" / "shard-00000"
+    normalize_shard(downloads, ledger, out_dir, settings())
+
+    rows = read_ledger(ledger)
+    assert list(rows[0]) == list(NORMALIZE_COLUMNS)
+    by_id = {row["video_id"]: row for row in rows}
+    assert [row["video_id"] for row in rows] == ["vid_trunc", "vid_wide", "vid_gone", "vid_empty", "vid_music",
+                                                 "vid_missing", "vid_silent"]
+    assert {vid: row["status"] for vid, row in by_id.items()} == {
+        "vid_trunc": "corrupt", "vid_wide": "ok", "vid_gone": "not_downloaded", "vid_empty": "empty_input",
+        "vid_music": "no_video", "vid_missing": "error", "vid_silent": "ok"}
+    assert by_id["vid_gone"]["message"] == "download status: unavailable"
+    assert "moov atom not found" in by_id["vid_trunc"]["message"]
+    wide = by_id["vid_wide"]
+    assert (wide["has_audio"], wide["width"], wide["height"], wide["fps"]) == ("true", "454", "256", "30")
+    assert wide["path"] == str(out_dir / "vid_wide.mp4") and Path(wide["path"]).is_file()
+    assert by_id["vid_silent"]["has_audio"] == "false"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["vid_silent.mp4", "vid_wide.mp4"]
+    assert not journal_path(ledger).exists()
+
+
+def test_rerun_after_kill_keeps_finished_videos(inputs, tmp_path):
+    ledger, out_dir = tmp_path / "shard-00001.tsv", tmp_path / "shard-00001"
+    first = download_ledger(tmp_path / "first.tsv", [("vid_silent", "ok", inputs["silent"]),
+                                                     ("vid_one", "ok", inputs["one_frame"])])
+    done = {row["video_id"]: row for row in normalize_shard(first, ledger, out_dir, settings())}
+
+    # State of a job killed while encoding vid_wide: the journal holds vid_silent (output in place) and
+    # vid_one (whose output was since damaged), and ffmpeg's temporary file is still there.
+    ledger.unlink()
+    journal = Journal(journal_path(ledger), NORMALIZE_COLUMNS)
+    journal.append(done["vid_silent"])
+    journal.append(done["vid_one"])
+    kept, damaged = out_dir / "vid_silent.mp4", out_dir / "vid_one.mp4"
+    os.utime(kept, ns=(1_000_000_000, 1_000_000_000))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    leftover = out_dir / ".tmp-vid_wide.mp4.k1lled"
+    leftover.write_bytes(inputs["wide"].read_bytes())  # a complete-looking file must not be trusted either
+
+    downloads = download_ledger(tmp_path / "download.tsv", [("vid_wide", "ok", inputs["wide"]),
+                                                            ("vid_silent", "ok", inputs["silent"]),
+                                                            ("vid_one", "ok", inputs["one_frame"])])
+    rows = normalize_shard(downloads, ledger, out_dir, settings())
+
+    assert [(row["video_id"], row["status"]) for row in rows] == [("vid_wide", "ok"), ("vid_silent", "ok"),
+                                                                  ("vid_one", "ok")]
+    assert kept.stat().st_mtime_ns == 1_000_000_000  # not re-encoded
+    assert probe(damaged).n_frames == 1  # redone
+    assert not leftover.exists()
+    assert probe(out_dir / "vid_wide.mp4").has_audio
+    assert sorted(p.name for p in out_dir.iterdir()) == ["vid_one.mp4", "vid_silent.mp4", "vid_wide.mp4"]
+
+
+def test_cli_with_config_yaml(inputs, tmp_path):
+    downloads = download_ledger(tmp_path / "download.tsv", [("vid_one", "ok", inputs["one_frame"]),
+                                                            ("vid_gone", "private", "")])
+    ledger, out_dir = tmp_path / "n" / "shard-00003.tsv", tmp_path / "n" / "shard-00003"
+    code = cli.main(["normalize", "--download-ledger", str(downloads), "--ledger", str(ledger),
+                     "--out-dir", str(out_dir), "--config", str(REPO / "config.yaml")])
+    assert code == 0
+    assert [row["status"] for row in read_ledger(ledger)] == ["ok", "not_downloaded"]
+    assert (out_dir / "vid_one.mp4").is_file()
+
+
+def test_cli_with_settings_json(inputs, tmp_path):
+    downloads = download_ledger(tmp_path / "download.tsv", [("vid_silent", "ok", inputs["silent"])])
+    ledger = tmp_path / "shard.tsv"
+    args = ["normalize", "--download-ledger", str(downloads), "--ledger", str(ledger), "--out-dir",
+            str(tmp_path / "out")]
+    assert cli.main([*args, "--settings", json.dumps({**SETTINGS, "resize_mode": "crop"})]) == 0
+    assert read_ledger(ledger)[0]["status"] == "ok"
+    incomplete = {k: v for k, v in SETTINGS.items() if k != "fps"}
+    assert cli.main([*args, "--settings", json.dumps(incomplete)]) == 2
+    missing = ["normalize", "--download-ledger", str(tmp_path / "nope.tsv"), "--ledger", str(ledger),
+               "--out-dir", str(tmp_path / "out"), "--settings", json.dumps(SETTINGS)]
+    assert cli.main(missing) == 1
