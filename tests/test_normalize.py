@@ -56,13 +56,17 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "white_wide": ffmpeg_make(root / "white_wide.mp4", "-f", "lavfi", "-i", "color=white:s=640x360:r=30:d=0.5"),
         "anamorphic": ffmpeg_make(root / "anamorphic.mp4", "-f", "lavfi", "-i",
                                   "color=white:s=320x360:r=30:d=0.5,setsar=2"),
-        # Stored 400x300 landscape, shown turned by 90 degrees: a 300x400 portrait.
-        "rotated": ffmpeg_make(root / "rotated.mp4", *banded("400x300", 0.5), "-metadata:s:v:0", "rotate=90"),
+        "landscape": ffmpeg_make(root / "landscape.mp4", *banded("400x300", 0.5)),
         "pal": ffmpeg_make(root / "pal.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2", *with_tone(2, 48000)),
         "one_frame": ffmpeg_make(root / "one_frame.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25",
                                  "-frames:v", "1"),
         "silent": ffmpeg_make(root / "silent.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=1"),
     }
+    # Stored 400x300 landscape, shown turned by 90 degrees: a 300x400 portrait. (ffmpeg 5 writes the
+    # rotate tag only when stream-copying.)
+    made["rotated"] = root / "rotated.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(made["landscape"]), "-c", "copy",
+                    "-metadata:s:v:0", "rotate=90", str(made["rotated"])], check=True)
     audio_only = root / "audio_only.m4a"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
                     str(audio_only)], check=True)
@@ -255,6 +259,23 @@ def test_shard_gives_every_video_a_row_and_goes_on_after_bad_ones(inputs, tmp_pa
     assert by_id["vid_silent"]["has_audio"] == "false"
     assert sorted(p.name for p in out_dir.iterdir()) == ["vid_silent.mp4", "vid_wide.mp4"]
     assert not journal_path(ledger).exists()
+
+
+def test_failed_video_leaves_no_earlier_output_behind(inputs, tmp_path):
+    out_dir = tmp_path / "shard"
+    out_dir.mkdir()
+    (out_dir / "vid_trunc.mp4").write_bytes(inputs["wide"].read_bytes())  # from an earlier download
+    downloads = download_ledger(tmp_path / "download.tsv", [("vid_trunc", "ok", inputs["truncated"])])
+    rows = normalize_shard(downloads, tmp_path / "shard.tsv", out_dir, settings())
+    assert rows[0]["status"] == "corrupt" and rows[0]["path"] == ""
+    assert list(out_dir.iterdir()) == []
+
+
+def test_paths_that_look_like_options_or_protocols(inputs, tmp_path):
+    odd = tmp_path / "-i:odd name.mp4"
+    odd.write_bytes(inputs["one_frame"].read_bytes())
+    out = normalize_video(odd, tmp_path / "-out:put.mp4", settings())
+    assert out.n_frames == 1 and (tmp_path / "-out:put.mp4").is_file()
 
 
 def test_rerun_after_kill_keeps_finished_videos(inputs, tmp_path):

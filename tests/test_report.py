@@ -33,8 +33,10 @@ def inputs(tmp_path):
     for experiment, losses in (("tv", [3.0, 2.5, 2.0]), ("va", [4.0, 3.0, 2.9])):
         log = tmp_path / "results" / "train" / experiment / "log.tsv"
         log.parent.mkdir(parents=True)
-        rows = ["step\tepoch\ttotal\tmms\tclustering\treconstruction"]
-        rows += [f"{i + 1}\t0\t{v}\t{v / 2}\t{v / 4}\t{v / 4}" for i, v in enumerate(losses)]
+        # the trainer's columns: per-step rows, then the epoch's mean row
+        rows = ["kind\tepoch\tstep\tlr\ttotal\tmms\tclustering\treconstruction\tkmeans_fits\tseconds"]
+        rows += [f"step\t1\t{i + 1}\t1e-4\t{v}\t{v / 2}\t{v / 4}\t{v / 4}\t0\t0.1" for i, v in enumerate(losses)]
+        rows += [f"epoch\t1\t{len(losses)}\t1e-4\t{sum(losses) / 3}\t0\t0\t0\t0\t0.3"]
         log.write_text("\n".join(rows) + "\n")
         logs.append(log)
     survival = tmp_path / "results" / "download" / "howto100m" / "survival.tsv"
@@ -79,8 +81,11 @@ def test_summarize_writes_table_report_and_plots(inputs, capsys):
     assert not list(out.glob(".tmp-*")) and not list(plots.glob(".tmp-*"))
 
 
-def test_training_log_is_read_by_step_or_epoch(tmp_path):
+def test_training_log_is_read_by_step_or_epoch(inputs, tmp_path):
     from mcnflow.report import read_training_log
+    curve = read_training_log(inputs[2][0])
+    assert curve["x"] == "step" and curve["xs"] == [1.0, 2.0, 3.0] and curve["total"] == [3.0, 2.5, 2.0]
+    assert curve["epoch_xs"] == [3.0] and curve["epoch_total"] == [pytest.approx(2.5)]
     log = tmp_path / "log.tsv"
     log.write_text("epoch\ttotal\tmms\n0\t2.0\t1.0\n1\t\t\n2\t1.5\t0.7\n")
     curve = read_training_log(log)

@@ -85,6 +85,12 @@ def _int(value) -> int | None:
         return None
 
 
+def ffmpeg_path(path: str | Path) -> str:
+    """``path`` as an ffmpeg/ffprobe argument: absolute, so a name that starts with "-" is not read as
+    an option and one with a colon is not read as a protocol ("a:b.mp4")."""
+    return str(Path(path).absolute())
+
+
 def parse_rate(text: str | None) -> Fraction | None:
     """``"30000/1001"`` -> Fraction; None for ffprobe's "unknown" forms ("0/0", "N/A", absent)."""
     if not text:
@@ -194,13 +200,13 @@ def probe(path: str | Path, timeout: float | None = None) -> MediaInfo:
         raise MediaProbeError(path, "no such file")
     if path.stat().st_size == 0:
         raise MediaProbeError(path, "empty file (0 bytes)")
-    command = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    command = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", ffmpeg_path(path)]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise MediaProbeError(path, f"ffprobe did not finish within {timeout} s") from None
     if done.returncode != 0:
-        raise MediaProbeError(path, last_meaningful_line(done.stderr, path))
+        raise MediaProbeError(path, last_meaningful_line(done.stderr, ffmpeg_path(path)))
     try:
         report = json.loads(done.stdout.decode("utf-8", errors="replace") or "{}")
     except json.JSONDecodeError as exc:

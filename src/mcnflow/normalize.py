@@ -27,7 +27,7 @@ from .config import ConfigError, add_settings_arguments, settings_from_args
 from .ids import is_valid_video_id
 from .ledger import (DOWNLOAD_OK, NORMALIZE_COLUMNS, NORMALIZE_STATUSES, Journal, journal_path,
                      read_ledger)
-from .media_probe import MediaInfo, MediaProbeError, last_meaningful_line, probe
+from .media_probe import MediaInfo, MediaProbeError, ffmpeg_path, last_meaningful_line, probe
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
 
 def build_command(info: MediaInfo, output: str | Path, settings: NormalizeSettings):
     """The ffmpeg-python graph that normalizes ``info.path`` into ``output`` (not yet run)."""
-    source = ffmpeg.input(info.path, threads=settings.threads)
+    source = ffmpeg.input(ffmpeg_path(info.path), threads=settings.threads)
     streams = [_video_filters(source[str(info.video_stream_index)], info, settings)]
     options = dict(
         format=OUTPUT_FORMAT,
@@ -140,7 +140,7 @@ def build_command(info: MediaInfo, output: str | Path, settings: NormalizeSettin
         options.update(acodec="aac", ac=1, ar=settings.audio_rate, audio_bitrate=settings.audio_bitrate)
     else:
         options.update(an=None)
-    return (ffmpeg.output(*streams, str(output), **options)
+    return (ffmpeg.output(*streams, ffmpeg_path(output), **options)
             .global_args("-nostdin", "-hide_banner", "-loglevel", "error",
                          "-filter_complex_threads", str(settings.threads))
             .overwrite_output())
@@ -213,7 +213,7 @@ def check_existing_output(path: Path, row: Mapping[str, str], settings: Normaliz
 
 # --- one video --------------------------------------------------------------------------------
 
-def _ffmpeg_failure(stderr: bytes, path: Path) -> NormalizeFailure:
+def _ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
     message = last_meaningful_line(stderr, path)
     text = stderr.decode("utf-8", errors="replace").lower()
     if any(marker in text for marker in INPUT_FAILURE_MARKERS):
@@ -246,7 +246,7 @@ def normalize_video(source_path: str | Path, output: str | Path, settings: Norma
         try:
             build_command(source, tmp, settings).run(capture_stdout=True, capture_stderr=True)
         except ffmpeg.Error as exc:
-            raise _ffmpeg_failure(exc.stderr or b"", source_path) from None
+            raise _ffmpeg_failure(exc.stderr or b"", ffmpeg_path(source_path)) from None
         try:
             result = probe(tmp)
         except MediaProbeError as exc:
@@ -339,11 +339,15 @@ def _normalize_row(download: Mapping[str, str], output: Path, settings: Normaliz
         result = normalize_video(download["path"], output, settings)
     except NormalizeFailure as failure:
         log.debug("%s: %s: %s", video_id, failure.status, failure.message)
-        return _failure_row(video_id, failure.status, failure.message)
+        row = _failure_row(video_id, failure.status, failure.message)
     except Exception as exc:  # one bad video must not end the shard
         log.exception("%s: unexpected failure", video_id)
-        return _failure_row(video_id, "error", f"{type(exc).__name__}: {exc}")
-    return _ok_row(video_id, output, result)
+        row = _failure_row(video_id, "error", f"{type(exc).__name__}: {exc}")
+    else:
+        return _ok_row(video_id, output, result)
+    # An output from an earlier run must not sit beside a row that says there is none.
+    output.unlink(missing_ok=True)
+    return row
 
 
 # --- CLI ----------------------------------------------------------------------------------------

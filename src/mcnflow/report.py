@@ -34,8 +34,8 @@ COUNT_COLUMNS = ("n_queries", "n_missing")
 LABELS = {"recall_at_1": "R@1", "recall_at_5": "R@5", "recall_at_10": "R@10", "median_rank": "MedR",
           "mean_rank": "MeanR", "mean_iou": "mIoU", "crosstask_recall": "CrossTask recall"}
 LOWER_IS_BETTER = {"median_rank", "mean_rank"}
-LOSS_COLUMNS = ("total", "loss", "total_loss")  # the training log's total-loss column, first found
-X_COLUMNS = ("step", "global_step", "epoch")  # the training log's x axis, first found
+LOSS_COLUMNS = ("total", "loss")  # the training log's total-loss column, first found
+X_COLUMNS = ("step", "epoch")  # the training log's x axis, first found
 
 
 def label(metric: str) -> str:
@@ -71,7 +71,12 @@ def metric_names(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def read_training_log(path: str | Path) -> dict[str, Any]:
-    """``{"x": name, "xs": [...], "total": [...]}`` from a training log.tsv (rows with no total are skipped)."""
+    """The total loss of a training log.tsv: ``{"x": name, "xs", "total", "epoch_xs", "epoch_total"}``.
+
+    mcnflow's trainer writes a ``kind`` column: ``step`` rows (one per optimisation step) and ``epoch``
+    rows (that epoch's mean); a log without ``kind`` is read as per-step (or per-epoch) rows. The x
+    axis is the first of the step / epoch columns present; rows with an empty loss are skipped.
+    """
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     columns = list(rows[0]) if rows else []
@@ -80,16 +85,18 @@ def read_training_log(path: str | Path) -> dict[str, Any]:
     if rows and (x_name is None or y_name is None):
         raise ValueError(f"{path}: expected a {'/'.join(X_COLUMNS)} column and a {'/'.join(LOSS_COLUMNS)} "
                          f"column; found {', '.join(columns)}")
-    xs, ys = [], []
+    curve: dict[str, Any] = {"x": x_name or "step", "xs": [], "total": [], "epoch_xs": [], "epoch_total": []}
     for row in rows:
         try:
             x, y = float(row[x_name]), float(row[y_name])
         except (TypeError, ValueError):
-            continue  # e.g. an evaluation-only row with an empty loss
-        if math.isfinite(y):
-            xs.append(x)
-            ys.append(y)
-    return {"x": x_name or "step", "xs": xs, "total": ys}
+            continue
+        if not math.isfinite(y):
+            continue
+        prefix = "epoch_" if row.get("kind") == "epoch" else ""
+        curve[prefix + "xs"].append(x)
+        curve[prefix + "total"].append(y)
+    return curve
 
 
 def experiment_of_log(path: str | Path) -> str:
@@ -224,19 +231,26 @@ def _recall_k(metric: str) -> int | None:
 
 
 def plot_training(path: Path, logs: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Each experiment's total loss against its step (or epoch)."""
+    """Each experiment's total loss per step (line) and per-epoch mean (dots) against its step."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7.0, 4.0))
-    x_names = sorted({curve["x"] for _, curve in logs if curve["xs"]})
+    x_names = sorted({curve["x"] for _, curve in logs if curve["xs"] or curve["epoch_xs"]})
+    drawn = False
     for experiment, curve in logs:
+        color = None
         if curve["xs"]:
-            axes.plot(curve["xs"], curve["total"], label=experiment, linewidth=1.2)
-    if any(curve["xs"] for _, curve in logs):
+            (line,) = axes.plot(curve["xs"], curve["total"], label=experiment, linewidth=1.0, alpha=0.8)
+            color = line.get_color()
+        if curve["epoch_xs"]:
+            axes.plot(curve["epoch_xs"], curve["epoch_total"], "o", color=color, markersize=4,
+                      label=None if color else f"{experiment} (epoch mean)")
+        drawn = drawn or bool(curve["xs"] or curve["epoch_xs"])
+    if drawn:
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         axes.text(0.5, 0.5, "no training log rows", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel(" / ".join(x_names) or "step")
-    axes.set_ylabel("total loss")
+    axes.set_ylabel("total loss (dots: epoch mean)")
     axes.set_title("Training loss")
     _save(figure, path)
     plt.close(figure)

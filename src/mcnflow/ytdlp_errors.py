@@ -60,6 +60,8 @@ _MESSAGE_RULES: tuple[tuple[Classification, tuple[str, ...]], ...] = (
         "no player clients",
         "ffmpeg is not installed",
         "no space left on device",
+        "failed to load cookies",             # CookieLoadError: a broken cookies_file
+        "netscape format cookies file",       # "... does not look like a Netscape format cookies file"
     )),
     (PRIVATE, ("private video", "this video is private")),
     (REMOVED, (

@@ -73,12 +73,12 @@ def resolve_device(name: str) -> torch.device:
 
 def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:
     """The checkpoint must be the experiment's: same pairs and space."""
-    for key in ("pairs", "space"):
-        expected = experiment.get(key, "shared" if key == "space" else None)
-        found = meta.get(key)
-        if found is not None and (sorted(found) if key == "pairs" else found) != (
-                sorted(expected) if key == "pairs" else expected):
-            raise ConfigError(f"{checkpoint}: trained with {key}={found!r} but the experiment has {expected!r}")
+    if "pairs" in meta and sorted(meta["pairs"]) != sorted(experiment["pairs"]):
+        raise ConfigError(f"{checkpoint}: trained with pairs {meta['pairs']} but the experiment has "
+                          f"{experiment['pairs']}")
+    if "space" in meta and meta["space"] != experiment.get("space", "shared"):
+        raise ConfigError(f"{checkpoint}: trained with space {meta['space']!r} but the experiment has "
+                          f"{experiment.get('space', 'shared')!r}")
 
 
 def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, note: str) -> dict[str, Any]:

@@ -1,0 +1,267 @@
+"""Which similarity each experiment is scored with, and the evaluation pipeline on a tiny benchmark.
+
+The pipeline tests use an "oracle" model whose embeddings are its inputs (a clip's max-pooled video
+feature, a caption's max-pooled word vectors): on a benchmark built so that each caption's word vector
+equals its segment's video feature, every query must rank its own clip first and every step must be
+localized exactly. One test runs ``mcnflow evaluate`` with the real MCN at tiny sizes.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mcnflow.cli import main as cli_main
+from mcnflow.corpora import open_corpus
+from mcnflow.evaluation.localization import evaluate_localization
+from mcnflow.evaluation.retrieval import EvalFeatures, align_queries, evaluate_retrieval
+from mcnflow.evaluation.scoring import NOT_TRAINED_NOTE, check_model, choose_scoring, embed_clips, embed_text, similarity
+from mcnflow.features.store import ShardWriter, write_vocabulary
+from mcnflow.features.text import encode_captions
+from mcnflow.training.dataset import vocabulary_fingerprint
+
+# --- the rule ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pairs, space, label, terms", [
+    (["tv"], "shared", "t.v", [("video", None)]),
+    (["ta"], "shared", "t.a", [("audio", None)]),
+    (["tv", "ta"], "shared", "t.(v+a)", [("video", None), ("audio", None)]),
+    (["ta", "va", "tv"], "shared", "t.(v+a)", [("video", None), ("audio", None)]),
+    (["tv", "va"], "shared", "t.v", [("video", None)]),
+    (["tv", "ta", "va"], "per_pair", "t.v[tv]+t.a[ta]", [("video", "tv"), ("audio", "ta")]),
+    (["ta", "va"], "per_pair", "t.a[ta]", [("audio", "ta")]),
+])
+def test_scoring_follows_the_trained_text_pairs(pairs, space, label, terms):
+    scoring = choose_scoring(pairs, space)
+    assert scoring.scored and scoring.label == label and scoring.note == ""
+    assert [(t.modality, t.space) for t in scoring.terms] == terms
+
+
+def test_an_experiment_without_text_is_not_scored():
+    scoring = choose_scoring(["va"], "shared")
+    assert not scoring.scored and scoring.note == NOT_TRAINED_NOTE and scoring.label == "none"
+    with pytest.raises(ValueError, match="text branch not trained"):
+        similarity(scoring, {}, {})
+
+
+def test_bad_pairs_or_space_are_refused():
+    with pytest.raises(ValueError, match="space"):
+        choose_scoring(["tv"], "separate")
+    with pytest.raises(ValueError, match="pair"):
+        choose_scoring(["tx"], "shared")
+
+
+class FixedModel(nn.Module):
+    """Follows MCN's embed API; returns fixed random embeddings per (modality, space) and logs calls."""
+
+    def __init__(self, spaces, modalities=("video", "audio", "text"), n=3, dim=5):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.spaces, self.modalities = list(spaces), list(modalities)
+        self.table = {(m, s): torch.randn(n, dim, generator=generator) for m in self.modalities
+                      for s in [None, *self.spaces]}
+        self.calls = []
+
+    def embed(self, modality, batch, space=None):
+        self.calls.append((modality, space))
+        return self.table[(modality, space)]
+
+
+def test_shared_score_is_text_dot_video_plus_audio():
+    model = FixedModel(["shared"])
+    scoring = choose_scoring(["tv", "ta", "va"], "shared")
+    check_model(model, scoring)
+    scores = similarity(scoring, embed_text(model, scoring, {}), embed_clips(model, scoring, {"video": {}, "audio": {}}))
+    t, v, a = model.table[("text", None)], model.table[("video", None)], model.table[("audio", None)]
+    assert torch.allclose(scores, t @ (v + a).T, atol=1e-6)
+    assert model.calls.count(("text", None)) == 1  # one text embedding serves both terms
+
+
+def test_per_pair_scores_each_pair_in_its_own_space_and_sums():
+    model = FixedModel(["tv", "ta", "va"])
+    scoring = choose_scoring(["tv", "ta", "va"], "per_pair")
+    check_model(model, scoring)
+    scores = similarity(scoring, embed_text(model, scoring, {}), embed_clips(model, scoring, {"video": {}, "audio": {}}))
+    table = model.table
+    expected = table[("text", "tv")] @ table[("video", "tv")].T + table[("text", "ta")] @ table[("audio", "ta")].T
+    assert torch.allclose(scores, expected, atol=1e-6)
+    assert set(model.calls) == {("text", "tv"), ("text", "ta"), ("video", "tv"), ("audio", "ta")}
+
+
+def test_a_model_without_the_needed_branch_is_refused():
+    with pytest.raises(ValueError, match="needs"):
+        check_model(FixedModel(["shared"], modalities=("video", "text")), choose_scoring(["tv", "ta"], "shared"))
+    with pytest.raises(ValueError, match="spaces"):
+        check_model(FixedModel(["shared"]), choose_scoring(["tv"], "per_pair"))
+
+
+# --- a tiny YouCook2-format benchmark ------------------------------------------------------------
+
+VIDEOS = {  # video id -> [(start, end, sentence)]; each sentence's word marks its segment's video rows
+    "vidAAAAAAA1": [(2.0, 6.0, "w0"), (10.0, 15.0, "w1 unknownword")],
+    "vidAAAAAAA2": [(0.0, 4.0, "w2"), (12.0, 18.0, "w3")],
+    "vidAAAAAAA3": [(5.0, 9.0, "w4"), (14.0, 19.0, "w5")],
+}
+NO_AUDIO = "vidAAAAAAA3"
+SECONDS, DIM = 20, 8
+
+
+def _annotations(path, videos):
+    database = {vid: {"duration": SECONDS, "subset": "validation",
+                      "annotations": [{"segment": [s, e], "id": i, "sentence": text}
+                                      for i, (s, e, text) in enumerate(segs)]}
+                for vid, segs in videos.items()}
+    path.write_text(json.dumps({"database": database}))
+    return {"reader": "youcook2", "annotations": str(path), "subset": "validation", "source": "url",
+            "url_template": "https://www.youtube.com/watch?v={video_id}", "id_kind": "youtube"}
+
+
+@pytest.fixture
+def benchmark(tmp_path):
+    words = [f"w{i}" for i in range(DIM)]
+    write_vocabulary(tmp_path / "vocabulary.h5", words, np.eye(DIM, dtype=np.float32), {"source": "test"})
+    spec = _annotations(tmp_path / "youcook2.json", VIDEOS)
+    corpus = open_corpus("youcook2", spec)
+    rng = np.random.default_rng(0)
+    shards = {m: tmp_path / f"{m}.h5" for m in ("video", "audio", "text")}
+    with ShardWriter(shards["video"], "video", "youcook2", 0) as video, \
+            ShardWriter(shards["audio"], "audio", "youcook2", 0) as audio, \
+            ShardWriter(shards["text"], "text", "youcook2", 0) as text:
+        for vid, segments in VIDEOS.items():
+            features = np.zeros((SECONDS, DIM), dtype=np.float16)
+            for start, end, sentence in segments:
+                features[int(start):int(end), int(sentence.split()[0][1:])] = 1.0
+            video.add(vid, features)
+            if vid == NO_AUDIO:
+                audio.mark(vid, "no_audio")
+            else:
+                audio.add(vid, rng.normal(size=(40, SECONDS * 100)).astype(np.float16))
+            text.add(vid, encode_captions(corpus.captions(vid), {w: i for i, w in enumerate(words)}, 20))
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("video_id\tshard\tsource\n" + "".join(f"{v}\t00000\tx\n" for v in VIDEOS))
+    return {"dir": tmp_path, "spec": spec, "shards": shards, "manifest": manifest,
+            "vocabulary": tmp_path / "vocabulary.h5", "segments": corpus.segments()}
+
+
+class OracleModel(nn.Module):
+    """Embeddings = inputs: video's pooled feature, text's max word vector, audio all zeros."""
+
+    modalities = ["video", "audio", "text"]
+    spaces = ["shared"]
+
+    def embed(self, modality, batch, space=None):
+        if modality == "video":
+            return batch["video"].float()
+        if modality == "text":
+            return (batch["words"] * batch["mask"].unsqueeze(-1)).amax(dim=1)
+        return torch.zeros(len(batch["nframes"]), DIM)
+
+
+def _features(b):
+    return EvalFeatures.open(text=[b["shards"]["text"]], vocabulary=b["vocabulary"], max_words=20, audio_frames=500,
+                             video=[b["shards"]["video"]], audio=[b["shards"]["audio"]])
+
+
+def test_oracle_ranks_every_query_first(benchmark):
+    features = _features(benchmark)
+    scoring = choose_scoring(["tv"], "shared")
+    queries = align_queries(benchmark["segments"], features, scoring.clip_modalities)
+    outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 4, torch.device("cpu"))
+    assert (outcome.n_queries, outcome.n_missing) == (6, 0)
+    assert outcome.metrics["recall_at_1"] == 100.0 and outcome.metrics["median_rank"] == 1.0
+
+
+def test_a_clip_without_a_needed_modality_is_a_failed_query(benchmark):
+    features = _features(benchmark)
+    scoring = choose_scoring(["tv", "ta"], "shared")   # t.(v+a) needs audio; one video has none
+    queries = align_queries(benchmark["segments"], features, scoring.clip_modalities)
+    outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 4, torch.device("cpu"))
+    assert (outcome.n_queries, outcome.n_missing) == (6, 2)
+    assert outcome.missing_reasons == {"audio: no_audio": 2}
+    assert outcome.metrics["recall_at_1"] == pytest.approx(100 * 4 / 6)
+    assert outcome.metrics["mean_rank"] == pytest.approx((4 * 1 + 2 * 6) / 6)   # failures get rank 6
+
+
+def test_queries_outside_the_manifest_or_misaligned_with_the_text_are_missing(benchmark):
+    features = _features(benchmark)
+    videos = {**VIDEOS, "vidAAAAAAA2": VIDEOS["vidAAAAAAA2"] + [(18.0, 19.0, "w6")]}   # one more segment
+    segments = open_corpus("youcook2", _annotations(benchmark["dir"] / "more.json", videos)).segments()
+    queries = align_queries(segments, features, ["video"], known_videos={"vidAAAAAAA2", "vidAAAAAAA3"})
+    reasons = [q.missing for q in queries]
+    assert reasons[:2] == ["not in manifest"] * 2
+    assert reasons[2:5] == ["text: 2 captions for 3 segments"] * 3
+    assert reasons[5:] == [None, None]
+
+
+def test_oracle_localizes_every_step_exactly(benchmark):
+    features = _features(benchmark)
+    scoring = choose_scoring(["tv"], "shared")
+    queries = align_queries(benchmark["segments"], features, scoring.clip_modalities)
+    settings = {"smoothing": 1, "threshold": 0.5, "iou_thresholds": [0.5, 0.9]}
+    outcome = evaluate_localization(OracleModel(), scoring, queries, features, settings, 8, torch.device("cpu"))
+    assert outcome.metrics == {"mean_iou": pytest.approx(100.0), "recall_at_iou_0.5": 100.0,
+                               "recall_at_iou_0.9": 100.0}
+
+
+def _tiny_checkpoint(path, pairs, space, vocabulary_words):
+    from mcnflow.model.mcn import MCN
+    torch.manual_seed(0)
+    model = MCN(pairs, space, embd_dim=16, video_dim=DIM, word_dim=DIM, recon_size=8, audio_widths=(4, 4, 4, 4, 8))
+    meta = {"pairs": pairs, "space": space, "model": dict(model.config),
+            "vocabulary": {"sha256": vocabulary_fingerprint(vocabulary_words)}}
+    torch.save({"model": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+@pytest.mark.parametrize("pairs, space, task, scoring, n_missing", [
+    (["tv", "ta", "va"], "shared", "retrieval", "t.(v+a)", 2),
+    (["tv", "ta", "va"], "per_pair", "localization", "t.v[tv]+t.a[ta]", 2),
+    (["tv"], "shared", "retrieval", "t.v", 0),
+    (["va"], "shared", "retrieval", "none", None),
+])
+def test_evaluate_cli_with_the_real_mcn(benchmark, pairs, space, task, scoring, n_missing, capsys):
+    b = benchmark
+    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", pairs, space, [f"w{i}" for i in range(DIM)])
+    settings = {"task": task, "tie_policy": "average", "batch_size": 4,
+                "localization": {"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]},
+                "experiment": {"pairs": pairs, "space": space,
+                               "training": {"max_words": 20, "audio_frames": 300, "device": "cpu"}}}
+    output = b["dir"] / "eval" / "exp" / "bench.json"
+    code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
+                     "--checkpoint", str(checkpoint), "--corpus", "youcook2", "--corpus-spec", json.dumps(b["spec"]),
+                     "--manifest", str(b["manifest"]), "--video", str(b["shards"]["video"]),
+                     "--audio", str(b["shards"]["audio"]), "--text", str(b["shards"]["text"]),
+                     "--vocabulary", str(b["vocabulary"]), "--output", str(output)])
+    assert code == 0
+    result = json.loads(output.read_text())
+    assert {k: result[k] for k in ("experiment", "pairs", "space", "benchmark", "task", "scoring", "tie_policy")} == {
+        "experiment": "exp", "pairs": pairs, "space": space, "benchmark": "bench", "task": task,
+        "scoring": scoring, "tie_policy": "average"}
+    assert result["n_missing"] == n_missing
+    if scoring == "none":
+        assert result["metrics"] == {} and result["note"] == NOT_TRAINED_NOTE
+        return
+    assert result["n_queries"] == 6
+    keys = (["recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank"] if task == "retrieval"
+            else ["mean_iou", "recall_at_iou_0.3", "recall_at_iou_0.5"])
+    assert list(result["metrics"]) == keys
+    assert all(math.isfinite(v) for v in result["metrics"].values())
+    assert str(output) in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_experiment_is_refused(benchmark, capsys):
+    b = benchmark
+    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", ["tv"], "shared", [f"w{i}" for i in range(DIM)])
+    settings = {"task": "retrieval", "tie_policy": "average", "batch_size": 4, "localization": {},
+                "experiment": {"pairs": ["ta"], "space": "shared",
+                               "training": {"max_words": 20, "audio_frames": 300, "device": "cpu"}}}
+    code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
+                     "--checkpoint", str(checkpoint), "--corpus", "youcook2", "--corpus-spec", json.dumps(b["spec"]),
+                     "--text", str(b["shards"]["text"]), "--audio", str(b["shards"]["audio"]),
+                     "--vocabulary", str(b["vocabulary"]), "--output", str(b["dir"] / "out.json")])
+    assert code == 2 and "trained with pairs ['tv']" in capsys.readouterr().err
+    assert not (b["dir"] / "out.json").exists()
