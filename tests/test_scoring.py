@@ -265,3 +265,26 @@ def test_a_checkpoint_of_another_experiment_is_refused(benchmark, capsys):
                      "--vocabulary", str(b["vocabulary"]), "--output", str(b["dir"] / "out.json")])
     assert code == 2 and "trained with pairs ['tv']" in capsys.readouterr().err
     assert not (b["dir"] / "out.json").exists()
+
+
+def test_oracle_recalls_every_crosstask_step(benchmark):
+    from mcnflow.evaluation.crosstask import evaluate_crosstask
+    d = benchmark["dir"]
+    (d / "videos.csv").write_text("101,vidAAAAAAA1,https://youtu.be/x\n101,vidAAAAAAA2,https://youtu.be/y\n"
+                                  "202,vidAAAAAAA3,https://youtu.be/z\n202,vidMISSING01,https://youtu.be/w\n")
+    (d / "tasks_primary.txt").write_text("101\nTask one\nhttps://x\n2\nw0,w1\n\n202\nTask two\nhttps://y\n2\nw4,w5\n\n")
+    annotations = d / "annotations"
+    annotations.mkdir()
+    (annotations / "101_vidAAAAAAA1.csv").write_text("1,2.0,6.0\n2,10.0,15.0\n")
+    # video 2 shows neither step of task 101 where they are annotated: its steps are w2/w3 rows
+    (annotations / "101_vidAAAAAAA2.csv").write_text("1,5.0,8.0\n")
+    truth = np.zeros((SECONDS, 2), dtype=np.uint8)
+    truth[5:9, 0] = truth[14:19, 1] = 1
+    np.save(annotations / "202_vidAAAAAAA3.npy", truth)
+    files = {"videos": str(d / "videos.csv"), "steps": str(d / "tasks_primary.txt"), "annotations": str(annotations)}
+    outcome = evaluate_crosstask(OracleModel(), choose_scoring(["tv"], "shared"), files, _features(benchmark), 8,
+                                 torch.device("cpu"))
+    assert (outcome.n_queries, outcome.n_missing) == (4, 1)
+    # task 101: video 1 recall 1, video 2 recall 0 -> 50; task 202: video 3 recall 1, missing video 0 -> 50
+    assert outcome.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(50.0)}
+    assert outcome.metrics == {"crosstask_recall": pytest.approx(50.0)}

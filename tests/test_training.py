@@ -33,13 +33,14 @@ def one_thread():
 
 # --- tiny corpus --------------------------------------------------------------------------------
 
-def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, missing_audio=(), shards=2):
+def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, missing_audio=(), shards=2,
+                 topics=TOPICS):
     """Synthetic but learnable shards: each caption has a topic that shapes its seconds of video,
     its audio frames and its words. Returns {modality: [paths]} plus the vocabulary path."""
     rng = np.random.default_rng(seed)
-    video_protos = rng.normal(size=(TOPICS, VIDEO_DIM))
-    audio_protos = rng.normal(size=(TOPICS, N_MELS))
-    words = [f"w{t}_{i}" for t in range(TOPICS) for i in range(WORDS_PER_TOPIC)]
+    video_protos = rng.normal(size=(topics, VIDEO_DIM))
+    audio_protos = rng.normal(size=(topics, N_MELS))
+    words = [f"w{t}_{i}" for t in range(topics) for i in range(WORDS_PER_TOPIC)]
     vectors = rng.normal(size=(len(words), WORD_DIM)).astype(np.float32)
     vocabulary = write_vocabulary(root / "vocabulary.h5", words, vectors, {"source": "test"})
     ids = [f"vid{i:03d}" for i in range(n_videos)]
@@ -50,13 +51,13 @@ def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, miss
         contents = {}
         for video_id in members:
             n_captions = int(seconds / caption_seconds)
-            topics = rng.integers(0, TOPICS, size=n_captions)
+            caption_topics = rng.integers(0, topics, size=n_captions)
             starts = np.arange(n_captions, dtype=np.float32) * caption_seconds
             ends = starts + caption_seconds
             video = np.zeros((seconds, VIDEO_DIM), dtype=np.float32)
             audio = np.zeros((N_MELS, seconds * 100), dtype=np.float32)
             tokens, offsets = [], [0]
-            for topic, start, end in zip(topics, starts, ends):
+            for topic, start, end in zip(caption_topics, starts, ends):
                 s, e = int(start), int(end)
                 video[s:e] = np.abs(video_protos[topic] + 0.3 * rng.normal(size=(e - s, VIDEO_DIM)))
                 audio[:, s * 100:e * 100] = audio_protos[topic][:, None] + 0.3 * rng.normal(size=(N_MELS, (e - s) * 100))
@@ -236,8 +237,8 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
 
 
 def test_clustering_term_is_zero_until_the_queue_can_be_fitted(corpus, tmp_path):
-    # 12 clips per step and 30 clusters: the first fit needs three steps of queue.
-    settings = tiny_settings(pairs=("tv",), clusters=30, queue_batches=3, epochs=4, batch_size=3,
+    # 6 videos of 4 clips, 3 per step: 12 clips a step, so 30 clusters wait for the third step.
+    settings = tiny_settings(pairs=("tv",), clusters=30, queue_batches=3, epochs=2, batch_size=3,
                              audio_widths=[8, 8, 8, 8, 8])
     Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
     rows = [r for r in read_log(tmp_path / "log.tsv") if r["kind"] == "step"]
@@ -255,7 +256,7 @@ def test_nan_stops_training_and_names_the_term(corpus, tmp_path):
 
 
 def test_short_training_on_learnable_features_lowers_the_loss(tmp_path):
-    paths, vocabulary = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1)
+    paths, vocabulary = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1, topics=32)
     settings = tiny_settings(epochs=30, batch_size=4, schedule="constant", lr=3e-3)
     settings["losses"]["clustering"]["enabled"] = False
     settings["losses"]["reconstruction"]["enabled"] = False
@@ -263,7 +264,7 @@ def test_short_training_on_learnable_features_lowers_the_loss(tmp_path):
                        vocabulary=vocabulary, out_dir=tmp_path / "out", experiment="learn")
     epochs = [r for r in read_log(tmp_path / "out" / "log.tsv") if r["kind"] == "epoch"]
     first, last = float(epochs[0]["total"]), float(epochs[-1]["total"])
-    chance = 3 * 2 * math.log(4 * 2)   # three pairs, two directions, 8 clips per step
+    chance = 3 * 2 * math.log(4 * 4)   # three pairs, two directions, 16 clips per step
     assert first > 0.8 * chance and last < 0.6 * first, (first, last)
     model, meta = load_model(model_path)
     assert model.modalities == ["video", "audio", "text"] and not model.training

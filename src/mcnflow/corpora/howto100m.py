@@ -15,24 +15,34 @@ class HowTo100M(Corpus):
     def __init__(self, name: str, spec: dict, base_dir: str = "."):
         super().__init__(name, spec, base_dir)
         self._captions: dict | None = None
-        self._rows: dict[str, dict] = {}
+
+    def _rows(self):
+        """(header, rows) of the CSV; rows are lists, which keeps a 1.2M-row read to a few seconds."""
+        path = self.require("videos_csv")
+        handle = open(path, encoding="utf-8", newline="")
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            handle.close()
+            raise CorpusError(f"{path}: missing column(s) {missing}; expected {','.join(CSV_COLUMNS)}")
+        return handle, header, reader
 
     def _read_video_ids(self) -> list[str]:
-        path = self.require("videos_csv")
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise CorpusError(f"{path}: missing column(s) {missing}; expected {','.join(CSV_COLUMNS)}")
-            ids = []
-            for row in reader:
-                ids.append(row["video_id"].strip())
-                self._rows.setdefault(ids[-1], row)
-        return ids
+        handle, header, reader = self._rows()
+        column = header.index("video_id")
+        with handle:
+            return [row[column].strip() for row in reader if row]
 
     def metadata(self, video_id: str) -> dict:
-        self.video_ids()
-        return self._rows.get(video_id, {})
+        """The CSV row of one video (categories, search rank, task id)."""
+        handle, header, reader = self._rows()
+        column = header.index("video_id")
+        with handle:
+            for row in reader:
+                if row and row[column].strip() == video_id:
+                    return dict(zip(header, row))
+        return {}
 
     def _load_captions(self) -> dict:
         # caption.json of the full dataset is large; it is read once per process and shared by all videos.
