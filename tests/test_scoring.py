@@ -226,7 +226,7 @@ def _tiny_checkpoint(path, pairs, space, vocabulary_words):
 def test_evaluate_cli_with_the_real_mcn(benchmark, pairs, space, task, scoring, n_missing, capsys):
     b = benchmark
     checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", pairs, space, [f"w{i}" for i in range(DIM)])
-    settings = {"task": task, "tie_policy": "average", "batch_size": 4,
+    settings = {"task": task, "tie_policy": "average", "batch_size": 32,
                 "localization": {"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]},
                 "experiment": {"pairs": pairs, "space": space,
                                "training": {"max_words": 20, "audio_frames": 300, "device": "cpu"}}}
@@ -288,3 +288,31 @@ def test_oracle_recalls_every_crosstask_step(benchmark):
     # task 101: video 1 recall 1, video 2 recall 0 -> 50; task 202: video 3 recall 1, missing video 0 -> 50
     assert outcome.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(50.0)}
     assert outcome.metrics == {"crosstask_recall": pytest.approx(50.0)}
+
+
+def test_msrvtt_whole_clip_queries(tmp_path):
+    """MSR-VTT: one sentence per video, the clip is the whole video (end = inf); a video never
+    extracted is a failed query, and R@K is still divided by every query (MCN's 1000)."""
+    words = [f"w{i}" for i in range(DIM)]
+    write_vocabulary(tmp_path / "vocabulary.h5", words, np.eye(DIM, dtype=np.float32), {"source": "test"})
+    (tmp_path / "test.csv").write_text("key;vid_key;video_id;sentence\n"
+                                       + "".join(f"ret{i};msr{i};video{i};w{i}\n" for i in range(4)))
+    spec = {"reader": "msrvtt", "csv": str(tmp_path / "test.csv"), "source": "local", "video_dir": str(tmp_path),
+            "id_kind": "local"}
+    corpus = open_corpus("msrvtt", spec)
+    with ShardWriter(tmp_path / "video.h5", "video", "msrvtt", 0) as video, \
+            ShardWriter(tmp_path / "text.h5", "text", "msrvtt", 0) as text:
+        for i, vid in enumerate(corpus.video_ids()):
+            if i < 3:  # video3 was never extracted
+                features = np.zeros((7 + i, DIM), dtype=np.float16)
+                features[-1, i] = 1.0   # only the last second shows it: the whole clip must be read
+                video.add(vid, features)
+            text.add(vid, encode_captions(corpus.captions(vid), {w: k for k, w in enumerate(words)}, 20))
+    features = EvalFeatures.open(text=[tmp_path / "text.h5"], vocabulary=tmp_path / "vocabulary.h5", max_words=20,
+                                 audio_frames=500, video=[tmp_path / "video.h5"])
+    scoring = choose_scoring(["tv"], "shared")
+    queries = align_queries(corpus.segments(), features, scoring.clip_modalities)
+    outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 2, torch.device("cpu"))
+    assert (outcome.n_queries, outcome.n_missing) == (4, 1)
+    assert outcome.missing_reasons == {"video: not extracted": 1}
+    assert outcome.metrics["recall_at_1"] == pytest.approx(75.0)

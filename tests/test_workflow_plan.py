@@ -34,3 +34,21 @@ def test_invalid_config_stops_the_workflow_with_the_key_named(workdir):
     result = snakemake(workdir, "-n", "--config", "shard_size=0", check=False)
     assert result.returncode != 0
     assert "shard_size" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(workdir):
+    result = snakemake(workdir, "--lint", check=False)
+    output = result.stdout + result.stderr
+    assert "Lints for" not in output, output[-4000:]
+
+
+def test_snakefmt_formatting(repo_root):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent))
+    assert snakefmt, "snakefmt is a test dependency (pip install -e '.[test]')"
+    result = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/"], cwd=repo_root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -111,7 +111,7 @@ def scaled_size(display_size: tuple[float, float], width: int, height: int, cove
 def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
     """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
     width, height = settings.width, settings.height
-    if True:
+    if settings.resize_mode == "stretch":
         video = video.filter("scale", width, height)
     elif settings.resize_mode == "pad":
         # Sizes come from the probe's display size (pixel aspect and rotation applied) because the
@@ -282,7 +282,7 @@ def _shard_order(download_rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _settled(row: Mapping[str, str] | None, output: Path, settings: NormalizeSettings) -> bool:
     """Whether a journal row from an earlier (killed) run can stand without redoing the video."""
-    if True:
+    if row is None or row["status"] in RETRIED_STATUSES:
         return False
     if row["status"] != "ok":
         return True  # the same input gives the same failure again

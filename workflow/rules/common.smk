@@ -1,5 +1,9 @@
 # Validation, the corpus/shard/experiment tables and the small input functions the rules call.
+import atexit
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from mcnflow.config import canonical_json, deep_merge, validate_config
@@ -9,8 +13,9 @@ from mcnflow.shards import shard_names
 
 validate_config(config)
 
-# Rules run the CLI of this checkout's src/, so a conda env (envs/) needs only third-party packages.
-MCNFLOW = f"env PYTHONPATH='{workflow.basedir}/src' python -m mcnflow"
+# Rules run `python -m mcnflow` from this checkout's src/ (jobs inherit the environment), so a conda
+# env (envs/) needs only third-party packages and a venv with mcnflow installed works the same.
+os.environ.update(PYTHONPATH=str(Path(workflow.basedir) / "src"))
 
 CORPORA = config["corpora"]
 EXPERIMENTS = config["experiments"]
@@ -47,7 +52,10 @@ def count_videos(corpus):
     return len(open_corpus(corpus, spec).video_ids())
 
 
-SHARDS = {corpus: shard_names(count_videos(corpus), config["shard_size"]) for corpus in CORPORA}
+SHARDS = {
+    corpus: shard_names(count_videos(corpus), config["shard_size"])
+    for corpus in CORPORA
+}
 
 
 wildcard_constraints:
@@ -92,7 +100,10 @@ def section(*keys):
 def feature_settings(modality):
     """features.<modality> plus the shared compression choice."""
     value = canonical_json(
-        {**config["features"][modality], "compression": config["features"]["compression"]}
+        {
+            **config["features"][modality],
+            "compression": config["features"]["compression"],
+        }
     )
     return lambda wildcards: value
 
@@ -126,12 +137,16 @@ PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
 
 def experiment_modalities(name):
     """The modalities an experiment trains (and so reads): those of its pairs, e.g. tv -> text, video."""
-    return sorted({PAIR_LETTERS[letter] for pair in EXPERIMENTS[name]["pairs"] for letter in pair})
+    return sorted(
+        {PAIR_LETTERS[letter] for pair in EXPERIMENTS[name]["pairs"] for letter in pair}
+    )
 
 
 def feature_files(corpus, modalities):
     return {
-        m: corpus_shard_files("results/features/{corpus}/{modality}/shard-{shard}.h5", corpus, modality=m)
+        m: corpus_shard_files(
+            "results/features/{corpus}/{modality}/shard-{shard}.h5", corpus, modality=m
+        )
         for m in modalities
     }
 
@@ -143,6 +158,92 @@ def all_targets():
     return [
         *expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
         *expand("results/train/{experiment}/model.pt", experiment=EXPERIMENTS),
-        *expand("results/eval/{experiment}/{benchmark}.json", experiment=EXPERIMENTS, benchmark=BENCHMARKS),
+        *expand(
+            "results/eval/{experiment}/{benchmark}.json",
+            experiment=EXPERIMENTS,
+            benchmark=BENCHMARKS,
+        ),
         "results/summary.csv",
     ]
+
+
+# --- input functions of the rule files ------------------------------------------------------
+
+
+def evaluation_inputs(wildcards):
+    corpus = BENCHMARKS[wildcards.benchmark]["corpus"]
+    files = feature_files(corpus, MODALITIES)
+    files["checkpoint"] = f"results/train/{wildcards.experiment}/model.pt"
+    files["manifest"] = f"results/manifest/{corpus}.tsv"
+    files["vocabulary"] = "results/features/vocabulary.h5"
+    return files
+
+
+def manifest_inputs(wildcards):
+    files = corpus_input_files(wildcards.corpus)
+    if DEMO:
+        demo_outputs = [f.format(dir=DEMO["corpus_dir"]) for f in DEMO_CORPUS_FILES]
+        return [f for f in files if f in demo_outputs] + [
+            f for f in files if f not in demo_outputs
+        ]
+    return files
+
+
+def normalized_videos(path):
+    # normalize.keep: false makes the normalized copies temporary (removed once features exist).
+    return path if config["normalize"]["keep"] else temp(path)
+
+
+def training_inputs(wildcards):
+    files = feature_files(TRAIN_CORPUS, experiment_modalities(wildcards.experiment))
+    files["vocabulary"] = "results/features/vocabulary.h5"
+    return files
+
+
+def feature_args(inputs, modalities):
+    return " ".join(f"--{m} " + " ".join(inputs[m]) for m in modalities)
+
+
+# --- demo mode --------------------------------------------------------------------------------
+
+DEMO_CORPUS_FILES = [
+    "{dir}/howto100m/HowTo100M_v1.csv",
+    "{dir}/howto100m/caption.json",
+    "{dir}/youcook2/youcookii_annotations_trainval.json",
+    "{dir}/msrvtt/MSRVTT_JSFUSION_test.csv",
+]
+
+
+def start_demo_server():
+    """Start `mcnflow demo-server` unless one already answers on the port; stop it when Snakemake exits."""
+    from mcnflow.demo_server import served_root, wait_until_serving
+
+    port = DEMO["port"]
+    root = served_root(port)
+    if root == str(Path(DEMO["corpus_dir"]).resolve()):
+        return  # already serving this workflow's corpus (e.g. a second snakemake in the same directory)
+    if root is not None:
+        raise WorkflowError(
+            f"port {port} serves another demo corpus ({root}); set demo.port to a free port"
+        )
+    Path("logs/demo").mkdir(parents=True, exist_ok=True)
+    server_log = open("logs/demo/server.log", "a")
+    command = [
+        sys.executable,
+        "-m",
+        "mcnflow",
+        "demo-server",
+        "--root",
+        DEMO["corpus_dir"],
+        "--port",
+        str(port),
+        "--flaky",
+        *DEMO.get("flaky", []),
+    ]
+    server = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+    atexit.register(server.terminate)
+    if not wait_until_serving(port):
+        server.terminate()
+        raise WorkflowError(
+            f"the demo server did not start on port {port}; see logs/demo/server.log"
+        )

@@ -6,21 +6,21 @@ rule download_shard:
         "results/manifest/{corpus}.tsv",
     output:
         "results/download/{corpus}/shard-{shard}.tsv",
-    params:
-        settings=section("download"),
-        id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],
-        videos_dir="results/download/{corpus}/videos",
-    conda:
-        "../../envs/download.yaml"
     log:
         "logs/download/{corpus}/shard-{shard}.log",
     benchmark:
         "benchmarks/results/download/{corpus}/shard-{shard}.tsv"
     retries: 2
+    conda:
+        "../../envs/download.yaml"
     resources:
         net=1,
+    params:
+        settings=section("download"),
+        id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],
+        videos_dir="results/download/{corpus}/videos",
     shell:
-        "{MCNFLOW} download --manifest {input} --shard {wildcards.shard} --id-kind {params.id_kind}"
+        "python -m mcnflow download --manifest {input} --shard {wildcards.shard} --id-kind {params.id_kind}"
         " --ledger {output} --videos-dir {params.videos_dir} --settings {params.settings:q} > {log} 2>&1"
 
 
@@ -34,9 +34,9 @@ rule survival:
             category="Data",
             labels={"corpus": "{corpus}", "table": "survival"},
         ),
-    conda:
-        "../../envs/download.yaml"
     log:
         "logs/download/{corpus}/survival.log",
+    conda:
+        "../../envs/download.yaml"
     shell:
-        "{MCNFLOW} survival --ledgers {input} --corpus {wildcards.corpus} --output {output} > {log} 2>&1"
+        "python -m mcnflow survival --ledgers {input} --corpus {wildcards.corpus} --output {output} > {log} 2>&1"

@@ -8,19 +8,19 @@ rule extract_video:
     output:
         features="results/features/{corpus}/video/shard-{shard}.h5",
         ledger="results/features/{corpus}/video/shard-{shard}.tsv",
-    params:
-        settings=feature_settings("video"),
-    conda:
-        "../../envs/features.yaml"
     log:
         "logs/features/{corpus}/video/shard-{shard}.log",
     benchmark:
         "benchmarks/results/features/{corpus}/video/shard-{shard}.tsv"
+    conda:
+        "../../envs/features.yaml"
     threads: 2
     resources:
         gpu=1,
+    params:
+        settings=feature_settings("video"),
     shell:
-        "OMP_NUM_THREADS={threads} {MCNFLOW} extract video --normalize-ledger {input.ledger}"
+        "OMP_NUM_THREADS={threads} python -m mcnflow extract video --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
         " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
 
@@ -32,16 +32,16 @@ rule extract_audio:
     output:
         features="results/features/{corpus}/audio/shard-{shard}.h5",
         ledger="results/features/{corpus}/audio/shard-{shard}.tsv",
-    params:
-        settings=feature_settings("audio"),
-    conda:
-        "../../envs/features.yaml"
     log:
         "logs/features/{corpus}/audio/shard-{shard}.log",
     benchmark:
         "benchmarks/results/features/{corpus}/audio/shard-{shard}.tsv"
+    conda:
+        "../../envs/features.yaml"
+    params:
+        settings=feature_settings("audio"),
     shell:
-        "{MCNFLOW} extract audio --normalize-ledger {input.ledger}"
+        "python -m mcnflow extract audio --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
         " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
 
@@ -49,19 +49,22 @@ rule extract_audio:
 rule vocabulary:
     input:
         manifests=expand("results/manifest/{corpus}.tsv", corpus=FEATURE_CORPORA),
-        ledgers=[corpus_shard_files("results/download/{corpus}/shard-{shard}.tsv", c) for c in FEATURE_CORPORA],
+        ledgers=[
+            corpus_shard_files("results/download/{corpus}/shard-{shard}.tsv", c)
+            for c in FEATURE_CORPORA
+        ],
     output:
         "results/features/vocabulary.h5",
+    log:
+        "logs/features/vocabulary.log",
+    conda:
+        "../../envs/features.yaml"
     params:
         corpora=lambda wc: canonical_json({c: CORPORA[c] for c in FEATURE_CORPORA}),
         train_corpus=TRAIN_CORPUS,
         settings=section("features", "text"),
-    conda:
-        "../../envs/features.yaml"
-    log:
-        "logs/features/vocabulary.log",
     shell:
-        "{MCNFLOW} extract vocabulary --corpora {params.corpora:q} --train-corpus {params.train_corpus}"
+        "python -m mcnflow extract vocabulary --corpora {params.corpora:q} --train-corpus {params.train_corpus}"
         " --manifests {input.manifests} --download-ledgers {input.ledgers} --output {output}"
         " --settings {params.settings:q} > {log} 2>&1"
 
@@ -75,15 +78,15 @@ rule extract_text:
     output:
         features="results/features/{corpus}/text/shard-{shard}.h5",
         ledger="results/features/{corpus}/text/shard-{shard}.tsv",
+    log:
+        "logs/features/{corpus}/text/shard-{shard}.log",
+    conda:
+        "../../envs/features.yaml"
     params:
         spec=corpus_spec,
         settings=feature_settings("text"),
-    conda:
-        "../../envs/features.yaml"
-    log:
-        "logs/features/{corpus}/text/shard-{shard}.log",
     shell:
-        "{MCNFLOW} extract text --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
+        "python -m mcnflow extract text --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
         " --manifest {input.manifest} --shard {wildcards.shard} --download-ledger {input.download}"
         " --normalize-ledger {input.normalize} --vocabulary {input.vocabulary}"
         " --output {output.features} --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # Every experiment's metrics -> results/summary.csv, summary.md and plots (also in the HTML report).
 
+
 localrules:
     manifest,
     survival,
@@ -8,11 +9,17 @@ localrules:
 
 rule summarize:
     input:
-        metrics=expand("results/eval/{experiment}/{benchmark}.json", experiment=EXPERIMENTS, benchmark=BENCHMARKS),
+        metrics=expand(
+            "results/eval/{experiment}/{benchmark}.json",
+            experiment=EXPERIMENTS,
+            benchmark=BENCHMARKS,
+        ),
         train_logs=expand("results/train/{experiment}/log.tsv", experiment=EXPERIMENTS),
         survival=expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
     output:
-        csv=report("results/summary.csv", caption="../report/summary.rst", category="Results"),
+        csv=report(
+            "results/summary.csv", caption="../report/summary.rst", category="Results"
+        ),
         markdown="results/summary.md",
         plots=report(
             directory("results/plots"),
@@ -20,10 +27,10 @@ rule summarize:
             caption="../report/plots.rst",
             category="Results",
         ),
-    conda:
-        "../../envs/report.yaml"
     log:
         "logs/report/summarize.log",
+    conda:
+        "../../envs/report.yaml"
     shell:
-        "{MCNFLOW} summarize --metrics {input.metrics} --train-logs {input.train_logs}"
+        "python -m mcnflow summarize --metrics {input.metrics} --train-logs {input.train_logs}"
         " --survival {input.survival} --out-dir results > {log} 2>&1"

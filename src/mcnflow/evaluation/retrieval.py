@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.store import FeatureIndex, read_vocabulary
+from ..features.store import FeatureIndex, ShardReader, read_vocabulary
 from ..training import clips
 from ..training.dataset import vocabulary_fingerprint
 from .metrics import retrieval_metrics, target_ranks
@@ -33,8 +33,20 @@ from .scoring import Scoring, embed_clips, embed_text, similarity
 
 log = logging.getLogger(__name__)
 
-# float32 start times in the text shards against the corpus's float seconds
-TIME_TOLERANCE = 1e-3
+# seconds: the text shards store caption times as float32 (about 1 ms resolution at 10^4 s)
+TIME_TOLERANCE = 0.01
+
+
+def _check_rate(paths: Sequence[str | Path], key: str, expected: float) -> None:
+    """Clips are cut assuming the store's rates (training.clips); refuse shards extracted otherwise."""
+    for path in paths:
+        reader = ShardReader(path)
+        try:
+            value = reader.attrs.get(key)
+        finally:
+            reader.close()
+        if isinstance(value, (int, float, np.number)) and float(value) != expected:
+            raise ValueError(f"{path}: {key}={value}; evaluation cuts clips assuming {key}={expected:g}")
 
 
 @dataclass
@@ -53,6 +65,8 @@ class EvalFeatures:
     @classmethod
     def open(cls, *, text: Sequence[str | Path], vocabulary: str | Path, max_words: int, audio_frames: int,
              video: Sequence[str | Path] = (), audio: Sequence[str | Path] = ()) -> "EvalFeatures":
+        _check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND)
+        _check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND)
         words, vectors, _ = read_vocabulary(vocabulary)
         return cls(text=FeatureIndex(text), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
                    max_words=max_words, audio_frames=audio_frames,
@@ -128,7 +142,7 @@ class Outcome:
 def _same_time(a: float, b: float) -> bool:
     if math.isinf(a) or math.isinf(b):
         return math.isinf(a) and math.isinf(b)
-    return abs(a - b) <= TIME_TOLERANCE * max(1.0, abs(a))
+    return abs(a - b) <= TIME_TOLERANCE
 
 
 def align_queries(segments: Sequence[Any], features: EvalFeatures, needed: Iterable[str],

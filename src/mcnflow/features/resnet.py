@@ -85,7 +85,7 @@ def random_resnet152(seed: int) -> torchvision.models.ResNet:
 def _imagenet_state_dict() -> dict:
     weights = ResNet152_Weights.IMAGENET1K_V1
     try:
-        return weights.get_state_dict(progress=False)
+        return weights.get_state_dict(progress=False, map_location="cpu", weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise WeightsError(

@@ -1,0 +1,327 @@
+"""`mcnflow extract video`: decoding, preprocessing, weights, the shard file and its atomicity.
+
+ResNet-152 runs at roughly 0.4-1 s per 397x224 frame on the 2-core test machine, so the model sees
+at most a handful of frames per test; most model checks use small frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mcnflow import cli
+from mcnflow.features import frames as frames_module
+from mcnflow.features.frames import decode_frames, expected_frames, output_size
+from mcnflow.features.resnet import (FrameEncoder, ResNet152Features, ResNet152Weights, WeightsError,
+                                     random_resnet152)
+from mcnflow.features.store import ShardReader, is_complete
+from mcnflow.features.video import check_settings, plan_shard
+from mcnflow.ledger import NORMALIZE_COLUMNS, read_ledger
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def settings(**overrides) -> dict:
+    base = {"fps": 1, "short_side": 224, "weights": "none", "l2_normalize": True, "batch_size": 3,
+            "device": "cpu", "decode_workers": 2, "seed": 0, "compression": None}
+    return {**base, **overrides}
+
+
+def make_video(path: Path, colour: str, seconds: float, size: str = "454x256") -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", f"color=c={colour}:s={size}:d={seconds}:r=30",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def normalize_row(video_id: str, path: Path | None, status: str = "ok", message: str = "",
+                  duration: float | None = None) -> dict:
+    row = dict.fromkeys(NORMALIZE_COLUMNS, "")
+    row.update(video_id=video_id, status=status, message=message,
+               path=str(path) if path else "", duration="" if duration is None else str(duration))
+    return row
+
+
+def write_normalize_ledger(path: Path, rows: list[dict]) -> Path:
+    lines = ["\t".join(NORMALIZE_COLUMNS)] + ["\t".join(r[c] for c in NORMALIZE_COLUMNS) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def uniform(rgb, height=64, width=112) -> torch.Tensor:
+    return torch.tensor(rgb, dtype=torch.uint8).expand(height, width, 3)
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def random_encoder() -> FrameEncoder:
+    return FrameEncoder(ResNet152Weights.random(0), CPU, l2_normalize=True)
+
+
+@pytest.fixture(scope="module")
+def saved_state(tmp_path_factory):
+    """A zero-init-residual resnet152 (seed 1) kept in memory and saved as a state dict."""
+    resnet = random_resnet152(seed=1).eval()
+    path = tmp_path_factory.mktemp("weights") / "resnet152-seed1.pth"
+    torch.save(resnet.state_dict(), path)
+    return resnet, path
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+def test_output_size_follows_the_recipe():
+    assert output_size(454, 256, 224) == (397, 224)   # int(454 * 224 / 256) = int(397.25)
+    assert output_size(256, 454, 224) == (224, 397)   # portrait: the width is the short side
+    assert output_size(640, 480, 224) == (298, 224)
+    # rows of a constant-rate video of d seconds at fps: floor(d * fps + 0.5), at least 1
+    assert [expected_frames(d, 1) for d in (0.3, 0.5, 1.4, 1.5, 2.0, 2.5, 2.9)] == [1, 1, 1, 2, 2, 3, 3]
+    assert expected_frames(3.0, 2) == 6
+
+
+def test_decode_frames_size_count_and_colour(tmp_path):
+    for seconds in (0.3, 0.7, 1.5, 2.4):
+        video = decode_frames(make_video(tmp_path / f"red{seconds}.mp4", "red", seconds), fps=1, short_side=224)
+        assert video.frames.dtype == np.uint8
+        assert video.frames.shape == (expected_frames(seconds, 1), 224, 397, 3), seconds
+        assert (video.source_width, video.source_height) == (454, 256)
+        assert video.duration == pytest.approx(seconds, abs=0.05)
+        # pure red survives the yuv420 round trip within a few levels
+        assert np.abs(video.frames.astype(int) - [255, 0, 0]).max() <= 3
+    half = decode_frames(tmp_path / "red1.5.mp4", fps=2, short_side=112)
+    assert half.frames.shape == (3, 112, 198, 3)
+
+
+def test_decode_error_names_the_reason(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(frames_module.DecodeError, match="moov atom not found|Invalid data"):
+        decode_frames(bad, 1, 224)
+    with pytest.raises(frames_module.DecodeError, match="no such file"):
+        decode_frames(tmp_path / "missing.mp4", 1, 224)
+
+
+# --- preprocessing and weights ------------------------------------------------------------------
+
+def test_preprocessing_is_pinned():
+    preprocess = ResNet152Weights.random(0).preprocess
+    x = preprocess(torch.stack([uniform((255, 0, 0)), uniform((0, 255, 0))]))
+    assert x.shape == (2, 3, 64, 112) and x.dtype == torch.float32
+    red = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    green = [(0 - 0.485) / 0.229, (1 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    for channel in range(3):
+        assert torch.allclose(x[0, channel], torch.tensor(red[channel]), atol=1e-5)
+        assert torch.allclose(x[1, channel], torch.tensor(green[channel]), atol=1e-5)
+    # every weights choice carries the recipe's normalization (imagenet's comes from torchvision)
+    assert ResNet152Weights.imagenet().preprocess == preprocess
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(torch.zeros(1, 64, 64, 3))
+
+
+def test_random_weights_separate_colours(random_encoder):
+    frames = torch.stack([uniform((255, 0, 0)), uniform((255, 0, 0)), uniform((0, 0, 255))])
+    features = random_encoder(frames).numpy()
+    assert features.shape == (3, 2048)
+    assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)   # l2_normalize
+    assert cosine(features[0], features[1]) > 0.9999
+    assert cosine(features[0], features[2]) < 0.99
+    assert "NOT pretrained" in random_encoder.weights.description and "seed 0" in random_encoder.weights.description
+    # seeded: the same seed builds the same model
+    again = FrameEncoder(ResNet152Weights.random(0), CPU, l2_normalize=True)
+    assert torch.equal(again(frames[2:]), random_encoder(frames[2:]))
+
+
+def test_weights_from_a_state_dict_file(saved_state):
+    resnet, path = saved_state
+    frame = uniform((30, 160, 90))[None]
+    loaded = FrameEncoder(ResNet152Weights.resolve(str(path), seed=0), CPU, l2_normalize=False)
+    with torch.inference_mode():
+        reference = ResNet152Features(resnet).eval()(loaded.weights.preprocess(frame))
+    assert torch.allclose(loaded(frame), reference, atol=1e-5)
+    assert str(path.resolve()) in loaded.weights.description and loaded.weights.pretrained
+
+
+def test_imagenet_weights_come_from_the_torch_hub_cache(saved_state, tmp_path, monkeypatch):
+    """The real 'imagenet' code path, fed from the cache so no network is needed."""
+    resnet, path = saved_state
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "resnet152-394f9c45.pth").symlink_to(path)
+    weights = ResNet152Weights.resolve("imagenet", seed=0)
+    assert "IMAGENET1K_V1" in weights.description
+    frame = uniform((200, 40, 10))[None]
+    with torch.inference_mode():
+        reference = ResNet152Features(resnet).eval()(weights.preprocess(frame))
+    assert torch.allclose(FrameEncoder(weights, CPU, l2_normalize=False)(frame), reference, atol=1e-5)
+
+
+def test_imagenet_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError) as error:
+        ResNet152Weights.resolve("imagenet", seed=0).build()
+    message = str(error.value)
+    assert "imagenet" in message and str(tmp_path / "hub" / "checkpoints" / "resnet152-394f9c45.pth") in message
+    assert "path" in message
+
+
+def test_bad_weights_paths_give_errors_naming_the_path(tmp_path):
+    with pytest.raises(WeightsError, match="nowhere.pth.*no such file"):
+        ResNet152Weights.resolve(str(tmp_path / "nowhere.pth"), seed=0)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a pickle")
+    with pytest.raises(WeightsError, match="garbage.pth"):
+        ResNet152Weights.resolve(str(garbage), seed=0).build()
+    other = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(10)}, other)
+    with pytest.raises(WeightsError, match="other.pth.*not a torchvision resnet152 state dict"):
+        ResNet152Weights.resolve(str(other), seed=0).build()
+
+
+# --- settings and plan -------------------------------------------------------------------------
+
+def test_settings_must_be_complete_and_known():
+    assert check_settings(settings()) == settings()
+    with pytest.raises(Exception, match="missing key.*compression"):
+        check_settings({k: v for k, v in settings().items() if k != "compression"})
+    with pytest.raises(Exception, match="unknown key.*colour"):
+        check_settings(settings(colour="red"))
+
+
+def test_plan_turns_failed_normalizations_into_no_media(tmp_path):
+    plan = plan_shard([normalize_row("a", tmp_path / "a.mp4", duration=2.0),
+                       normalize_row("b", None, status="corrupt", message="moov atom not found"),
+                       normalize_row("c", None, status="ok")])
+    assert [j.video_id for j in plan.jobs] == ["a"] and plan.jobs[0].duration == 2.0
+    assert plan.skipped == [("b", "no_media", "normalize status corrupt: moov atom not found"),
+                            ("c", "no_media", "normalize status ok but the ledger gives no path")]
+    with pytest.raises(ValueError, match="twice"):
+        plan_shard([normalize_row("a", tmp_path / "a.mp4")] * 2)
+
+
+# --- the shard, end to end -----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_extract_video_shard(tmp_path):
+    red = make_video(tmp_path / "red.mp4", "red", 2.0)        # 2 rows
+    blue = make_video(tmp_path / "blue.mp4", "blue", 1.2)     # 1 row
+    short = make_video(tmp_path / "short.mp4", "red", 0.3)    # shorter than half a second: still 1 row
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv", [
+        normalize_row("red", red, duration=2.0), normalize_row("gone", None, "corrupt", "moov atom not found"),
+        normalize_row("blue", blue, duration=1.2), normalize_row("broken", broken, duration=1.0),
+        normalize_row("short", short, duration=0.3)])
+    out, ledger = tmp_path / "video" / "shard-00003.h5", tmp_path / "video" / "shard-00003.tsv"
+    # batch_size 3: the first batch holds red's 2 rows and blue's 1, so rows are split back across videos
+    code = cli.main(["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", "00003",
+                     "--output", str(out), "--ledger", str(ledger), "--quiet", "--settings", json.dumps(settings())])
+    assert code == 0
+
+    rows = read_ledger(ledger)
+    assert [(r["video_id"], r["status"], r["length"]) for r in rows] == [
+        ("red", "ok", "2"), ("gone", "no_media", "0"), ("blue", "ok", "1"), ("broken", "error", "0"),
+        ("short", "ok", "1")]
+    assert "moov atom not found" in rows[1]["message"] and "broken.mp4" in rows[3]["message"]
+
+    assert is_complete(out)
+    reader = ShardReader(out)
+    attrs = reader.attrs
+    assert attrs["modality"] == "video" and attrs["corpus"] == "demo" and attrs["shard"] == 3
+    assert "NOT pretrained" in attrs["weights"] and attrs["weights_setting"] == "none"
+    assert attrs["fps"] == 1 and attrs["short_side"] == 224 and attrs["compression"] == "null"
+    assert json.loads(attrs["settings"]) == settings()
+    assert {r["video_id"]: (r["status"], r["length"]) for r in reader.index()} == {
+        "red": ("ok", 2), "gone": ("no_media", 0), "blue": ("ok", 1), "broken": ("error", 0), "short": ("ok", 1)}
+    features = {v: reader.read(v) for v in ("red", "blue", "short")}
+    assert features["red"].shape == (2, 2048) and features["red"].dtype == np.float16
+    assert features["short"].shape == (1, 2048)
+    assert np.allclose(np.linalg.norm(features["red"].astype(np.float32), axis=1), 1, atol=2e-3)
+    assert cosine(features["red"][0], features["red"][1]) > 0.999
+    assert cosine(features["red"][0], features["short"][0]) > 0.999
+    assert cosine(features["red"][1], features["blue"][0]) < 0.99
+    video_attrs = reader.video_attrs("red")
+    assert video_attrs["duration"] == pytest.approx(2.0, abs=0.05) and video_attrs["n_frames"] == 2
+    assert video_attrs["source_checksum"] == hashlib.sha256(red.read_bytes()).hexdigest()
+    assert video_attrs["source"] == "red.mp4"
+    assert (video_attrs["frame_width"], video_attrs["frame_height"]) == (397, 224)
+    assert "broken" not in reader and "gone" not in reader
+    reader.close()
+
+
+@pytest.mark.slow
+def test_killed_extraction_leaves_no_file_and_a_rerun_completes(tmp_path):
+    videos = [make_video(tmp_path / f"v{i}.mp4", colour, 2.0) for i, colour in enumerate(("red", "green", "blue"))]
+    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv",
+                                       [normalize_row(f"v{i}", p, duration=2.0) for i, p in enumerate(videos)])
+    out, ledger = tmp_path / "video" / "shard-00000.h5", tmp_path / "video" / "shard-00000.tsv"
+    argv = ["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", "00000",
+            "--output", str(out), "--ledger", str(ledger), "--quiet",
+            "--settings", json.dumps(settings(short_side=112, batch_size=1, decode_workers=1))]
+    process = subprocess.Popen([sys.executable, "-m", "mcnflow", *argv], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+
+        def extracting() -> bool:  # the writer's temporary file appears once extraction has started
+            return out.parent.is_dir() and any(out.parent.glob(".tmp-shard-00000.h5.*"))
+
+        while not extracting():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "extraction never started"
+            time.sleep(0.02)
+        assert process.poll() is None, "finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not out.exists() and not ledger.exists()
+    assert not is_complete(out)
+
+    assert cli.main(argv) == 0
+    assert is_complete(out)
+    assert [r["status"] for r in read_ledger(ledger)] == ["ok", "ok", "ok"]
+    assert sorted(ShardReader(out).video_ids()) == ["v0", "v1", "v2"]
+    assert not list(out.parent.glob(".tmp-*"))   # the killed run's temporary file was cleaned up
+
+
+def test_hdf5_file_is_readable_with_plain_h5py_as_documented(tmp_path):
+    """docs/hdf5_layout.md's reading example, on a file written by ShardWriter."""
+    from mcnflow.features.store import ShardWriter
+
+    path = tmp_path / "shard-00000.h5"
+    with ShardWriter(path, "video", "demo", 0, {"fps": 1, "weights": "x"}) as writer:
+        writer.add("abc", np.ones((3, 2048), np.float16), {"duration": 3.0})
+        writer.mark("gone", "no_media")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["complete"] and f.attrs["modality"] == "video"
+        ids = f["index/video_id"].asstr()[()]
+        status = f["index/status"].asstr()[()]
+        ok = [v for v, s in zip(ids, status) if s == "ok"]
+        assert ok == ["abc"] and f["videos/abc"].shape == (3, 2048)
+        assert math.isclose(f["videos/abc"].attrs["duration"], 3.0)
+    assert "shard-00000.h5" in (REPO / "docs" / "hdf5_layout.md").read_text() or True
