@@ -325,7 +325,8 @@ def test_bad_manifest_and_settings_are_clear_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_job_resumes_without_trusting_partial_files(tmp_path, clips, media_server, media_root):
     serve(media_root, clips, **{f"{A}.mp4": "long", f"{B}.mp4": "long"})
-    media_server.behave(f"{B}.mp4", stall_after=4000, stall="hang")
+    # past the writer's 8 KiB buffer, so a partial file is on disk when the job dies
+    media_server.behave(f"{B}.mp4", stall_after=12000, stall="hang")
     shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4")), (B, "0", media_server.url(f"{B}.mp4"))])
     settings = base_settings(socket_timeout=60)
     job = subprocess.Popen([sys.executable, "-m", "mcnflow", *shard.argv(settings)],

@@ -309,19 +309,31 @@ def test_killed_extraction_leaves_no_file_and_a_rerun_completes(tmp_path):
     assert not list(out.parent.glob(".tmp-*"))   # the killed run's temporary file was cleaned up
 
 
-def test_hdf5_file_is_readable_with_plain_h5py_as_documented(tmp_path):
-    """docs/hdf5_layout.md's reading example, on a file written by ShardWriter."""
-    from mcnflow.features.store import ShardWriter
+def test_the_documented_h5py_reading_code_works(tmp_path):
+    """docs/hdf5_layout.md's reading functions, on video and text files written by store.py."""
+    from mcnflow.features.store import ShardWriter, write_vocabulary
 
-    path = tmp_path / "shard-00000.h5"
-    with ShardWriter(path, "video", "demo", 0, {"fps": 1, "weights": "x"}) as writer:
-        writer.add("abc", np.ones((3, 2048), np.float16), {"duration": 3.0})
+    doc = (REPO / "docs" / "hdf5_layout.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/hdf5_layout.md", "exec"), namespace)
+
+    video = tmp_path / "video.h5"
+    rows = np.arange(4 * 2048, dtype=np.float16).reshape(4, 2048) % 7
+    with ShardWriter(video, "video", "demo", 0, {"fps": 1}) as writer:
+        writer.add("abc", rows, {"duration": 4.0})
         writer.mark("gone", "no_media")
-    with h5py.File(path, "r") as f:
-        assert f.attrs["complete"] and f.attrs["modality"] == "video"
-        ids = f["index/video_id"].asstr()[()]
-        status = f["index/status"].asstr()[()]
-        ok = [v for v, s in zip(ids, status) if s == "ok"]
-        assert ok == ["abc"] and f["videos/abc"].shape == (3, 2048)
-        assert math.isclose(f["videos/abc"].attrs["duration"], 3.0)
-    assert "shard-00000.h5" in (REPO / "docs" / "hdf5_layout.md").read_text() or True
+    features, attrs = namespace["read_shard"](video)
+    assert list(features) == ["abc"] and np.array_equal(features["abc"], rows) and attrs["fps"] == 1
+    assert np.array_equal(namespace["clip"](features["abc"], 1.2, 2.7), rows[1:3].astype(np.float32).max(0))
+
+    vocabulary, text = tmp_path / "vocabulary.h5", tmp_path / "text.h5"
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    write_vocabulary(vocabulary, ["cut", "the", "onion", "slowly"], vectors, {"source": "test"})
+    with ShardWriter(text, "text", "demo", 0) as writer:
+        writer.add("abc", {"token_ids": np.array([2, 0, 0, 3], np.int32), "offsets": np.array([0, 3, 3, 4]),
+                           "start": np.array([0.5, 2.0, 3.0], np.float32), "end": np.array([2.0, 3.0, 4.5], np.float32)})
+    captions = namespace["read_captions"](text, vocabulary, "abc")
+    assert [(c[0], c[1], c[2]) for c in captions] == [(0.5, 2.0, ["onion", "cut", "cut"]), (2.0, 3.0, []),
+                                                      (3.0, 4.5, ["slowly"])]
+    assert np.array_equal(captions[0][3], vectors[[2, 0, 0]]) and captions[1][3].shape == (0, 3)

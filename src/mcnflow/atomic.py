@@ -32,9 +32,20 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates owner-only files; finished outputs get the usual umask-derived mode instead.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def commit(tmp: str | Path, final: str | Path) -> Path:
     """Flush ``tmp`` to disk and rename it to ``final``."""
     fsync_path(tmp)
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, final)
     return Path(final)
 

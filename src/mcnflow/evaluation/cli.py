@@ -30,7 +30,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="experiment name (a key of config experiments)")
     parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
     parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/model.pt")
-    parser.add_argument("--corpus", help="the benchmark's corpus (not needed for crosstask)")
+    parser.add_argument("--corpus", help="the benchmark's corpus (default with --config: the benchmark's; "
+                                         "not needed for crosstask)")
     parser.add_argument("--corpus-spec", help="JSON: the corpus's entry of config corpora (default with --config)")
     parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
     parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="video feature shards of the corpus")
@@ -99,7 +100,9 @@ def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, no
 
 
 def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str, Any]:
+    from ..corpora import CorpusError
     from ..model.mcn import load_model  # torch-heavy imports only when evaluating
+    from .crosstask import CrossTaskError
     from .retrieval import EvalFeatures
 
     task = settings["task"]
@@ -139,6 +142,8 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
             outcome = evaluate_crosstask(model, scoring, files, features, batch_size, device)
         else:
             outcome = _evaluate_corpus(args, settings, spec, model, scoring, features, device)
+    except (CorpusError, CrossTaskError) as exc:  # a benchmark file is missing or malformed
+        raise ConfigError(str(exc)) from exc
     finally:
         features.close()
     note = ""
@@ -176,6 +181,8 @@ def main(args: argparse.Namespace) -> int:
         config = None
     else:
         settings, config = settings_from_config(args.config, args.experiment, args.benchmark)
+    if args.corpus is None and config is not None and args.benchmark in config["evaluation"]["benchmarks"]:
+        args.corpus = config["evaluation"]["benchmarks"][args.benchmark]["corpus"]
     spec = json.loads(args.corpus_spec) if args.corpus_spec else None
     if spec is None and config is not None and args.corpus in config["corpora"]:
         spec = config["corpora"][args.corpus]
