@@ -358,3 +358,13 @@ def test_killed_job_resumes_without_trusting_partial_files(tmp_path, clips, medi
     assert all("Range" not in r.headers for r in media_server.hits(f"{B}.mp4"))  # B started from byte 0
     assert Path(rows[B]["path"]).read_bytes() == clips["long"].read_bytes()
     assert shard.leftovers() == [] and not journal_path(shard.ledger).exists()
+
+
+def test_connection_dropped_mid_file_is_transient_and_leaves_nothing(tmp_path, clips, media_server, media_root):
+    serve(media_root, clips, **{f"{A}.mp4": "long"})
+    media_server.behave(f"{A}.mp4", stall_after=5000, stall="close")
+    shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4"))])
+    assert shard.run(base_settings(attempts=2, backoff_initial=0)) == 0
+    row = shard.rows()[A]
+    assert row["status"] == "transient" and row["attempts"] == "2", row
+    assert shard.leftovers() == [] and not (shard.videos / f"{A}.mp4").exists()

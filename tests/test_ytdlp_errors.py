@@ -62,6 +62,7 @@ REAL_MESSAGES = [
     ("ERROR: unable to download video data: [Errno 104] Connection reset by peer", "transient", True, False),
     ("ERROR: [generic] x: Unable to download webpage: [Errno 111] Connection refused", "transient", True, False),
     ("IncompleteRead(10000 bytes read, 10896 more expected)", "transient", True, False),
+    ("ERROR: \r[download] Got error: 5000 bytes read, 15896 more expected", "transient", True, False),
     ("nsig extraction failed: Some formats may be missing", "error", True, True),
     ("n challenge solving failed: Some formats may be missing. Ensure you have a supported JavaScript runtime",
      "error", True, True),

@@ -54,13 +54,17 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import urlparse
 
+import yt_dlp
 from tqdm import tqdm
+from yt_dlp.utils import YoutubeDLError
 
 from .atomic import TMP_PREFIX, commit
 from .config import ConfigError, add_settings_arguments, settings_from_args
 from .ids import ID_KINDS, InvalidVideoId, validate_video_id
 from .ledger import (DOWNLOAD_COLUMNS, DOWNLOAD_OK, DOWNLOAD_PERMANENT, DOWNLOAD_STATUSES, Journal,
                      journal_path, ledger_by_id, read_ledger)
+from .media_probe import MediaProbeError, probe
+from .ytdlp_errors import TRANSIENT, Classification, classify, classify_message
 
 log = logging.getLogger(__name__)
 _ytdlp_log = logging.getLogger(__name__ + ".yt_dlp")
@@ -137,6 +141,8 @@ def check_settings(settings: Mapping) -> dict:
     missing = [key for key in SETTING_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"download settings lack key(s) {', '.join(missing)} (see config.yaml's `download:`)")
+    if settings["attempts"] < 1:
+        raise ConfigError(f"config key 'download.attempts': {settings['attempts']!r} violates minimum 1")
     if settings["max_sleep_interval"] < settings["sleep_interval"]:
         raise ConfigError(f"config key 'download.max_sleep_interval': {settings['max_sleep_interval']!r} "
                           f"is below download.sleep_interval {settings['sleep_interval']!r}")
@@ -160,8 +166,6 @@ def make_row(video_id: str, status: str, message: str = "", *, bytes: int | None
 
 def probe_duration(path: str | Path) -> float | None:
     """Seconds of media in ``path`` according to ffprobe (None if it cannot tell)."""
-    from .media_probe import MediaProbeError, probe  # ffprobe wrapper shared with normalize
-
     try:
         return probe(path).duration
     except MediaProbeError as exc:
@@ -190,8 +194,6 @@ def file_intact(row: Mapping[str, str]) -> bool:
 
 def is_settled(row: Mapping[str, str]) -> bool:
     """A rerun keeps this row instead of trying the video again."""
-    from .ytdlp_errors import classify_message
-
     status = row.get("status")
     if status == DOWNLOAD_OK:
         return file_intact(row)
@@ -320,7 +322,7 @@ def ytdlp_params(settings: Mapping, workdir: Path, logger: YtDlpLog, match_filte
 class Attempt:
     """One try: either a finished row (ok / skipped) or a failure with its classification."""
     row: dict | None = None
-    verdict: object = None  # ytdlp_errors.Classification
+    verdict: Classification | None = None
     message: str = ""
 
 
@@ -349,12 +351,12 @@ class ShardDownloader:
                 self.progress.update(1)
 
     # one video from a URL
-    def fetch(self, video: Video) -> tuple[dict, object]:
-        """Download ``video`` with up to ``attempts`` tries; return its row and the last classification."""
-        from .ytdlp_errors import TRANSIENT
-
+    def fetch(self, video: Video) -> tuple[dict, Classification | None]:
+        """Download ``video`` with up to ``attempts`` tries; return its row and the failure's classification."""
         attempts = self.settings["attempts"]
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             result = self.try_once(video, captions=self.settings["captions"])
             if result.row is None and SUBTITLE_FAILURE in result.message.lower() and result.verdict.status not in (
                     "rate_limited", "transient") and not result.verdict.systemic:
@@ -367,20 +369,14 @@ class ShardDownloader:
                 result.row["attempts"] = attempt
                 return result.row, None
             verdict = result.verdict
-            if verdict is not TRANSIENT or attempt == attempts:
+            if verdict is not TRANSIENT or attempt >= attempts:
                 return make_row(video.video_id, verdict.status, result.message, attempts=attempt), verdict
             delay = min(self.settings["backoff_initial"] * 2 ** (attempt - 1), self.settings["backoff_max"])
             log.info("%s: transient failure (try %d of %d), next try in %.1f s: %s",
                      video.video_id, attempt, attempts, delay, result.message)
             time.sleep(delay)
-        raise AssertionError("unreachable")
 
     def try_once(self, video: Video, captions: bool) -> Attempt:
-        import yt_dlp
-        from yt_dlp.utils import YoutubeDLError
-
-        from .ytdlp_errors import classify
-
         workdir = self.videos_dir / f"{TMP_PREFIX}{video.video_id}"
         shutil.rmtree(workdir, ignore_errors=True)  # never resume what an earlier try left
         workdir.mkdir(parents=True)
@@ -402,8 +398,6 @@ class ShardDownloader:
 
     def keep_files(self, video: Video, info: Mapping, workdir: Path, logger: YtDlpLog) -> Attempt:
         """Move the finished files out of ``workdir`` to their final names; captions first, video last."""
-        from .ytdlp_errors import classify
-
         downloads = info.get("requested_downloads") or []
         filepath = downloads[-1].get("filepath") if downloads else None
         if not filepath or not Path(filepath).is_file():
@@ -470,7 +464,7 @@ class ShardDownloader:
                 settled += 1
                 if journaled.get(video.video_id) != earlier[video.video_id]:
                     self.journal.append(earlier[video.video_id])  # carried over from the final ledger
-            elif video.video_id not in earlier and (found := self.found_complete(video)):
+            elif earlier.get(video.video_id, {}).get("status") != DOWNLOAD_OK and (found := self.found_complete(video)):
                 ready.append(found)
             else:
                 to_fetch.append(video)

@@ -92,6 +92,8 @@ _MESSAGE_RULES: tuple[tuple[Classification, tuple[str, ...]], ...] = (
         "the downloaded file is empty",
         "incomplete data",
         "incompleteread",
+        "more expected",                      # IncompleteRead: "5000 bytes read, 15896 more expected"
+        "[download] got error",               # the HTTP downloader ran out of retries (5xx, reset, short read)
         "content too short",
         "did not get any data blocks",
         "timed out", "timeout",

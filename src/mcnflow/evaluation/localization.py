@@ -40,11 +40,11 @@ def smooth(curve: np.ndarray, window: int) -> np.ndarray:
     if window == 1 or len(curve) == 0:
         return curve.copy()
     kernel = np.ones(int(window))
-    # an even window reaches one sample further back than forward
-    left = (window - 1) // 2
-    right = window - 1 - left
-    padded = np.concatenate([np.zeros(right), curve, np.zeros(left)])
-    ones = np.concatenate([np.zeros(right), np.ones(len(curve)), np.zeros(left)])
+    # sample i averages curve[i - before : i + after + 1]; an even window reaches one further back
+    before = window // 2
+    after = window - 1 - before
+    padded = np.concatenate([np.zeros(before), curve, np.zeros(after)])
+    ones = np.concatenate([np.zeros(before), np.ones(len(curve)), np.zeros(after)])
     sums = np.convolve(padded, kernel, mode="valid")
     counts = np.convolve(ones, kernel, mode="valid")
     return sums / counts

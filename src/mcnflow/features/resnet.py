@@ -98,10 +98,24 @@ def _file_state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not a state dict"
-        raise WeightsError(f"weights '{path}': cannot be read as a torch state dict ({exc})") from exc
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise WeightsError(f"weights '{path}': cannot be read as a torch state dict "
+                           f"({type(exc).__name__}: {first_line})") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"weights '{path}': holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def _state_dict_mismatch(expected: dict, state: dict, examples: int = 3) -> str:
+    """A short description of how ``state`` differs from ``expected`` ('' when it fits)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} instead of {tuple(expected[k].shape)}" for k in expected
+                if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(items)} {what} (e.g. {', '.join(items[:examples])})"
+             for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                 ("tensors of another shape", reshaped)) if items]
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -158,13 +172,10 @@ class ResNet152Weights:
             return ResNet152Features(random_resnet152(self._seed)).eval()
         resnet = torchvision.models.resnet152(weights=None)
         state = self._state_dict()
-        try:
-            resnet.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
-            raise WeightsError(f"weights '{self.setting}': not a torchvision resnet152 state dict "
-                               f"({first} {detail})") from exc
+        problem = _state_dict_mismatch(resnet.state_dict(), state)
+        if problem:
+            raise WeightsError(f"weights '{self.setting}': not a torchvision resnet152 state dict ({problem})")
+        resnet.load_state_dict(state)
         return ResNet152Features(resnet).eval()
 
 
