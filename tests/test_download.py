@@ -368,3 +368,15 @@ def test_connection_dropped_mid_file_is_transient_and_leaves_nothing(tmp_path, c
     row = shard.rows()[A]
     assert row["status"] == "transient" and row["attempts"] == "2", row
     assert shard.leftovers() == [] and not (shard.videos / f"{A}.mp4").exists()
+
+
+def test_empty_shard_and_repeated_ids(tmp_path, clips, media_server, media_root):
+    shard = Shard(tmp_path, [(A, "1", media_server.url(f"{A}.mp4"))])
+    assert shard.run(base_settings()) == 0
+    assert shard.ledger.read_text() == "\t".join(DOWNLOAD_COLUMNS) + "\n"  # nothing in shard 0, still a ledger
+    serve(media_root, clips, **{f"{A}.mp4": "short"})
+    shard.write_manifest([(A, "0", media_server.url(f"{A}.mp4")), (A, "0", media_server.url("elsewhere.mp4"))])
+    shard.ledger.unlink()
+    assert shard.run(base_settings()) == 0
+    assert [r["video_id"] for r in read_ledger(shard.ledger)] == [A]
+    assert media_server.hits("elsewhere.mp4") == []

@@ -13,6 +13,15 @@ from mcnflow.model.losses import (MCNObjective, NonFiniteLossError, check_finite
                                   reconstruction_loss)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors on a shared 2-core machine: intra-op threads only wait for each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ce(logits, target):
     """-log softmax(logits)[target], written out."""
     return -(logits[target] - math.log(sum(math.exp(v) for v in logits)))

@@ -12,6 +12,15 @@ from mcnflow.model.davenet import ResDAVEnet
 from mcnflow.model.gated import GatedEmbeddingUnit
 from mcnflow.model.losses import MCNObjective
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors on a shared 2-core machine: intra-op threads only wait for each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ALL_PAIRS = [list(c) for n in (1, 2, 3) for c in itertools.combinations(["tv", "ta", "va"], n)]
 LOSSES = {"mms": {"enabled": True, "weight": 1.0}, "clustering": {"enabled": True, "weight": 1.0},
           "reconstruction": {"enabled": True, "weight": 50.0}}
@@ -19,7 +28,7 @@ LOSSES = {"mms": {"enabled": True, "weight": 1.0}, "clustering": {"enabled": Tru
 
 def tiny_model(pairs, space="shared"):
     torch.manual_seed(0)
-    return MCN(pairs, space, embd_dim=8, video_dim=6, word_dim=4, recon_size=5, n_mels=4,
+    return MCN(pairs, space, embd_dim=8, video_dim=6, word_dim=4, recon_size=16, n_mels=4,
                audio_widths=[4, 4, 4, 4, 8])
 
 

@@ -323,3 +323,59 @@ def test_cli_trains_with_settings_json_and_workers(corpus, tmp_path):
     other, _ = load_model(serial_path)
     for key, value in model.state_dict().items():
         assert torch.equal(value, other.state_dict()[key]), key
+
+
+def test_experiment_settings_from_config_merge_the_training_overrides():
+    from mcnflow.training.cli import experiment_settings
+
+    base = tiny_settings()
+    config = {"training": base["training"],
+              "experiments": {"tv_fast": {"pairs": ["tv"], "space": "shared", "losses": base["losses"],
+                                          "training": {"lr": 0.5, "epochs": 7}}}}
+    settings = experiment_settings(config, "tv_fast")
+    assert settings["pairs"] == ["tv"] and settings["training"]["lr"] == 0.5 and settings["training"]["epochs"] == 7
+    assert settings["training"]["embd_dim"] == 32 and config["training"]["lr"] == 1e-3
+    with pytest.raises(Exception, match="experiments.nope"):
+        experiment_settings(config, "nope")
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_same_weights_as_an_uninterrupted_run(corpus, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    paths, vocabulary = corpus
+    settings = tiny_settings(pairs=("tv", "va"), epochs=8, batch_size=2)
+
+    def command(out_dir):
+        return [sys.executable, "-m", "mcnflow", "train", "--experiment", "kill", "--settings", json.dumps(settings),
+                "--text", *map(str, paths["text"]), "--video", *map(str, paths["video"]),
+                "--audio", *map(str, paths["audio"]), "--vocabulary", str(vocabulary), "--out-dir", str(out_dir)]
+
+    # The uninterrupted run in this process; one thread everywhere, so sums add up in the same order.
+    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"], vocabulary=vocabulary,
+          out_dir=tmp_path / "straight", experiment="kill")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    victim = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    second = tmp_path / "killed" / "checkpoints" / "epoch-0002.pt"
+    deadline = time.monotonic() + 120
+    while not second.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert second.exists() and not (tmp_path / "killed" / "model.pt").exists(), "the run ended before the kill"
+    subprocess.run(command(tmp_path / "killed"), env=env, check=True, capture_output=True)
+
+    a, _ = load_model(tmp_path / "straight" / "model.pt")
+    b, _ = load_model(tmp_path / "killed" / "model.pt")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert not list((tmp_path / "killed").rglob(".tmp-*"))
+    assert not (tmp_path / "killed" / "log.tsv.journal").exists()
+    rows = read_log(tmp_path / "killed" / "log.tsv")
+    assert [int(r["step"]) for r in rows if r["kind"] == "step"] == list(range(1, 8 * 2 + 1))

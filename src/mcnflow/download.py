@@ -37,7 +37,9 @@ the start, never resumed.
 Once the final ledger exists Snakemake considers the shard done (even with ``rate_limited``
 rows). To retry the retryable rows run ``snakemake --forcerun download_shard`` (or rerun this
 command by hand on the shard). Snakemake deletes a job's outputs before running it unless the
-output is flagged ``update()``; the rule declares the ledger that way so the rerun still sees it.
+output is flagged ``update()``, so the rule declares its ledger ``update(...)``: the forced rerun
+still sees it. (Without the flag finished files are still found by name and kept, but permanent
+failures would be asked about once more.)
 """
 
 from __future__ import annotations
@@ -155,12 +157,12 @@ def is_url(source: str) -> bool:
 
 # --- rows ---------------------------------------------------------------------------------------
 
-def make_row(video_id: str, status: str, message: str = "", *, bytes: int | None = None,
+def make_row(video_id: str, status: str, message: str = "", *, size: int | None = None,
              duration: float | None = None, path: str | Path | None = None,
              captions_path: str | Path | None = None, attempts: int = 0) -> dict:
     assert status in DOWNLOAD_STATUSES, status
     return {"video_id": ledger_key(video_id), "status": status, "message": " ".join(message.split()),
-            "bytes": bytes, "duration": duration, "path": None if path is None else str(path),
+            "bytes": size, "duration": duration, "path": None if path is None else str(path),
             "captions_path": None if captions_path is None else str(captions_path), "attempts": attempts}
 
 
@@ -181,7 +183,7 @@ def local_row(video: Video) -> dict:
     size = path.stat().st_size
     if size == 0:
         return make_row(video.video_id, "unavailable", f"empty file: {video.source}")
-    return make_row(video.video_id, DOWNLOAD_OK, bytes=size, duration=probe_duration(path), path=video.source)
+    return make_row(video.video_id, DOWNLOAD_OK, size=size, duration=probe_duration(path), path=video.source)
 
 
 def file_intact(row: Mapping[str, str]) -> bool:
@@ -421,7 +423,7 @@ class ShardDownloader:
         final = self.videos_dir / f"{video.video_id}{video_file.suffix}"
         commit(video_file, final)
         duration = probe_duration(final) or info.get("duration")
-        return Attempt(row=make_row(video.video_id, DOWNLOAD_OK, bytes=size, duration=duration, path=final,
+        return Attempt(row=make_row(video.video_id, DOWNLOAD_OK, size=size, duration=duration, path=final,
                                     captions_path=captions_path))
 
     def found_complete(self, video: Video) -> dict | None:
@@ -431,21 +433,35 @@ class ShardDownloader:
             return None
         captions = [self.videos_dir / f"{video.video_id}.{lang}.vtt" for lang in self.settings["caption_languages"]]
         captions_path = next((c for c in captions if c.is_file()), None)
-        return make_row(video.video_id, DOWNLOAD_OK, "complete file from an earlier run", bytes=final.stat().st_size,
+        return make_row(video.video_id, DOWNLOAD_OK, "complete file from an earlier run", size=final.stat().st_size,
                         duration=probe_duration(final), path=final, captions_path=captions_path)
 
     # the whole shard
     def run(self, videos: list[Video]) -> int:
         self.videos_dir.mkdir(parents=True, exist_ok=True)
-        order = [ledger_key(v.video_id) for v in videos]
+        self.progress = tqdm(total=len(videos), desc=f"download shard {self.shard_name}", unit="video",
+                             file=sys.stderr)
+        try:
+            to_fetch = self.settle_known(videos)
+            code = self.fetch_all(to_fetch)
+        finally:
+            self.progress.close()
+        if code != 0:
+            return code
+        rows = self.journal.finish(self.ledger, [ledger_key(v.video_id) for v in videos])
+        counts = collections.Counter(row["status"] for row in rows)
+        log.info("shard %s: %d video(s): %s", self.shard_name, len(rows),
+                 ", ".join(f"{status} {counts[status]}" for status in DOWNLOAD_STATUSES if counts[status]) or "none")
+        return 0
+
+    def settle_known(self, videos: list[Video]) -> list[Video]:
+        """Record every outcome known without asking the server; return the videos left to download."""
         valid: list[Video] = []
-        to_fetch: list[Video] = []
-        ready: list[dict] = []  # outcomes known without contacting the server
         for video in videos:
             try:
                 validate_video_id(video.video_id, self.id_kind)
             except InvalidVideoId as exc:
-                ready.append(make_row(video.video_id, "error", str(exc)))
+                self.record(make_row(video.video_id, "error", str(exc)))
                 continue
             valid.append(video)
         removed = remove_leftovers(self.videos_dir, [v.video_id for v in valid])
@@ -454,38 +470,26 @@ class ShardDownloader:
 
         earlier = prior_rows(self.ledger, self.journal)
         journaled = self.journal.read()
+        to_fetch: list[Video] = []
         settled = 0
         for video in valid:
+            row = earlier.get(video.video_id)
             if not video.source:
-                ready.append(make_row(video.video_id, "error", "the manifest gives no source"))
+                self.record(make_row(video.video_id, "error", "the manifest gives no source"))
             elif not is_url(video.source):
-                ready.append(local_row(video))
-            elif video.video_id in earlier and is_settled(earlier[video.video_id]):
+                self.record(local_row(video))
+            elif row is not None and is_settled(row):
+                if journaled.get(video.video_id) != row:
+                    self.journal.append(row)  # carried over from the final ledger
                 settled += 1
-                if journaled.get(video.video_id) != earlier[video.video_id]:
-                    self.journal.append(earlier[video.video_id])  # carried over from the final ledger
-            elif earlier.get(video.video_id, {}).get("status") != DOWNLOAD_OK and (found := self.found_complete(video)):
-                ready.append(found)
+                self.progress.update(1)
+            elif (row is None or row["status"] != DOWNLOAD_OK) and (found := self.found_complete(video)):
+                self.record(found)
             else:
                 to_fetch.append(video)
         if settled:
             log.info("%d video(s) already settled by an earlier run", settled)
-
-        self.progress = tqdm(total=len(videos), initial=settled, desc=f"download shard {self.shard_name}",
-                             unit="video", file=sys.stderr)
-        try:
-            for row in ready:
-                self.record(row)
-            code = self.fetch_all(to_fetch)
-        finally:
-            self.progress.close()
-        if code != 0:
-            return code
-        rows = self.journal.finish(self.ledger, order)
-        counts = collections.Counter(row["status"] for row in rows)
-        log.info("shard %s: %d video(s): %s", self.shard_name, len(rows),
-                 ", ".join(f"{status} {counts[status]}" for status in DOWNLOAD_STATUSES if counts[status]) or "none")
-        return 0
+        return to_fetch
 
     def fetch_all(self, videos: list[Video]) -> int:
         """Download ``videos`` in order, pausing the shard when the server keeps rate limiting."""

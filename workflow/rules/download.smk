@@ -5,7 +5,8 @@ rule download_shard:
     input:
         "results/manifest/{corpus}.tsv",
     output:
-        "results/download/{corpus}/shard-{shard}.tsv",
+        # update(): a forced rerun reads the old ledger and retries only its retryable rows.
+        update("results/download/{corpus}/shard-{shard}.tsv"),
     log:
         "logs/download/{corpus}/shard-{shard}.log",
     benchmark:

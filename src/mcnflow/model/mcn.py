@@ -155,6 +155,8 @@ class MCN(nn.Module):
         ``space`` is None for a shared model, or a pair name ("tv", "ta", "va") for a per_pair one.
         """
         space = self._resolve_space(space)
+        if modality not in self.modalities:
+            raise ValueError(f"modality {modality!r} is not in this model (modalities: {', '.join(self.modalities)})")
         if modality not in self.space_modalities(space):
             raise ValueError(f"modality {modality!r} has no embedding in space {space!r}")
         return self.project(modality, self.encode(modality, batch), space)

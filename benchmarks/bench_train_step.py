@@ -1,0 +1,148 @@
+"""Training step time fed by the real HDF5 DataLoader vs fed by batches already in memory.
+
+Both measurements run in one process on the same Trainer (the same model, objective and
+train_step), so the ratio is the cost of reading shards, cutting clips and collating that the
+DataLoader workers fail to hide. Goal: ratio <= 1.10.
+
+    .venv/bin/python benchmarks/bench_train_step.py                       # CPU, small sizes
+    .venv/bin/python benchmarks/bench_train_step.py --device cuda --videos 512 --batch-size 128 \
+        --n-pair 32 --embd-dim 6144 --video-dim 2048 --audio-frames 1000 --num-workers 12 --amp
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcnflow.features.store import ShardWriter, write_vocabulary
+from mcnflow.model import modalities_of
+from mcnflow.training.dataset import ClipDataset
+from mcnflow.training.trainer import Trainer
+
+
+def write_shards(root: Path, args: argparse.Namespace) -> tuple[dict[str, list[Path]], Path]:
+    rng = np.random.default_rng(0)
+    vocabulary = write_vocabulary(root / "vocabulary.h5", [f"w{i}" for i in range(args.vocabulary)],
+                                  rng.normal(size=(args.vocabulary, args.word_dim)).astype(np.float32), {})
+    paths: dict[str, list[Path]] = {"video": [], "audio": [], "text": []}
+    per_shard = -(-args.videos // args.shards)
+    for shard in range(args.shards):
+        writers = {m: ShardWriter(root / m / f"shard-{shard:05d}.h5", m, "bench", shard) for m in paths}
+        for modality, writer in writers.items():
+            paths[modality].append(writer.path)
+            writer.__enter__()
+        for i in range(shard * per_shard, min(args.videos, (shard + 1) * per_shard)):
+            video_id = f"v{i:06d}"
+            n_captions = max(1, int(args.seconds / args.caption_seconds))
+            starts = np.arange(n_captions, dtype=np.float32) * args.caption_seconds
+            tokens = rng.integers(0, args.vocabulary, size=n_captions * 8).astype(np.int32)
+            writers["video"].add(video_id, rng.random((args.seconds, args.video_dim), dtype=np.float32).astype(np.float16))
+            writers["audio"].add(video_id, rng.normal(size=(40, args.seconds * 100)).astype(np.float16))
+            writers["text"].add(video_id, {"token_ids": tokens, "offsets": np.arange(0, len(tokens) + 1, 8),
+                                           "start": starts, "end": starts + args.caption_seconds})
+        for writer in writers.values():
+            writer.__exit__(None, None, None)
+    return paths, vocabulary
+
+
+def settings_for(args: argparse.Namespace) -> dict:
+    training = {
+        "embd_dim": args.embd_dim, "video_dim": args.video_dim, "word_dim": args.word_dim, "n_pair": args.n_pair,
+        "min_time": 10.0, "max_words": 20, "audio_frames": args.audio_frames, "batch_size": args.batch_size,
+        "epochs": 1, "lr": 1e-4, "optimizer": "adam", "warmup_steps": 0, "schedule": "constant", "margin": 0.001,
+        "clusters": args.clusters, "queue_batches": 20, "kmeans_iters": 20, "recon_size": args.recon_size,
+        "num_workers": args.num_workers, "device": args.device, "amp": args.amp, "seed": 0, "tensorboard": False,
+    }
+    if args.audio_widths:
+        training["audio_widths"] = args.audio_widths
+    term = {"enabled": True, "weight": 1.0}
+    return {"pairs": args.pairs, "space": args.space, "training": training,
+            "losses": {"mms": term, "clustering": term, "reconstruction": {"enabled": True, "weight": 50.0}}}
+
+
+def timed_steps(trainer: Trainer, batches, steps: int) -> float:
+    """Mean seconds per train_step over ``steps`` steps, the clock running from the first fetch."""
+    synchronize = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    synchronize()
+    started = time.perf_counter()
+    for batch in itertools.islice(batches, steps):
+        trainer.train_step(batch)
+    synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--videos", type=int, default=96)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=120, help="length of every synthetic video")
+    parser.add_argument("--caption-seconds", type=float, default=4.0)
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per step")
+    parser.add_argument("--n-pair", type=int, default=8)
+    parser.add_argument("--embd-dim", type=int, default=256)
+    parser.add_argument("--video-dim", type=int, default=2048)
+    parser.add_argument("--word-dim", type=int, default=300)
+    parser.add_argument("--vocabulary", type=int, default=5000)
+    parser.add_argument("--audio-frames", type=int, default=1000)
+    parser.add_argument("--audio-widths", type=int, nargs=5, default=None,
+                        help="ResDAVEnet widths (default: MCN's 128 128 256 512 1024)")
+    parser.add_argument("--recon-size", type=int, default=256)
+    parser.add_argument("--clusters", type=int, default=16)
+    parser.add_argument("--pairs", nargs="+", default=["tv", "ta", "va"])
+    parser.add_argument("--space", choices=["shared", "per_pair"], default="shared")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (worker start, allocator)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        paths, vocabulary = write_shards(root, args)
+        print(f"wrote {args.videos} synthetic videos in {time.perf_counter() - started:.1f} s")
+        settings = settings_for(args)
+        training = settings["training"]
+        modalities = modalities_of(args.pairs)
+        dataset = ClipDataset(text=paths["text"], video=paths["video"] if "video" in modalities else (),
+                              audio=paths["audio"] if "audio" in modalities else (), vocabulary=vocabulary,
+                              modalities=modalities, n_pair=args.n_pair, min_time=training["min_time"],
+                              max_words=training["max_words"], audio_frames=args.audio_frames, seed=0)
+        trainer = Trainer(settings, dataset, root / "out", "bench")
+        trainer.model.train()
+        needed = args.warmup + args.steps
+        if trainer.steps_per_epoch < needed:
+            raise SystemExit(f"{trainer.steps_per_epoch} steps per epoch; need --videos >= {needed * args.batch_size}")
+
+        # 1. Fed by the DataLoader (workers read HDF5 and cut clips while the model trains).
+        loader = iter(trainer.loader)
+        timed_steps(trainer, loader, args.warmup)
+        loader_step = timed_steps(trainer, loader, args.steps)
+        del loader
+
+        # 2. The same steps fed by batches already in memory (pinned on CUDA, as the loader's).
+        batches = list(itertools.islice(iter(trainer.loader), args.steps))
+        if trainer.device.type == "cuda":
+            batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
+        memory_step = timed_steps(trainer, iter(batches), args.steps)
+
+    clips = trainer.videos_per_step * args.n_pair
+    print(f"device {trainer.device}{' (AMP)' if trainer.amp else ''}, {trainer.videos_per_step} videos x "
+          f"{args.n_pair} clips = {clips} clips/step, embd_dim {args.embd_dim}, pairs {','.join(args.pairs)}, "
+          f"{args.num_workers} workers, torch threads {torch.get_num_threads()}")
+    print(f"step fed by HDF5 DataLoader : {loader_step * 1000:8.1f} ms")
+    print(f"step fed from memory        : {memory_step * 1000:8.1f} ms")
+    print(f"ratio loader / memory       : {loader_step / memory_step:8.3f}   (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
