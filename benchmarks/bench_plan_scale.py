@@ -62,7 +62,7 @@ def main() -> int:
         overrides = make_inputs(root, args.videos)
         overrides["shard_size"] = args.shard_size
         print(f"made a {args.videos}-row manifest in {time.perf_counter() - t0:.1f} s")
-        for name in ("Snakefile", "config.yaml", "workflow", "profiles"):
+        for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
             src = REPO / name
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
         (root / "bench.yaml").write_text(yaml.safe_dump(overrides))

@@ -81,7 +81,7 @@ def timed_steps(trainer: Trainer, batches, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--videos", type=int, default=96)
+    parser.add_argument("--videos", type=int, default=128)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=120, help="length of every synthetic video")
     parser.add_argument("--caption-seconds", type=float, default=4.0)
@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (worker start, allocator)")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating loader / memory measurements")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -119,21 +120,35 @@ def main() -> None:
                               max_words=training["max_words"], audio_frames=args.audio_frames, seed=0)
         trainer = Trainer(settings, dataset, root / "out", "bench")
         trainer.model.train()
-        needed = args.warmup + args.steps
+        needed = max(args.warmup + args.steps, args.steps)
         if trainer.steps_per_epoch < needed:
             raise SystemExit(f"{trainer.steps_per_epoch} steps per epoch; need --videos >= {needed * args.batch_size}")
 
-        # 1. Fed by the DataLoader (workers read HDF5 and cut clips while the model trains).
-        loader = iter(trainer.loader)
-        timed_steps(trainer, loader, args.warmup)
-        loader_step = timed_steps(trainer, loader, args.steps)
-        del loader
-
-        # 2. The same steps fed by batches already in memory (pinned on CUDA, as the loader's).
+        # Alternate the two feeds so drifting machine load hits both alike; report medians over rounds.
+        # 1. Fed by the DataLoader: fresh workers each round, untimed warm-up steps, then the timed steps
+        #    (more than the workers can prefetch, so the steady state is measured).
+        # 2. The same train_step fed by batches already in memory (pinned on CUDA, as the loader's).
         batches = list(itertools.islice(iter(trainer.loader), args.steps))
         if trainer.device.type == "cuda":
             batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
-        memory_step = timed_steps(trainer, iter(batches), args.steps)
+        loader_times, memory_times = [], []
+        for round_ in range(args.rounds):
+            loader = iter(trainer.loader)
+            timed_steps(trainer, loader, args.warmup)
+            loader_times.append(timed_steps(trainer, loader, args.steps))
+            del loader
+            memory_times.append(timed_steps(trainer, iter(batches), args.steps))
+            print(f"round {round_ + 1}: loader {loader_times[-1] * 1000:.1f} ms, memory {memory_times[-1] * 1000:.1f} ms")
+        loader_step, memory_step = float(np.median(loader_times)), float(np.median(memory_times))
+
+        # The loader alone (no training): how much of a step the workers' reading and cutting costs.
+        loader = iter(trainer.loader)
+        next(loader)
+        started = time.perf_counter()
+        for _ in itertools.islice(loader, args.steps):
+            pass
+        loader_alone = (time.perf_counter() - started) / args.steps
+        del loader
 
     clips = trainer.videos_per_step * args.n_pair
     print(f"device {trainer.device}{' (AMP)' if trainer.amp else ''}, {trainer.videos_per_step} videos x "
@@ -141,6 +156,7 @@ def main() -> None:
           f"{args.num_workers} workers, torch threads {torch.get_num_threads()}")
     print(f"step fed by HDF5 DataLoader : {loader_step * 1000:8.1f} ms")
     print(f"step fed from memory        : {memory_step * 1000:8.1f} ms")
+    print(f"DataLoader alone, per batch : {loader_alone * 1000:8.1f} ms")
     print(f"ratio loader / memory       : {loader_step / memory_step:8.3f}   (goal <= 1.10)")
 
 

@@ -174,3 +174,16 @@ def test_online_kmeans_schedule_and_state_round_trip():
     assert torch.equal(km.centroids, copy.centroids)
     with pytest.raises(ValueError, match="clusters"):
         OnlineKMeans(clusters=5, iters=5, queue_batches=3, seed=0).load_state_dict(km.state_dict())
+
+
+def test_clustering_alone_can_step_before_its_first_fit_and_disabled_weights_may_be_absent():
+    model = tiny_model(["tv"], reconstruction=False)
+    losses = {"mms": {"enabled": False}, "clustering": {"enabled": True, "weight": 1.0},
+              "reconstruction": {"enabled": False}}
+    objective = objective_for(model, losses, clusters=100)
+    total, terms = objective(model(tiny_batch()), step=1)
+    assert list(terms) == ["clustering"] and total.item() == 0.0
+    total.backward()                                    # attached to the graph, zero gradients
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    with pytest.raises(ValueError, match="every loss term is disabled"):
+        objective_for(model, {name: {"enabled": False} for name in ("mms", "clustering", "reconstruction")})

@@ -16,7 +16,7 @@ from mcnflow.features.store import ShardWriter, write_vocabulary
 from mcnflow.model import load_model
 from mcnflow.model.losses import NonFiniteLossError
 from mcnflow.training import clips
-from mcnflow.training.dataset import ClipDataset
+from mcnflow.training.dataset import ClipDataset, file_sha256
 from mcnflow.training.trainer import Trainer, lr_factor, train
 
 VIDEO_DIM, WORD_DIM, N_MELS, TOPICS, WORDS_PER_TOPIC = 16, 8, 8, 4, 5
@@ -70,7 +70,8 @@ def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, miss
         for modality in ("video", "audio", "text"):
             path = root / modality / f"shard-{shard:05d}.h5"
             path.parent.mkdir(parents=True, exist_ok=True)
-            attrs = {"fps": 1} if modality == "video" else {"hop_ms": 10} if modality == "audio" else {}
+            attrs = {"video": {"fps": 1}, "audio": {"hop_ms": 10},
+                     "text": {"vocabulary_sha256": file_sha256(vocabulary)}}[modality]
             with ShardWriter(path, modality, "tiny", shard, attrs=attrs) as writer:
                 for video_id, data in contents.items():
                     if modality == "audio" and video_id in missing_audio:
@@ -178,6 +179,19 @@ def test_dataset_skips_videos_lacking_a_needed_modality_and_is_seeded(corpus):
     assert len(tv) == 6 and tv.audio is None and "audio" not in tv[0]
 
 
+def test_dataset_refuses_shards_of_another_vocabulary_or_rate(corpus, tmp_path):
+    paths, vocabulary = corpus
+    settings = tiny_settings()
+    other = write_vocabulary(tmp_path / "other.h5", ["a", "b"], np.zeros((2, WORD_DIM)), {})
+    with pytest.raises(ValueError, match="another vocabulary"):
+        make_dataset((paths, other), settings)
+    audio = tmp_path / "audio.h5"
+    with ShardWriter(audio, "audio", "tiny", 0, attrs={"hop_ms": 20}) as writer:
+        writer.add("vid000", np.zeros((N_MELS, 10), dtype=np.float16))
+    with pytest.raises(ValueError, match="hop_ms=20"):
+        make_dataset(({**paths, "audio": [audio]}, vocabulary), settings)
+
+
 def test_lr_schedule():
     assert lr_factor(0, "warmup_cosine", 4, 12) == 0.0
     assert lr_factor(2, "warmup_cosine", 4, 12) == 0.5
@@ -208,6 +222,10 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
         killed.run()
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
     assert not (tmp_path / "killed" / "model.pt").exists() and not (tmp_path / "killed" / "log.tsv").exists()
+    checkpoint = torch.load(tmp_path / "killed" / "checkpoints" / "epoch-0002.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "kmeans", "rng", "epoch", "step", "meta"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 2 and checkpoint["step"] == 4 and len(checkpoint["kmeans"]["shared"]["queue"]) == 2
+    assert load_model(tmp_path / "killed" / "checkpoints" / "epoch-0002.pt")[1]["epochs_done"] == 2
     # ... and resumed by a fresh process-like start.
     resumed = Trainer(settings, make_dataset(corpus, settings), tmp_path / "killed", "tiny")
     resumed.run()
@@ -379,3 +397,11 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_an_uninterrupted_run(corpu
     assert not (tmp_path / "killed" / "log.tsv.journal").exists()
     rows = read_log(tmp_path / "killed" / "log.tsv")
     assert [int(r["step"]) for r in rows if r["kind"] == "step"] == list(range(1, 8 * 2 + 1))
+
+
+def test_no_hdf5_file_is_left_open_for_forked_workers(corpus):
+    settings = tiny_settings()
+    dataset = make_dataset(corpus, settings)
+    Trainer(settings, dataset, "unused", "tiny")   # reads the feature dimensions
+    readers = [r for index in (dataset.text, dataset.video, dataset.audio) for r in index.readers]
+    assert readers and all(r._file is None for r in readers)

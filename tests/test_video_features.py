@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -17,7 +16,6 @@ import time
 import urllib.error
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -198,6 +196,16 @@ def test_bad_weights_paths_give_errors_naming_the_path(tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(10)}, other)
     with pytest.raises(WeightsError, match="other.pth.*not a torchvision resnet152 state dict"):
         ResNet152Weights.resolve(str(other), seed=0).build()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
+def test_cuda_without_a_gpu_is_a_config_error():
+    from mcnflow.config import ConfigError
+    from mcnflow.features.resnet import resolve_device
+
+    assert resolve_device("auto") == CPU
+    with pytest.raises(ConfigError, match="features.video.device.*no CUDA device"):
+        resolve_device("cuda")
 
 
 # --- settings and plan -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "demo", "profiles"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "demo", "profiles", "envs"]
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -116,6 +116,8 @@ DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
+# Store each job's comment, where the Snakemake plugin names the rule and wildcards (sacct -o Comment).
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
@@ -158,8 +160,9 @@ if [ ${#changed[@]} -gt 0 ]; then
     pidfile=/run/$daemon.pid
     if running "$pidfile"; then
       say "restarting $daemon for the new configuration"
-      kill "$(cat "$pidfile")"
-      wait_for "$WAIT_S" "$daemon to stop" bash -c "! kill -0 $(cat "$pidfile")" || die "$daemon did not stop"
+      pid=$(cat "$pidfile")
+      kill "$pid"
+      wait_for "$WAIT_S" "$daemon to stop" bash -c "! kill -0 $pid" || die "$daemon (pid $pid) did not stop"
     fi
   done
 fi
@@ -228,7 +231,7 @@ say "slurmd up"
 # --- summary ----------------------------------------------------------------------------------
 echo
 echo "SLURM $(sinfo -V | awk '{print $2}') cluster '$CLUSTER' is up in $(($(date +%s) - started_at)) s"
-sinfo -o "  partition %P  nodes %N  state %T  cpus %c  memory %m MB  timelimit %l"
+sinfo -h -o "  partition %P  nodes %N  state %T  cpus %c  memory %m MB  timelimit %l"
 sacctmgr -n -P list association cluster="$CLUSTER" format=account,user |
   awk -F'|' '$2 != "" {print "  account " $1 "  user " $2}'
 echo "  logs: $LOG_DIR/{slurmctld,slurmd,slurmdbd,mariadb}.log   stop: scripts/slurm/stop-cluster.sh"

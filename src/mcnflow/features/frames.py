@@ -65,7 +65,7 @@ def _run_ffmpeg(path: Path, video_filter: str, extra: list[str], width: int, hei
         raise DecodeError(f"ffmpeg failed: {last_meaningful_line(done.stderr, path)}")
     frame_bytes = width * height * 3
     if len(done.stdout) % frame_bytes:
-        # e.g. a rotation flag ffprobe's size does not show: refuse rather than store scrambled frames
+        # a torn last frame (ffmpeg stopped mid-write): refuse rather than store a shifted image
         raise DecodeError(f"ffmpeg wrote {len(done.stdout)} bytes, not a multiple of one "
                           f"{width}x{height} RGB frame ({frame_bytes} bytes)")
     # bytearray: a writable buffer, so torch.from_numpy can share it without a warning

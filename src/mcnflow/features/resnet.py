@@ -45,14 +45,21 @@ class FramePreprocess:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # per-device copies of mean/std: building them per batch would make a blocking host-to-GPU copy
+    _constants: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._constants:
+            self._constants[device] = tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+                                            for v in (self.mean, self.std))
+        return self._constants[device]
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        mean, std = self._on(frames.device)
         # NHWC permuted to NCHW is already channels_last in memory; float() keeps those strides.
         x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)
 
 
@@ -67,7 +74,8 @@ class ResNet152Features(nn.Module):
         self.trunk = nn.Sequential(*list(resnet.children())[:-2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x).mean(dim=(2, 3))
+        # average in float32 even under autocast (conv5 maps are 7x13 = 91 values per channel at 224x397)
+        return self.trunk(x).float().mean(dim=(2, 3))
 
 
 def random_resnet152(seed: int) -> torchvision.models.ResNet:
@@ -170,12 +178,13 @@ class ResNet152Weights:
         """The feature model with these weights, in eval mode, on the CPU."""
         if self._seed is not None:
             return ResNet152Features(random_resnet152(self._seed)).eval()
-        resnet = torchvision.models.resnet152(weights=None)
         state = self._state_dict()
+        with torch.device("meta"):  # shapes only: skips a random init that loading would overwrite
+            resnet = torchvision.models.resnet152(weights=None)
         problem = _state_dict_mismatch(resnet.state_dict(), state)
         if problem:
             raise WeightsError(f"weights '{self.setting}': not a torchvision resnet152 state dict ({problem})")
-        resnet.load_state_dict(state)
+        resnet.load_state_dict(state, assign=True)
         return ResNet152Features(resnet).eval()
 
 
@@ -203,6 +212,9 @@ class FrameEncoder:
         self.l2_normalize = l2_normalize
         self.model = weights.build().to(device=device, memory_format=torch.channels_last)
         self.autocast_dtype = CUDA_AUTOCAST_DTYPE if device.type == "cuda" else None
+        if device.type == "cuda":
+            # frame sizes repeat (all normalized videos are 454x256), so cuDNN's per-shape search pays off
+            torch.backends.cudnn.benchmark = True
 
     @property
     def precision(self) -> str:

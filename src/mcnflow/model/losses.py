@@ -66,8 +66,11 @@ class MCNObjective:
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; allowed: {', '.join(LOSS_TERMS)}")
         self.model = model
         self.enabled = {name: bool(losses[name]["enabled"]) for name in LOSS_TERMS}
-        self.weights = {name: float(losses[name]["weight"]) for name in LOSS_TERMS}
+        # A disabled term's weight is never used (and may be absent).
+        self.weights = {name: float(losses[name]["weight"]) for name in LOSS_TERMS if self.enabled[name]}
         self.margin = margin
+        if not any(self.enabled.values()):
+            raise ValueError("every loss term is disabled: nothing to train")
         if self.enabled["reconstruction"] and model.decoders is None:
             raise ValueError("reconstruction is enabled but the model has no decoders")
         self.kmeans: dict[str, OnlineKMeans] = {}
@@ -92,7 +95,8 @@ class MCNObjective:
             per_space.append(torch.stack([cluster_loss(e, centroids, labels, self.margin)
                                           for e in embeddings.values()]).mean())
         if not per_space:
-            return torch.zeros((), device=next(iter(output.trunk.values())).device)
+            # Zero, but attached to the graph: a run whose only term is clustering can still step.
+            return 0.0 * sum(e.float().sum() for per_mod in output.embeddings.values() for e in per_mod.values())
         return torch.stack(per_space).mean()
 
     def _reconstruction(self, output: MCNOutput) -> torch.Tensor:
@@ -113,8 +117,6 @@ class MCNObjective:
             terms["clustering"] = self._clustering(output)
         if self.enabled["reconstruction"]:
             terms["reconstruction"] = self._reconstruction(output)
-        if not terms:
-            raise ValueError("every loss term is disabled: nothing to train")
         check_finite(terms, step)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return total, terms

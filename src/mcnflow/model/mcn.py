@@ -14,7 +14,8 @@ part that defines the space, and the trunks' cost is paid once.
 
 Reconstruction decoders (MCN's ``recon_*``) map an embedding back to its own modality's trunk output:
 video -> the input clip feature, audio -> the pooled ResDAVEnet output, text -> the sentence max-pool.
-With per_pair spaces each (space, modality) embedding has its own decoder.
+With per_pair spaces each (space, modality) embedding has its own decoder. As in MCN the targets are
+not detached, so reconstruction also shapes the trunks.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def load_model(checkpoint_path: str | Path, map_location: str | torch.device = "
     meta holds the experiment settings (pairs, space, losses, training), the model's constructor
     arguments (``model``) and the vocabulary the text branch was trained with (``vocabulary``).
     """
-    payload = torch.load(checkpoint_path, map_location=map_location, weights_only=False)
+    # weights_only: model files and checkpoints hold tensors and plain values only, no pickled code.
+    payload = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or "model" not in payload or "meta" not in payload:
         raise ValueError(f"{checkpoint_path}: not an mcnflow model file (no 'model' and 'meta')")
     meta = payload["meta"]

@@ -36,7 +36,7 @@ from ..model.davenet import DAVENET_WIDTHS
 from ..model.losses import LOSS_TERMS, MCNObjective
 from ..model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
 from .clips import flatten_pairs
-from .dataset import ClipDataset, EpochPermutation, seed_worker
+from .dataset import ClipDataset, EpochPermutation, collate_videos, seed_worker
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
         raise ConfigError(f"experiment settings 'space': {settings['space']!r}; allowed: {', '.join(SPACE_KINDS)}")
     for term in LOSS_TERMS:
         spec = settings["losses"].get(term)
-        if not isinstance(spec, Mapping) or "enabled" not in spec or "weight" not in spec:
-            raise ConfigError(f"experiment settings 'losses.{term}' needs 'enabled' and 'weight'")
+        if not isinstance(spec, Mapping) or "enabled" not in spec:
+            raise ConfigError(f"experiment settings 'losses.{term}' needs 'enabled' (and 'weight' when enabled)")
+        if spec["enabled"] and "weight" not in spec:
+            raise ConfigError(f"experiment settings 'losses.{term}' is enabled but has no 'weight'")
     missing = [k for k in TRAINING_KEYS if k not in settings["training"]]
     if missing:
         raise ConfigError(f"experiment settings 'training': missing key(s) {', '.join(missing)}")
@@ -103,7 +105,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global generator's state, as plain values and tensors (loadable with weights_only=True)."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -111,7 +117,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: Mapping) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], np.array(numpy_state["key"], dtype=np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -139,7 +147,7 @@ def load_latest_checkpoint(directory: Path) -> dict | None:
     """The newest checkpoint that loads and says it is complete (older ones if the newest is damaged)."""
     for epoch, path in reversed(list_checkpoints(directory)):
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged file: fall back to the one before
             log.warning("checkpoint %s cannot be read (%s); trying an older one", path, exc)
             continue
@@ -245,7 +253,7 @@ class Trainer:
         self.loader_generator = torch.Generator()
         self.loader = DataLoader(
             dataset, batch_size=self.videos_per_step, sampler=self.sampler, drop_last=True,
-            num_workers=self.training["num_workers"], worker_init_fn=seed_worker, generator=self.loader_generator,
+            collate_fn=collate_videos, num_workers=self.training["num_workers"], worker_init_fn=seed_worker, generator=self.loader_generator,
             pin_memory=self.device.type == "cuda")
         self.epoch = 0
         self.step = 0
