@@ -50,9 +50,9 @@ def slurm_unavailable() -> str | None:
     if sinfo is None:
         return "no SLURM client here (sinfo not found); start a test cluster with scripts/slurm/start-cluster.sh"
     try:
-        answer = subprocess.run([sinfo, "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=20)
+        answer = subprocess.run([sinfo, "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 20 s (is slurmctld running? scripts/slurm/start-cluster.sh)"
+        return "sinfo did not answer within 10 s (is slurmctld running? scripts/slurm/start-cluster.sh)"
     if answer.returncode != 0 or not answer.stdout.strip():
         return f"sinfo does not answer: {answer.stderr.strip() or 'no partitions'} (scripts/slurm/start-cluster.sh)"
     return None
