@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "survival": ("mcnflow.survival", "summarize download ledgers: how many videos survived, and why not"),
     "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
     "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
+    "feature-stats": ("mcnflow.feature_stats", "count feature outcomes and stored lengths per modality"),
     "train": ("mcnflow.training.cli", "train MCN for one experiment"),
     "evaluate": ("mcnflow.evaluation.cli", "evaluate one experiment's checkpoint on one benchmark"),
     "summarize": ("mcnflow.report", "collect metrics into results/summary.csv, summary.md and plots"),

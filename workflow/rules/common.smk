@@ -157,6 +157,7 @@ def feature_files(corpus, modalities):
 def all_targets():
     return [
         *expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
+        *expand("results/features/{corpus}/stats.tsv", corpus=FEATURE_CORPORA),
         *expand("results/train/{experiment}/model.pt", experiment=EXPERIMENTS),
         *expand(
             "results/eval/{experiment}/{benchmark}.json",

@@ -90,3 +90,24 @@ rule extract_text:
         " --manifest {input.manifest} --shard {wildcards.shard} --download-ledger {input.download}"
         " --normalize-ledger {input.normalize} --vocabulary {input.vocabulary}"
         " --output {output.features} --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule feature_stats:
+    input:
+        shard_files("results/features/{corpus}/video/shard-{shard}.tsv"),
+        shard_files("results/features/{corpus}/audio/shard-{shard}.tsv"),
+        shard_files("results/features/{corpus}/text/shard-{shard}.tsv"),
+    output:
+        report(
+            "results/features/{corpus}/stats.tsv",
+            caption="../report/feature_stats.rst",
+            category="Data",
+            labels={"corpus": "{corpus}", "table": "features"},
+        ),
+    log:
+        "logs/features/{corpus}/stats.log",
+    conda:
+        "../../envs/download.yaml"
+    shell:
+        "python -m mcnflow feature-stats --corpus {wildcards.corpus} --ledgers {input}"
+        " --output {output} > {log} 2>&1"

@@ -4,6 +4,7 @@
 localrules:
     manifest,
     survival,
+    feature_stats,
     summarize,
 
 

@@ -1,0 +1,51 @@
+"""``mcnflow feature-stats``: per corpus and modality, how many videos have features and how much.
+
+    mcnflow feature-stats --corpus youcook2 --ledgers results/features/youcook2/*/shard-*.tsv \\
+        --output results/features/youcook2/stats.tsv
+
+One row per (modality, status) with the number of videos and the stored length (seconds of video,
+log-mel frames, or captions), read from the feature ledgers. The modality is the ledger's folder name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from pathlib import Path
+
+from .ledger import FEATURE_STATUSES, read_ledger, write_ledger
+
+STATS_COLUMNS = ("corpus", "modality", "status", "videos", "length")
+
+
+def feature_stats(corpus: str, ledgers: list[str]) -> list[dict]:
+    videos: collections.Counter = collections.Counter()
+    length: collections.Counter = collections.Counter()
+    modalities: list[str] = []
+    for ledger in ledgers:
+        modality = Path(ledger).parent.name
+        if modality not in modalities:
+            modalities.append(modality)
+        for row in read_ledger(ledger):
+            if row["status"] not in FEATURE_STATUSES:
+                raise ValueError(f"{ledger}: unknown status {row['status']!r} for {row['video_id']!r}; "
+                                 f"allowed: {', '.join(FEATURE_STATUSES)}")
+            videos[modality, row["status"]] += 1
+            length[modality, row["status"]] += int(row["length"] or 0)
+    return [{"corpus": corpus, "modality": m, "status": s, "videos": videos[m, s], "length": length[m, s]}
+            for m in modalities for s in FEATURE_STATUSES if videos[m, s] or s == "ok"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--ledgers", nargs="+", required=True, metavar="TSV",
+                        help="feature ledgers, results/features/<corpus>/<modality>/shard-*.tsv")
+    parser.add_argument("--output", required=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = feature_stats(args.corpus, args.ledgers)
+    write_ledger(args.output, rows, STATS_COLUMNS)
+    for row in rows:
+        print(f"{row['modality']:<6} {row['status']:<12} {row['videos']:>8} videos {row['length']:>10} stored")
+    return 0
