@@ -195,8 +195,13 @@ def normalized_videos(path):
     return path if config["normalize"]["keep"] else temp(path)
 
 
+def training_feature_modalities(name):
+    """What a training reads: its modalities, plus text, whose caption times define the clips."""
+    return sorted(set(experiment_modalities(name)) | {"text"})
+
+
 def training_inputs(wildcards):
-    files = feature_files(TRAIN_CORPUS, experiment_modalities(wildcards.experiment))
+    files = feature_files(TRAIN_CORPUS, training_feature_modalities(wildcards.experiment))
     files["vocabulary"] = "results/features/vocabulary.h5"
     return files
 
