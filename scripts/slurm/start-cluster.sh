@@ -42,8 +42,13 @@ wait_for() {
   return 1
 }
 
-# running PIDFILE: the daemon whose pid the file holds is alive.
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# running PIDFILE: the daemon whose pid the file holds is alive (a pid file left by a killed daemon
+# may name a pid reused since, so the process's name must match the file's).
+running() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$(basename "$1" .pid)" ]
+}
 
 # --- packages ---------------------------------------------------------------------------------
 missing=()
@@ -174,8 +179,8 @@ if [ ! -s /etc/munge/munge.key ]; then
   runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
   say "created /etc/munge/munge.key"
 fi
-if ! running /run/munge/munged.pid; then
-  runuser -u munge -- /usr/sbin/munged
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  runuser -u munge -- /usr/sbin/munged --force
 fi
 wait_for "$WAIT_S" munge bash -c 'munge -n | unmunge' || die "munged does not answer (see /var/log/munge/munged.log)"
 say "munged up"
@@ -215,7 +220,8 @@ for user in root ${SUDO_USER:-}; do
 done
 
 # --- slurmctld and slurmd ---------------------------------------------------------------------
-running /run/slurmctld.pid || slurmctld
+recovered=false
+if ! running /run/slurmctld.pid; then slurmctld; recovered=true; fi
 wait_for "$WAIT_S" slurmctld scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
 say "slurmctld up"
 running /run/slurmd.pid || slurmd
@@ -227,6 +233,15 @@ wait_for "$WAIT_S" "node $HOST" bash -c "sinfo -h -n $HOST -o %T | grep -Eq '^(i
     die "node $HOST is '$(node_state)', not idle (see $LOG_DIR/slurmd.log and $LOG_DIR/slurmctld.log)"
 }
 say "slurmd up"
+if $recovered; then
+  # Jobs recovered from an earlier controller's saved state (a session killed mid-run; the node
+  # requeues them when it registers) have no Snakemake waiting for them: start with an empty queue.
+  leftover=$(squeue -h -o %i | wc -l)
+  if [ "$leftover" -gt 0 ]; then
+    squeue -h -o %i | xargs -r scancel
+    say "cancelled $leftover job(s) left from an earlier run"
+  fi
+fi
 
 # --- summary ----------------------------------------------------------------------------------
 echo

@@ -30,8 +30,7 @@ stop() {
 
 status=0
 if command -v scancel >/dev/null && scontrol ping >/dev/null 2>&1; then
-  scancel --full --state=PENDING,RUNNING,SUSPENDED --user=root 2>/dev/null || true
-  [ -z "${SUDO_USER:-}" ] || scancel --full --user="$SUDO_USER" 2>/dev/null || true
+  squeue -h -o %i | xargs -r scancel
 fi
 stop slurmd /run/slurmd.pid || status=1
 stop slurmctld /run/slurmctld.pid || status=1

@@ -306,8 +306,13 @@ class Trainer:
             return False
         theirs = _computed_settings({k: payload["meta"][k] for k in ("pairs", "space", "losses", "training")})
         if canonical_json(theirs) != canonical_json(_computed_settings(self.settings)):
-            raise ConfigError(f"{payload['path']} was written with other settings; remove {self.checkpoint_dir} "
-                              "to start again, or restore the settings it was trained with")
+            # Snakemake reruns a branch whose settings changed: its old checkpoints belong to another
+            # experiment and must not be resumed. Start from scratch.
+            log.warning("%s was written with other settings: removing the stale checkpoints of %s and "
+                        "training from scratch", payload["path"], self.checkpoint_dir)
+            for _, old in list_checkpoints(self.checkpoint_dir):
+                old.unlink()
+            return False
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
