@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Rules call the `mcnflow` CLI, so the venv's bin goes first on PATH.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: demo test setup system-deps lint clean-demo
+.PHONY: demo test test-slurm setup system-deps lint clean-demo
 
 system-deps:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
@@ -39,6 +39,11 @@ demo: setup
 
 test: setup
 	$(RUN) pytest -q
+
+# A real single-node SLURM (slurmctld, slurmd, slurmdbd + MariaDB, munge) and the demo through profiles/slurm.
+test-slurm: setup
+	$(SUDO) bash scripts/slurm/start-cluster.sh
+	MCNFLOW_SLURM=1 $(RUN) pytest -q -m slurm tests/test_slurm.py
 
 lint: setup
 	$(RUN) snakemake --lint --configfile demo/config.yaml

@@ -411,3 +411,17 @@ def test_no_hdf5_file_is_left_open_for_forked_workers(corpus):
     Trainer(settings, dataset, "unused", "tiny")   # reads the feature dimensions
     readers = [r for index in (dataset.text, dataset.video, dataset.audio) for r in index.readers]
     assert readers and all(r._file is None for r in readers)
+
+
+def test_resume_never_uses_checkpoints_trained_on_other_inputs(corpus, tmp_path, caplog):
+    """Rewritten features (e.g. a new vocabulary) make the old checkpoints stale, even with equal settings."""
+    import os
+
+    settings = tiny_settings(pairs=("tv",), epochs=1)
+    Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
+    paths, _ = corpus
+    text_shard = paths["text"][0] if isinstance(paths, dict) else paths[0]
+    stat = os.stat(text_shard)
+    os.utime(text_shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # an upstream job rewrote it
+    Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
+    assert "other input files" in caplog.text

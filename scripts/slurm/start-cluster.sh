@@ -160,6 +160,7 @@ EOF
 [ ${#changed[@]} -eq 0 ] || say "wrote ${changed[*]} in $CONF_DIR"
 
 # A changed configuration reaches running daemons by restarting them.
+restarted=()
 if [ ${#changed[@]} -gt 0 ]; then
   for daemon in slurmd slurmctld slurmdbd; do
     pidfile=/run/$daemon.pid
@@ -168,6 +169,7 @@ if [ ${#changed[@]} -gt 0 ]; then
       pid=$(cat "$pidfile")
       kill "$pid"
       wait_for "$WAIT_S" "$daemon to stop" bash -c "! kill -0 $pid" || die "$daemon (pid $pid) did not stop"
+      restarted+=("$daemon")
     fi
   done
 fi
@@ -221,7 +223,10 @@ done
 
 # --- slurmctld and slurmd ---------------------------------------------------------------------
 recovered=false
-if ! running /run/slurmctld.pid; then slurmctld; recovered=true; fi
+if ! running /run/slurmctld.pid; then
+  slurmctld
+  [[ " ${restarted[*]} " == *" slurmctld "* ]] || recovered=true
+fi
 wait_for "$WAIT_S" slurmctld scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
 say "slurmctld up"
 running /run/slurmd.pid || slurmd

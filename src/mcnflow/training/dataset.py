@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -66,6 +68,12 @@ def _check_rate(paths: Iterable[str | Path], key: str, expected: float, what: st
             raise ValueError(f"{path}: {what} has {key}={value}; training cuts clips assuming {expected}")
 
 
+def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
+    """(path, size, mtime) of each input: cheap to compute for terabytes of features, and it changes
+    whenever an upstream job rewrites a file, so a checkpoint is never resumed on other inputs."""
+    return [[str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in sorted(map(str, paths))]
+
+
 class ClipDataset(Dataset):
     def __init__(self, *, text: Sequence[str | Path], video: Sequence[str | Path] = (),
                  audio: Sequence[str | Path] = (), vocabulary: str | Path | None = None,
@@ -77,6 +85,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         if not text:
             raise ValueError("text shards are needed: captions define the clips")
+        self.input_files = sorted(str(p) for p in [*text, *video, *audio, *([vocabulary] if vocabulary else [])])
         self.text = FeatureIndex(text)
         self.video = self.audio = None
         if "video" in self.modalities:

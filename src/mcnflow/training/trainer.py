@@ -36,7 +36,7 @@ from ..model.davenet import DAVENET_WIDTHS
 from ..model.losses import LOSS_TERMS, MCNObjective
 from ..model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
 from .clips import flatten_pairs
-from .dataset import ClipDataset, EpochPermutation, collate_videos, seed_worker
+from .dataset import ClipDataset, EpochPermutation, collate_videos, input_fingerprint, seed_worker
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ class Trainer:
                 "skipped": dict(self.dataset.skipped), "videos_per_step": self.videos_per_step,
                 "clips_per_step": self.videos_per_step * self.training["n_pair"],
                 "steps_per_epoch": self.steps_per_epoch, "epochs_done": self.epoch, "steps_done": self.step,
+                "inputs": input_fingerprint(self.dataset.input_files),
                 "mcnflow_version": __version__}
 
     # --- state -------------------------------------------------------------------------------
@@ -305,6 +306,13 @@ class Trainer:
         if payload is None:
             return False
         theirs = _computed_settings({k: payload["meta"][k] for k in ("pairs", "space", "losses", "training")})
+        same_inputs = payload["meta"].get("inputs") == input_fingerprint(self.dataset.input_files)
+        if not same_inputs:
+            log.warning("%s was trained on other input files: removing the stale checkpoints of %s and "
+                        "training from scratch", payload["path"], self.checkpoint_dir)
+            for _, old in list_checkpoints(self.checkpoint_dir):
+                old.unlink()
+            return False
         if canonical_json(theirs) != canonical_json(_computed_settings(self.settings)):
             # Snakemake reruns a branch whose settings changed: its old checkpoints belong to another
             # experiment and must not be resumed. Start from scratch.
