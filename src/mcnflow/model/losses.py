@@ -100,7 +100,8 @@ class MCNObjective:
         return torch.stack(per_space).mean()
 
     def _reconstruction(self, output: MCNOutput) -> torch.Tensor:
-        per_space = [torch.stack([reconstruction_loss(pred, output.trunk[m]) for m, pred in preds.items()]).sum()
+        # Targets detached: see mcnflow.model.mcn (trainable targets collapse under the weight-50 MSE).
+        per_space = [torch.stack([reconstruction_loss(pred, output.trunk[m].detach()) for m, pred in preds.items()]).sum()
                      for preds in output.reconstructions.values()]
         return torch.stack(per_space).mean()
 

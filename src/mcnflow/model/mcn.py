@@ -14,8 +14,10 @@ part that defines the space, and the trunks' cost is paid once.
 
 Reconstruction decoders (MCN's ``recon_*``) map an embedding back to its own modality's trunk output:
 video -> the input clip feature, audio -> the pooled ResDAVEnet output, text -> the sentence max-pool.
-With per_pair spaces each (space, modality) embedding has its own decoder. As in MCN the targets are
-not detached, so reconstruction also shapes the trunks.
+With per_pair spaces each (space, modality) embedding has its own decoder. Unlike MCN's code, the
+targets are detached (mcnflow.model.losses): with trainable trunks as targets, a weight-50 MSE is
+cheapest to satisfy by shrinking the trunks, which collapsed text and audio to constants in our runs
+(MMS stuck at chance); detached, reconstruction only asks the embedding to keep the trunk's content.
 """
 
 from __future__ import annotations
