@@ -126,6 +126,7 @@ def evaluation_params(wildcards):
             "task": bench["task"],
             "tie_policy": config["evaluation"]["tie_policy"],
             "batch_size": config["evaluation"]["batch_size"],
+            "audio_frames": config["evaluation"]["audio_frames"],
             "localization": config["evaluation"]["localization"],
             "experiment": experiment_settings(wildcards.experiment),
         }

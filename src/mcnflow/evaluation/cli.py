@@ -126,7 +126,8 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
     if task != "crosstask" and not args.text:
         raise ConfigError("--text feature shards are needed: they hold the query sentences")
     features = EvalFeatures.open(text=args.text, vocabulary=args.vocabulary, max_words=training["max_words"],
-                                 audio_frames=training["audio_frames"],
+                                 # evaluation clips may be longer than training's (MCN: 5120 frames)
+                                 audio_frames=settings.get("audio_frames") or training["audio_frames"],
                                  video=args.video if "video" in scoring.clip_modalities else (),
                                  audio=args.audio if "audio" in scoring.clip_modalities else ())
     trained_vocabulary = (meta.get("vocabulary") or {}).get("sha256")
