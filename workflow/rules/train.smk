@@ -19,7 +19,7 @@ rule train:
     params:
         settings=experiment_params,
         features=lambda wc, input: feature_args(
-            input, experiment_modalities(wc.experiment)
+            input, training_feature_modalities(wc.experiment)
         ),
         out_dir="results/train/{experiment}",
     shell:
