@@ -13,7 +13,7 @@ def base(repo_root):
 def test_real_and_demo_configs_validate(repo_root):
     config = load_config([repo_root / "config.yaml", repo_root / "demo/config.yaml"])
     assert config["features"]["video"]["weights"] == "none"
-    assert config["training"]["lr"] == 1.0e-3
+    assert config["training"]["lr"] == 3.0e-3
     real = load_config([repo_root / "config.yaml"])
     # the seed's settings
     assert real["normalize"]["width"] == 454 and real["normalize"]["height"] == 256 and real["normalize"]["fps"] == 30

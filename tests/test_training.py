@@ -16,7 +16,8 @@ from mcnflow.features.store import ShardWriter, write_vocabulary
 from mcnflow.model import load_model
 from mcnflow.model.losses import NonFiniteLossError
 from mcnflow.training import clips
-from mcnflow.training.dataset import ClipDataset, file_sha256
+from mcnflow.checksum import file_sha256
+from mcnflow.training.dataset import ClipDataset
 from mcnflow.training.trainer import Trainer, lr_factor, train
 
 VIDEO_DIM, WORD_DIM, N_MELS, TOPICS, WORDS_PER_TOPIC = 16, 8, 8, 4, 5

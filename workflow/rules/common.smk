@@ -202,7 +202,9 @@ def training_feature_modalities(name):
 
 
 def training_inputs(wildcards):
-    files = feature_files(TRAIN_CORPUS, training_feature_modalities(wildcards.experiment))
+    files = feature_files(
+        TRAIN_CORPUS, training_feature_modalities(wildcards.experiment)
+    )
     files["vocabulary"] = "results/features/vocabulary.h5"
     return files
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.store import FeatureIndex, ShardReader, read_vocabulary
+from ..features.store import FeatureIndex, check_rate, read_vocabulary
 from ..training import clips
 from ..training.dataset import vocabulary_fingerprint
 from .metrics import retrieval_metrics, target_ranks
@@ -35,18 +35,6 @@ log = logging.getLogger(__name__)
 
 # seconds: the text shards store caption times as float32 (about 1 ms resolution at 10^4 s)
 TIME_TOLERANCE = 0.01
-
-
-def _check_rate(paths: Sequence[str | Path], key: str, expected: float) -> None:
-    """Clips are cut assuming the store's rates (training.clips); refuse shards extracted otherwise."""
-    for path in paths:
-        reader = ShardReader(path)
-        try:
-            value = reader.attrs.get(key)
-        finally:
-            reader.close()
-        if isinstance(value, (int, float, np.number)) and float(value) != expected:
-            raise ValueError(f"{path}: {key}={value}; evaluation cuts clips assuming {key}={expected:g}")
 
 
 @dataclass
@@ -65,8 +53,8 @@ class EvalFeatures:
     @classmethod
     def open(cls, *, text: Sequence[str | Path], vocabulary: str | Path, max_words: int, audio_frames: int,
              video: Sequence[str | Path] = (), audio: Sequence[str | Path] = ()) -> "EvalFeatures":
-        _check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND)
-        _check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND)
+        check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "evaluation")
+        check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "evaluation")
         words, vectors, _ = read_vocabulary(vocabulary)
         return cls(text=FeatureIndex(text), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
                    max_words=max_words, audio_frames=audio_frames,

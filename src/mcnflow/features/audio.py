@@ -6,7 +6,7 @@ disk), then :func:`mcnflow.features.logmel.log_mel` turns it into float16 (40, f
 spectrogram is in dB relative to the clip's own maximum, so a constant gain cancels.
 
 Outcomes (ledger ``status``): ok; no_audio (the normalize ledger says the video has no audio stream:
-nothing is stored, never fake silence); no_media (the video did not survive normalization);
+nothing is stored, no invented silence); no_media (the video did not survive normalization);
 too_short (less audio than one 25 ms window); error (decoding failed; ``message`` says why).
 """
 

@@ -14,7 +14,6 @@ Resize rule (``video_feature_extractor:video_loader.py:_get_output_dim``): the s
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import numpy as np
 from ..media_probe import MediaProbeError, last_meaningful_line, probe
 
 FFMPEG = "ffmpeg"
-CHECKSUM_CHUNK = 1 << 20  # bytes read at a time when hashing a source file
 
 
 class DecodeError(RuntimeError):
@@ -89,12 +87,3 @@ def decode_frames(path: str | Path, fps: float, short_side: int) -> DecodedVideo
         frames = _run_ffmpeg(path, scale, ["-frames:v", "1"], width, height)
     return DecodedVideo(frames=frames, duration=float(info.duration or 0.0),
                         source_width=info.width, source_height=info.height)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (recorded so features can be traced to the exact input)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHECKSUM_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -187,6 +187,19 @@ class ShardReader:
         return dict(self._open()["videos"][video_id].attrs)
 
 
+def check_rate(paths: Iterable[str | Path], key: str, expected: float, user: str) -> None:
+    """Clips are cut assuming fixed rates (1 video row / s, 100 log-mel frames / s): refuse shards whose
+    extractor recorded another ``key`` (``fps`` or ``hop_ms``) in their attributes."""
+    for path in paths:
+        reader = ShardReader(path)
+        try:
+            value = reader.attrs.get(key)
+        finally:
+            reader.close()
+        if isinstance(value, (int, float, np.number)) and float(value) != expected:
+            raise ValueError(f"{path}: {key}={value}; {user} cuts clips assuming {key}={expected:g}")
+
+
 def is_complete(path: str | Path) -> bool:
     """True when ``path`` is a finished shard file (what a rerun may trust)."""
     try:

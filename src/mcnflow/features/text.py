@@ -17,7 +17,6 @@ no_captions (no caption at all); error (its caption file or corpus entry could n
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import TMP_PREFIX
+from ..checksum import file_sha256
 from ..config import ConfigError, add_settings_arguments, load_config
 from ..corpora import CorpusError, open_corpus
 from ..ledger import FEATURE_COLUMNS, ledger_by_id, read_ledger, write_ledger
@@ -50,14 +50,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="results/features/{corpus}/text/shard-{shard}.h5")
     parser.add_argument("--ledger", required=True, help="per-video outcomes (TSV)")
     add_settings_arguments(parser)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def encode_captions(captions, word_ids: Mapping[str, int], max_words: int) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import TMP_PREFIX
+from ..checksum import file_sha256
 from ..config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
 from ..ledger import FEATURE_COLUMNS, read_ledger, write_ledger
 from . import frames as frames_module
@@ -133,7 +134,7 @@ class ShardFrames:
                                 "frames": None}
         try:
             decoded = frames_module.decode_frames(job.path, self.fps, self.short_side)
-            checksum = frames_module.sha256_file(job.path)
+            checksum = file_sha256(job.path)
         except Exception as exc:  # noqa: BLE001 - any failure is this video's error row, not the shard's
             message = str(exc) if isinstance(exc, frames_module.DecodeError) else f"{type(exc).__name__}: {exc}"
             item.update(status="error", message=f"{job.path}: {message}")

@@ -11,17 +11,17 @@ only when that modality is trained. A video lacking any needed modality is skipp
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
-
-import os
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..features.store import FeatureIndex, ShardReader, read_vocabulary
+from ..checksum import file_sha256
+from ..features.store import FeatureIndex, ShardReader, check_rate, read_vocabulary
 from . import clips
 
 
@@ -30,14 +30,6 @@ def vocabulary_fingerprint(words: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for word in words:
         digest.update(word.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -54,18 +46,6 @@ def _check_vocabulary(text_paths: Iterable[str | Path], vocabulary: str | Path) 
         if recorded is not None and recorded != digest:
             raise ValueError(f"{path} was tokenized with another vocabulary than {vocabulary} (sha256 differs)")
     return digest
-
-
-def _check_rate(paths: Iterable[str | Path], key: str, expected: float, what: str) -> None:
-    """The clip cutting assumes the store's rates; refuse shards whose extractor says otherwise."""
-    for path in paths:
-        reader = ShardReader(path)
-        try:
-            value = reader.attrs.get(key)
-        finally:
-            reader.close()
-        if value is not None and not isinstance(value, str) and float(value) != expected:
-            raise ValueError(f"{path}: {what} has {key}={value}; training cuts clips assuming {expected}")
 
 
 def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
@@ -91,12 +71,12 @@ class ClipDataset(Dataset):
         if "video" in self.modalities:
             if not video:
                 raise ValueError("video is trained but no video shards were given")
-            _check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "video features")
+            check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "training")
             self.video = FeatureIndex(video)
         if "audio" in self.modalities:
             if not audio:
                 raise ValueError("audio is trained but no audio shards were given")
-            _check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "audio features")
+            check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "training")
             self.audio = FeatureIndex(audio)
         self.vectors: np.ndarray | None = None
         self.vocabulary_info: dict = {}

@@ -1,7 +1,7 @@
 """The training loop of one experiment: schedule, AMP, checkpoints, resume and the loss log.
 
 Outputs under ``out_dir``:
-  checkpoints/epoch-XXXX.pt   after every epoch (atomic): model, optimizer, scheduler, grad scaler,
+  checkpoints/epoch-NNNN.pt   after every epoch (atomic): model, optimizer, scheduler, grad scaler,
                               k-means queues and centroids, RNG states, epoch and step, meta
   log.tsv.journal             the loss log while training runs (appended and flushed per step)
   log.tsv                     the complete log, written atomically at the end
