@@ -33,3 +33,14 @@ def msrvtt_csv() -> Path:
 def require_ffmpeg():
     if not shutil.which("ffmpeg"):
         pytest.fail("ffmpeg is not installed (make test installs it)")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors on a shared 2-core machine: intra-op threads only wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

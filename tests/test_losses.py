@@ -14,12 +14,8 @@ from mcnflow.model.losses import (MCNObjective, NonFiniteLossError, check_finite
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors on a shared 2-core machine: intra-op threads only wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see conftest.one_torch_thread)."""
 
 
 def ce(logits, target):

@@ -13,12 +13,8 @@ from mcnflow.model.gated import GatedEmbeddingUnit
 from mcnflow.model.losses import MCNObjective
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors on a shared 2-core machine: intra-op threads only wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see conftest.one_torch_thread)."""
 
 
 ALL_PAIRS = [list(c) for n in (1, 2, 3) for c in itertools.combinations(["tv", "ta", "va"], n)]
