@@ -29,14 +29,17 @@ ALPHABET = string.ascii_letters + string.digits + "-_"
 
 
 def make_inputs(root: Path, n_videos: int, seed: int = 0) -> dict:
+    """Corpus files for a workflow copy in ``root``; returns the config overrides that point to them."""
     rng = random.Random(seed)
     data = root / "data"
     (data / "howto100m").mkdir(parents=True)
     (data / "youcook2").mkdir()
     with open(data / "howto100m/HowTo100M_v1.csv", "w") as handle:
         handle.write("video_id,category_1,category_2,rank,task_id\n")
+        # unique by construction: a counter in base 64 is the id's tail, random letters its head
         for i in range(n_videos):
-            vid = "".join(rng.choice(ALPHABET) for _ in range(11))
+            tail = "".join(ALPHABET[(i >> (6 * k)) & 63] for k in range(4))
+            vid = "".join(rng.choices(ALPHABET, k=7)) + tail
             handle.write(f"{vid},Food and Entertaining,Recipes,{i % 200 + 1},{i % 23000}\n")
     (data / "howto100m/caption.json").write_text("{}")
     database = {"".join(rng.choice(ALPHABET) for _ in range(11)): {
@@ -51,6 +54,19 @@ def make_inputs(root: Path, n_videos: int, seed: int = 0) -> dict:
         "msrvtt": {"csv": str(msrvtt), "video_dir": str(data / "msrvtt")}}}
 
 
+def copy_workflow(root: Path) -> None:
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+
+
+def dry_run(root: Path, configfile: str = "bench.yaml") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2",
+               "--configfile", configfile]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=1_200_000)
@@ -62,15 +78,10 @@ def main() -> int:
         overrides = make_inputs(root, args.videos)
         overrides["shard_size"] = args.shard_size
         print(f"made a {args.videos}-row manifest in {time.perf_counter() - t0:.1f} s")
-        for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
-            src = REPO / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+        copy_workflow(root)
         (root / "bench.yaml").write_text(yaml.safe_dump(overrides))
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2",
-                   "--configfile", "bench.yaml"]
         t0 = time.perf_counter()
-        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        result = dry_run(root)
         wall = time.perf_counter() - t0
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if result.returncode != 0:
