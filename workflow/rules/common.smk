@@ -26,7 +26,7 @@ TRAIN_CORPUS = config["train_corpus"]
 FEATURE_CORPORA = sorted({TRAIN_CORPUS} | {b["corpus"] for b in BENCHMARKS.values()})
 MODALITIES = ["video", "audio", "text"]
 
-ID_SOURCE_KEY = {"howto100m": "videos_csv", "youcook2": "annotations", "msrvtt": "csv"}
+ID_SOURCE_KEY = {"howto100m": "videos_csv", "youcook2": "annotations", "msrvtt": "csv", "crosstask": "videos"}
 
 
 def corpus_input_files(corpus):
@@ -35,6 +35,8 @@ def corpus_input_files(corpus):
     keys = [ID_SOURCE_KEY[spec["reader"]]]
     if spec["reader"] == "howto100m" and spec.get("caption_format") != "vtt":
         keys.append("captions")
+    if spec["reader"] == "crosstask":
+        keys.append("steps")
     return [spec[k] for k in keys]
 
 
@@ -108,6 +110,13 @@ def feature_settings(modality):
     return lambda wildcards: value
 
 
+def crosstask_files(corpus):
+    spec = CORPORA[corpus]
+    if spec["reader"] != "crosstask":
+        raise WorkflowError(f"a crosstask benchmark needs a corpus with reader crosstask, not {corpus!r}")
+    return {key: spec[key] for key in ("videos", "steps", "annotations")}
+
+
 def experiment_settings(name):
     """One experiment's complete settings: its entry plus the training section it overrides."""
     entry = dict(EXPERIMENTS[name])
@@ -128,6 +137,7 @@ def evaluation_params(wildcards):
             "batch_size": config["evaluation"]["batch_size"],
             "audio_frames": config["evaluation"]["audio_frames"],
             "localization": config["evaluation"]["localization"],
+            "crosstask": crosstask_files(bench["corpus"]) if bench["task"] == "crosstask" else None,
             "experiment": experiment_settings(wildcards.experiment),
         }
     )

@@ -8,11 +8,13 @@ path), ``captions(video_id)`` and ``segments()`` (evaluation queries) every stag
 from __future__ import annotations
 
 from .base import Caption, Corpus, CorpusError, Segment
+from .crosstask import CrossTask
 from .howto100m import HowTo100M
 from .msrvtt import MSRVTT
 from .youcook2 import YouCook2
 
-READERS: dict[str, type[Corpus]] = {"howto100m": HowTo100M, "youcook2": YouCook2, "msrvtt": MSRVTT}
+READERS: dict[str, type[Corpus]] = {"howto100m": HowTo100M, "youcook2": YouCook2, "msrvtt": MSRVTT,
+                                    "crosstask": CrossTask}
 
 
 def open_corpus(name: str, spec: dict, base_dir: str = ".") -> Corpus:

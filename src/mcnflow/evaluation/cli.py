@@ -49,9 +49,7 @@ def settings_from_config(paths: list[str], experiment: str, benchmark: str) -> t
     if experiment not in config["experiments"]:
         raise ConfigError(f"--experiment {experiment!r} is not in config experiments: "
                           + ", ".join(sorted(config["experiments"])))
-    if benchmark == "crosstask":
-        task = "crosstask"
-    elif benchmark in evaluation["benchmarks"]:
+    if benchmark in evaluation["benchmarks"]:
         task = evaluation["benchmarks"][benchmark]["task"]
     else:
         raise ConfigError(f"--benchmark {benchmark!r} is not in evaluation.benchmarks: "
@@ -59,9 +57,21 @@ def settings_from_config(paths: list[str], experiment: str, benchmark: str) -> t
     entry = dict(config["experiments"][experiment])
     entry["training"] = deep_merge(config["training"], entry.get("training") or {})
     settings = {"task": task, "tie_policy": evaluation["tie_policy"], "batch_size": evaluation["batch_size"],
-                "localization": evaluation["localization"], "crosstask": evaluation.get("crosstask"),
+                "localization": evaluation["localization"], "crosstask": crosstask_files(config, benchmark, task),
                 "experiment": entry}
     return settings, config
+
+
+def crosstask_files(config: dict, benchmark: str, task: str) -> dict | None:
+    """A crosstask benchmark's annotation files come from its corpus's config entry."""
+    if task != "crosstask":
+        return None
+    corpus = config["evaluation"]["benchmarks"][benchmark]["corpus"]
+    spec = config["corpora"][corpus]
+    if spec["reader"] != "crosstask":
+        raise ConfigError(f"evaluation.benchmarks.{benchmark}.corpus: {corpus!r} has reader {spec['reader']!r}; "
+                          "a crosstask benchmark needs reader 'crosstask'")
+    return {key: spec[key] for key in ("videos", "steps", "annotations")}
 
 
 def resolve_device(name: str) -> torch.device:
