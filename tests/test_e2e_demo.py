@@ -23,8 +23,9 @@ def demo_run(tmp_path_factory):
     # a port of its own, so a `make demo` running meanwhile does not collide
     demo_cfg = yaml.safe_load((workdir / "demo/config.yaml").read_text())
     demo_cfg["demo"]["port"] = 18777
-    for corpus in ("howto100m", "youcook2"):
-        demo_cfg["corpora"][corpus]["url_template"] = demo_cfg["corpora"][corpus]["url_template"].replace("18765", "18777")
+    for spec in demo_cfg["corpora"].values():
+        if "url_template" in spec:
+            spec["url_template"] = spec["url_template"].replace("18765", "18777")
     (workdir / "demo/config.yaml").write_text(yaml.safe_dump(demo_cfg, sort_keys=False))
     snakemake(workdir, "--profile", "profiles/local")
     return workdir
@@ -62,7 +63,7 @@ def test_normalized_shards(demo_run):
 
 
 def test_features_are_complete_hdf5(demo_run):
-    for corpus in ("howto100m", "youcook2", "msrvtt"):
+    for corpus in ("howto100m", "youcook2", "msrvtt", "crosstask"):
         for modality in ("video", "audio", "text"):
             files = sorted((demo_run / f"results/features/{corpus}/{modality}").glob("shard-*.h5"))
             assert files and all(is_complete(f) for f in files), (corpus, modality)
@@ -82,6 +83,9 @@ def test_summary_shows_retrieval_far_above_chance(demo_run):
     assert max(float(r["recall_at_10"]) for r in youcook.values() if r["recall_at_10"]) >= 2.5 * chance_r10
     # a model without a trained text branch is reported, not scored
     assert youcook["va"]["recall_at_10"] == "" and "not trained" in youcook["va"]["note"]
+    # CrossTask-format benchmark: step recall is reported for every text-trained experiment
+    crosstask = {r["experiment"]: r for r in rows if r["benchmark"] == "crosstask"}
+    assert crosstask["tv_ta_va"]["crosstask_recall"] != "" and int(crosstask["tv_ta_va"]["n_missing"]) == 0
     assert (demo_run / "results/summary.md").exists()
     assert list((demo_run / "results/plots").glob("*.png"))
 

@@ -15,19 +15,19 @@ def workdir(tmp_path_factory):
 def test_dry_run_has_one_job_per_shard_per_stage(workdir):
     result = snakemake(workdir, "-n", "--quiet", "rules")
     counts = job_counts(result.stdout + result.stderr)
-    # demo/config.yaml: 16 training videos, 8 YouCook2, 12 MSR-VTT, shard_size 6
-    shards = math.ceil(16 / 6) + math.ceil(8 / 6) + math.ceil(12 / 6)
+    # demo/config.yaml: 16 training videos, 8 YouCook2, 12 MSR-VTT, 4 CrossTask, shard_size 6
+    shards = math.ceil(16 / 6) + math.ceil(8 / 6) + math.ceil(12 / 6) + math.ceil(4 / 6)
     assert counts["download_shard"] == shards
     assert counts["normalize_shard"] == shards
     assert counts["extract_video"] == counts["extract_audio"] == counts["extract_text"] == shards
-    assert counts["manifest"] == 3 and counts["survival"] == 3 and counts["vocabulary"] == 1
-    assert counts["train"] == 8 and counts["evaluate"] == 8 * 3 and counts["summarize"] == 1
+    assert counts["manifest"] == 4 and counts["survival"] == 4 and counts["vocabulary"] == 1
+    assert counts["train"] == 8 and counts["evaluate"] == 8 * 4 and counts["summarize"] == 1
 
 
 def test_shard_size_changes_the_number_of_jobs_not_videos(workdir):
     result = snakemake(workdir, "-n", "--quiet", "rules", "--config", "shard_size=1000")
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["download_shard"] == 3  # one shard per corpus
+    assert counts["download_shard"] == 4  # one shard per corpus
 
 
 def test_invalid_config_stops_the_workflow_with_the_key_named(workdir):

@@ -10,6 +10,7 @@ Written in the real formats, read back by the real readers:
   howto100m/HowTo100M_v1.csv, howto100m/caption.json, howto100m/videos/<id>.mp4  (served over HTTP)
   youcook2/youcookii_annotations_trainval.json, youcook2/videos/<id>.mp4         (served over HTTP)
   msrvtt/MSRVTT_JSFUSION_test.csv, msrvtt/videos/<id>.mp4                         (a local folder)
+  crosstask/videos.csv, tasks_primary.txt, annotations/<task>_<id>.csv, videos/    (served over HTTP)
 The ``gone`` ids are listed but have no file (the server answers 404); ``flaky`` ids fail once.
 """
 
@@ -37,7 +38,8 @@ INGREDIENTS = {"tomato": "red", "cucumber": "green", "blueberry": "blue", "lemon
 ACTIONS = {"chop": 220, "stir": 440, "peel": 880, "wash": 1760}
 FILLERS = ["now we", "okay so we", "next we", "then we", "and we", "so you"]
 
-TRAIN_CORPUS, YOUCOOK_CORPUS, MSRVTT_CORPUS = "howto100m", "youcook2", "msrvtt"
+TRAIN_CORPUS, YOUCOOK_CORPUS, MSRVTT_CORPUS, CROSSTASK_CORPUS = "howto100m", "youcook2", "msrvtt", "crosstask"
+CROSSTASK_TASKS = {"90001": "Make a fruit salad", "90002": "Prepare vegetables"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def planned_video_ids(demo: dict) -> dict[str, list[str]]:
         TRAIN_CORPUS: [f"demo{i:07d}" for i in range(demo["train_videos"])],
         YOUCOOK_CORPUS: [f"yc2v{i:07d}" for i in range(demo["eval_videos"])],
         MSRVTT_CORPUS: [f"video{9000 + i}" for i in range(demo["msrvtt_videos"])],
+        CROSSTASK_CORPUS: [f"ctsk{i:07d}" for i in range(demo.get("crosstask_videos", 0))],
     }
 
 
@@ -65,7 +68,7 @@ def _plan(demo: dict) -> dict[str, dict[str, list[Step]]]:
     ids = planned_video_ids(demo)
     steps_per_video = demo["steps_per_video"]
     combos = _all_steps()
-    plan: dict[str, dict[str, list[Step]]] = {TRAIN_CORPUS: {}, YOUCOOK_CORPUS: {}, MSRVTT_CORPUS: {}}
+    plan: dict[str, dict] = {TRAIN_CORPUS: {}, YOUCOOK_CORPUS: {}, MSRVTT_CORPUS: {}}
     for vid in ids[TRAIN_CORPUS]:
         plan[TRAIN_CORPUS][vid] = [rng.choice(combos) for _ in range(steps_per_video)]
     needed = len(ids[YOUCOOK_CORPUS]) * steps_per_video
@@ -79,6 +82,10 @@ def _plan(demo: dict) -> dict[str, dict[str, list[Step]]]:
         plan[YOUCOOK_CORPUS][vid] = unique[n * steps_per_video:(n + 1) * steps_per_video]
     for vid, step in zip(ids[MSRVTT_CORPUS], rng.sample(combos, len(ids[MSRVTT_CORPUS]))):
         plan[MSRVTT_CORPUS][vid] = [step]
+    # CrossTask: each task is a fixed ordered list of distinct steps; its videos show them in order.
+    task_steps = dict(zip(CROSSTASK_TASKS, (rng.sample(combos, steps_per_video) for _ in CROSSTASK_TASKS)))
+    plan[CROSSTASK_CORPUS] = {vid: (task, task_steps[task])
+                              for vid, task in zip(ids[CROSSTASK_CORPUS], [*CROSSTASK_TASKS] * len(ids[CROSSTASK_CORPUS]))}
     return plan
 
 
@@ -164,10 +171,27 @@ def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
             handle.write(f"ret{n};msr{vid[5:]};{vid};a person will {_sentence(steps[0])}\n")
             jobs.append((ms_dir / "videos" / f"{vid}.mp4", steps, "320x240", 25, True))
 
+    # CrossTask-format set: videos.csv (task,video_id,url), tasks_primary.txt, annotations/<task>_<id>.csv.
+    ct_dir = out / CROSSTASK_CORPUS
+    tasks_used: dict[str, list[Step]] = {}
+    with atomic_write(ct_dir / "videos.csv") as handle:
+        for vid, (task, steps) in plan[CROSSTASK_CORPUS].items():
+            handle.write(f"{task},{vid},https://www.youtube.com/watch?v={vid}\n")
+            tasks_used[task] = steps
+            with atomic_write(ct_dir / "annotations" / f"{task}_{vid}.csv") as annotation:
+                for k in range(len(steps)):
+                    annotation.write(f"{k + 1},{k * step_s:.2f},{(k + 1) * step_s:.2f}\n")
+            jobs.append((ct_dir / "videos" / f"{vid}.mp4", steps, "640x360", 30, True))
+    with atomic_write(ct_dir / "tasks_primary.txt") as handle:
+        for task, steps in tasks_used.items():
+            handle.write(f"{task}\n{CROSSTASK_TASKS[task]}\nhttps://www.wikihow.com/demo\n{len(steps)}\n"
+                         + ",".join(_sentence(step) for step in steps) + "\n\n")
+
     for path, steps, size, fps, with_audio in tqdm(jobs, desc="demo videos", unit="video"):
         if not path.exists():
             render_video(path, steps, step_s, size, fps, with_audio)
-    for name, corpus_dir in ((TRAIN_CORPUS, train_dir), (YOUCOOK_CORPUS, yc_dir), (MSRVTT_CORPUS, ms_dir)):
+    for name, corpus_dir in ((TRAIN_CORPUS, train_dir), (YOUCOOK_CORPUS, yc_dir), (MSRVTT_CORPUS, ms_dir),
+                             (CROSSTASK_CORPUS, ct_dir)):
         counts[name] = len(list((corpus_dir / "videos").glob("*.mp4")))
     log.info("demo corpus in %s: %s video files; %d gone ids listed without a file", out, counts, len(gone))
     return counts

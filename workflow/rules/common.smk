@@ -26,7 +26,12 @@ TRAIN_CORPUS = config["train_corpus"]
 FEATURE_CORPORA = sorted({TRAIN_CORPUS} | {b["corpus"] for b in BENCHMARKS.values()})
 MODALITIES = ["video", "audio", "text"]
 
-ID_SOURCE_KEY = {"howto100m": "videos_csv", "youcook2": "annotations", "msrvtt": "csv", "crosstask": "videos"}
+ID_SOURCE_KEY = {
+    "howto100m": "videos_csv",
+    "youcook2": "annotations",
+    "msrvtt": "csv",
+    "crosstask": "videos",
+}
 
 
 def corpus_input_files(corpus):
@@ -113,7 +118,9 @@ def feature_settings(modality):
 def crosstask_files(corpus):
     spec = CORPORA[corpus]
     if spec["reader"] != "crosstask":
-        raise WorkflowError(f"a crosstask benchmark needs a corpus with reader crosstask, not {corpus!r}")
+        raise WorkflowError(
+            f"a crosstask benchmark needs a corpus with reader crosstask, not {corpus!r}"
+        )
     return {key: spec[key] for key in ("videos", "steps", "annotations")}
 
 
@@ -137,7 +144,11 @@ def evaluation_params(wildcards):
             "batch_size": config["evaluation"]["batch_size"],
             "audio_frames": config["evaluation"]["audio_frames"],
             "localization": config["evaluation"]["localization"],
-            "crosstask": crosstask_files(bench["corpus"]) if bench["task"] == "crosstask" else None,
+            "crosstask": (
+                crosstask_files(bench["corpus"])
+                if bench["task"] == "crosstask"
+                else None
+            ),
             "experiment": experiment_settings(wildcards.experiment),
         }
     )
@@ -230,6 +241,8 @@ DEMO_CORPUS_FILES = [
     "{dir}/howto100m/caption.json",
     "{dir}/youcook2/youcookii_annotations_trainval.json",
     "{dir}/msrvtt/MSRVTT_JSFUSION_test.csv",
+    "{dir}/crosstask/videos.csv",
+    "{dir}/crosstask/tasks_primary.txt",
 ]
 
 
