@@ -53,9 +53,12 @@ def count_videos(corpus):
         ids = planned_video_ids(DEMO)[corpus]
         return len(ids[: spec["limit"]] if spec.get("limit") else ids)
     if not Path(id_file).exists():
-        raise WorkflowError(
-            f"corpora.{corpus}.{ID_SOURCE_KEY[spec['reader']]}: file not found: {id_file}"
+        # Plan one shard so dry runs and --lint work; running stops at the manifest rule's missing input.
+        logger.warning(
+            f"corpora.{corpus}.{ID_SOURCE_KEY[spec['reader']]}: file not found: {id_file} "
+            "(planned as one shard; the manifest rule needs it)"
         )
+        return 0
     return len(open_corpus(corpus, spec).video_ids())
 
 
