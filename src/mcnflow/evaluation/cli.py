@@ -19,6 +19,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..config import ConfigError, add_settings_arguments, deep_merge, load_config
+from ..training.trainer import resolve_device
 from .scoring import check_model, choose_scoring
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,6 @@ def crosstask_files(config: dict, benchmark: str, task: str) -> dict | None:
         raise ConfigError(f"evaluation.benchmarks.{benchmark}.corpus: {corpus!r} has reader {spec['reader']!r}; "
                           "a crosstask benchmark needs reader 'crosstask'")
     return {key: spec[key] for key in ("videos", "steps", "annotations")}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:

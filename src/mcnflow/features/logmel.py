@@ -37,27 +37,25 @@ def n_frames(n_samples: int, hop_length: int) -> int:
     return 1 + n_samples // hop_length
 
 
+# Slaney's mel scale (librosa ``htk=False``): linear below 1 kHz, logarithmic above.
+SLANEY_HZ_PER_MEL = 200.0 / 3
+SLANEY_MIN_LOG_HZ = 1000.0
+SLANEY_MIN_LOG_MEL = SLANEY_MIN_LOG_HZ / SLANEY_HZ_PER_MEL
+SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    """Slaney's mel scale (librosa ``htk=False``): linear below 1 kHz, logarithmic above."""
     hz = np.asanyarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
-    logarithmic = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, logarithmic, linear)
+    linear = hz / SLANEY_HZ_PER_MEL
+    logarithmic = SLANEY_MIN_LOG_MEL + np.log(np.maximum(hz, SLANEY_MIN_LOG_HZ) / SLANEY_MIN_LOG_HZ) / SLANEY_LOG_STEP
+    return np.where(hz >= SLANEY_MIN_LOG_HZ, logarithmic, linear)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     mel = np.asanyarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = f_sp * mel
-    logarithmic = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
-    return np.where(mel >= min_log_mel, logarithmic, linear)
+    linear = SLANEY_HZ_PER_MEL * mel
+    logarithmic = SLANEY_MIN_LOG_HZ * np.exp(SLANEY_LOG_STEP * (np.maximum(mel, SLANEY_MIN_LOG_MEL) - SLANEY_MIN_LOG_MEL))
+    return np.where(mel >= SLANEY_MIN_LOG_MEL, logarithmic, linear)
 
 
 def mel_band_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
