@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcnflow.config import load_config
+from mcnflow.core.config import load_config
 from mcnflow.normalize import NormalizeSettings, normalize_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from mcnflow.features import frames as frames_module
-from mcnflow.features.resnet import FrameEncoder, ResNet152Weights, resolve_device
+from mcnflow.core.device import resolve_device
+from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
 from mcnflow.features.video import extract_shard
-from mcnflow.ledger import NORMALIZE_COLUMNS
+from mcnflow.core.ledger import NORMALIZE_COLUMNS
 
 # lavfi sources with moving, varied content (uniform colours would decode unrealistically fast)
 SOURCES = ("testsrc2=s=454x256:r=30", "mandelbrot=s=454x256:r=30", "life=s=454x256:r=30:ratio=0.3:mold=8",
@@ -123,7 +124,7 @@ def main() -> int:
         rows = make_videos(work, args.videos, args.seconds)
         print(f"made {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - t0:.1f} s")
 
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
         encoder = FrameEncoder(ResNet152Weights.resolve(args.weights, 0), device, True)
         decoded = [frames_module.decode_frames(r["path"], args.fps, args.short_side).frames for r in rows]
         frames = torch.from_numpy(np.concatenate(decoded))

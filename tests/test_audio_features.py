@@ -13,7 +13,7 @@ from scipy import signal as sps
 from mcnflow.features import audio
 from mcnflow.features.logmel import log_mel
 from mcnflow.features.store import ShardReader
-from mcnflow.ledger import NORMALIZE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.ledger import NORMALIZE_COLUMNS, read_ledger, write_ledger
 
 SR = 16000
 RECIPE = dict(preemphasis=0.97, window_ms=25, hop_ms=10, n_mels=40, fmin=20, fmax=None, top_db=80.0)

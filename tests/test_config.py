@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from mcnflow.config import ConfigError, canonical_json, load_config, load_yaml, validate_config
+from mcnflow.core.config import ConfigError, canonical_json, load_config, load_yaml, validate_config
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import math
 import pytest
 
 from mcnflow.corpora import CorpusError, open_corpus
-from mcnflow.ids import InvalidVideoId, is_valid_video_id, validate_video_id
+from mcnflow.core.ids import InvalidVideoId, is_valid_video_id, validate_video_id
 from mcnflow.manifest import build_manifest, read_manifest
-from mcnflow.shards import shard_count, shard_names
+from mcnflow.core.shards import shard_count, shard_names
 
 
 def test_youtube_and_local_id_rules():

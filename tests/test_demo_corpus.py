@@ -5,10 +5,10 @@ import urllib.request
 
 import pytest
 
-from mcnflow.config import load_config
+from mcnflow.core.config import load_config
 from mcnflow.corpora import open_corpus
-from mcnflow.demo_corpus import ACTIONS, INGREDIENTS, make_demo_corpus, planned_video_ids
-from mcnflow.demo_server import make_server
+from mcnflow.demo.corpus import ACTIONS, INGREDIENTS, make_demo_corpus, planned_video_ids
+from mcnflow.demo.server import make_server
 
 from conftest import require_ffmpeg
 

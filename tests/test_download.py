@@ -18,7 +18,7 @@ import yaml
 
 from mcnflow import cli
 from mcnflow.download import NOT_ATTEMPTED
-from mcnflow.ledger import DOWNLOAD_COLUMNS, journal_path, read_ledger
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, journal_path, read_ledger
 
 from conftest import REPO, require_ffmpeg
 from http_fixtures import media_root, media_server  # noqa: F401 (pytest fixtures)
@@ -297,7 +297,7 @@ def test_systemic_failure_stops_the_shard_with_exit_3(tmp_path, clips, media_ser
 
 
 def read_ledger_journal(ledger: Path) -> dict[str, dict[str, str]]:
-    from mcnflow.ledger import Journal
+    from mcnflow.core.ledger import Journal
     return Journal(journal_path(ledger), DOWNLOAD_COLUMNS).read()
 
 

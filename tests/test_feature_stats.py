@@ -1,7 +1,7 @@
 import pytest
 
 from mcnflow.cli import main
-from mcnflow.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
 
 
 def test_feature_stats_counts_per_modality_and_status(tmp_path):
@@ -26,7 +26,7 @@ def test_unknown_status_is_named(tmp_path):
     ledger = tmp_path / "text" / "shard-00000.tsv"
     ledger.parent.mkdir()
     write_ledger(ledger, [{"video_id": "a", "status": "weird", "length": 1}], FEATURE_COLUMNS)
-    from mcnflow.feature_stats import feature_stats
+    from mcnflow.features.stats import feature_stats
 
     with pytest.raises(ValueError, match="weird.*'a'"):
         feature_stats("demo", [str(ledger)])

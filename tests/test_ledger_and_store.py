@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from mcnflow.atomic import atomic_write, remove_stale_temps
+from mcnflow.core.atomic import atomic_write, remove_stale_temps
 from mcnflow.features.store import (FeatureIndex, IncompleteShardError, ShardReader, ShardWriter, is_complete,
                                     read_vocabulary, write_vocabulary)
-from mcnflow.ledger import DOWNLOAD_COLUMNS, Journal, journal_path, read_ledger, write_ledger
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, Journal, journal_path, read_ledger, write_ledger
 
 
 def test_ledger_roundtrip_keeps_messages_on_one_line(tmp_path):
@@ -49,7 +49,7 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
 
 
 def test_killed_writer_leaves_only_a_temp_that_is_cleaned(tmp_path):
-    code = ("import os,sys; from mcnflow.atomic import atomic_write\n"
+    code = ("import os,sys; from mcnflow.core.atomic import atomic_write\n"
             f"with atomic_write({str(tmp_path / 'x.txt')!r}) as h:\n h.write('partial'); h.flush(); os._exit(9)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert not (tmp_path / "x.txt").exists()

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from mcnflow.media_probe import (MediaProbeError, last_meaningful_line, media_info_from_ffprobe, parse_rate,
+from mcnflow.core.media_probe import (MediaProbeError, last_meaningful_line, media_info_from_ffprobe, parse_rate,
                                  probe)
 
 

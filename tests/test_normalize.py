@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from mcnflow import cli
-from mcnflow.config import ConfigError
-from mcnflow.ledger import (DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger,
+from mcnflow.core.config import ConfigError
+from mcnflow.core.ledger import (DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger,
                             write_ledger)
-from mcnflow.media_probe import probe
+from mcnflow.core.media_probe import probe
 from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, _ffmpeg_failure, normalize_shard,
                                normalize_video, scaled_size, verify_output)
 

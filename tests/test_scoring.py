@@ -17,7 +17,7 @@ from torch import nn
 from mcnflow.cli import main as cli_main
 from mcnflow.corpora import open_corpus
 from mcnflow.evaluation.localization import evaluate_localization
-from mcnflow.evaluation.retrieval import EvalFeatures, align_queries, evaluate_retrieval
+from mcnflow.evaluation.core import EvalFeatures, align_queries, evaluate_retrieval
 from mcnflow.evaluation.scoring import NOT_TRAINED_NOTE, check_model, choose_scoring, embed_clips, embed_text, similarity
 from mcnflow.features.store import ShardWriter, write_vocabulary
 from mcnflow.features.text import encode_captions

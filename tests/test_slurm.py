@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mcnflow.features.store import is_complete
-from mcnflow.ledger import read_ledger
+from mcnflow.core.ledger import read_ledger
 
 from workflow_utils import REPO, copy_workflow
 

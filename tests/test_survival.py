@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from mcnflow import cli
-from mcnflow.ledger import DOWNLOAD_COLUMNS, DOWNLOAD_STATUSES, write_ledger
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, DOWNLOAD_STATUSES, write_ledger
 
 
 def ledger(path, statuses: dict[str, str]):

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from mcnflow.config import ConfigError
+from mcnflow.core.config import ConfigError
 from mcnflow.features import text, vocabulary
 from mcnflow.features.store import ShardReader, read_vocabulary, write_vocabulary
-from mcnflow.ledger import DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, read_ledger, write_ledger
 
 W2V = {"source": "train", "path": "unused.bin", "limit": None, "vector_size": 16, "window": 3, "min_count": 1,
        "epochs": 5, "seed": 0}

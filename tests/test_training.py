@@ -15,8 +15,8 @@ from mcnflow.cli import main as mcnflow_main
 from mcnflow.features.store import ShardWriter, write_vocabulary
 from mcnflow.model import load_model
 from mcnflow.model.losses import NonFiniteLossError
-from mcnflow.training import clips
-from mcnflow.checksum import file_sha256
+from mcnflow.model import inputs as clips
+from mcnflow.core.checksum import file_sha256
 from mcnflow.training.dataset import ClipDataset
 from mcnflow.training.trainer import Trainer, lr_factor, train
 

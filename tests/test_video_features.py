@@ -27,7 +27,7 @@ from mcnflow.features.resnet import (FrameEncoder, ResNet152Features, ResNet152W
                                      random_resnet152)
 from mcnflow.features.store import ShardReader, is_complete
 from mcnflow.features.video import check_settings, plan_shard
-from mcnflow.ledger import NORMALIZE_COLUMNS, read_ledger
+from mcnflow.core.ledger import NORMALIZE_COLUMNS, read_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -200,12 +200,12 @@ def test_bad_weights_paths_give_errors_naming_the_path(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
 def test_cuda_without_a_gpu_is_a_config_error():
-    from mcnflow.config import ConfigError
-    from mcnflow.features.resnet import resolve_device
+    from mcnflow.core.config import ConfigError
+    from mcnflow.core.device import resolve_device
 
-    assert resolve_device("auto") == CPU
+    assert resolve_device("auto", "features.video.device") == CPU
     with pytest.raises(ConfigError, match="features.video.device.*no CUDA device"):
-        resolve_device("cuda")
+        resolve_device("cuda", "features.video.device")
 
 
 # --- settings and plan -------------------------------------------------------------------------

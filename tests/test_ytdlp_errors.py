@@ -7,7 +7,7 @@ from yt_dlp.networking.common import Response
 from yt_dlp.networking.exceptions import HTTPError, IncompleteRead, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
 
-from mcnflow.ledger import DOWNLOAD_STATUSES
+from mcnflow.core.ledger import DOWNLOAD_STATUSES
 from mcnflow.ytdlp_errors import classify, classify_message
 
 # (message as yt-dlp prints it, status, retryable, systemic)

@@ -12,8 +12,8 @@ import importlib
 import logging
 import sys
 
-from .config import ConfigError
-from .ids import InvalidVideoId
+from mcnflow.core.config import ConfigError
+from mcnflow.core.ids import InvalidVideoId
 
 # name -> (module defining configure_parser(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -22,13 +22,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "survival": ("mcnflow.survival", "summarize download ledgers: how many videos survived, and why not"),
     "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
     "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
-    "feature-stats": ("mcnflow.feature_stats", "count feature outcomes and stored lengths per modality"),
+    "feature-stats": ("mcnflow.features.stats", "count feature outcomes and stored lengths per modality"),
     "train": ("mcnflow.training.cli", "train MCN for one experiment"),
     "evaluate": ("mcnflow.evaluation.cli", "evaluate one experiment's checkpoint on one benchmark"),
     "summarize": ("mcnflow.report", "collect metrics into results/summary.csv, summary.md and plots"),
-    "demo-corpus": ("mcnflow.demo_corpus", "make the offline synthetic demo corpus"),
-    "demo-server": ("mcnflow.demo_server", "serve the demo corpus over local HTTP for yt-dlp"),
-    "validate-config": ("mcnflow.validate", "validate config files against the schema"),
+    "demo-corpus": ("mcnflow.demo.corpus", "make the offline synthetic demo corpus"),
+    "demo-server": ("mcnflow.demo.server", "serve the demo corpus over local HTTP for yt-dlp"),
+    "validate-config": ("mcnflow.core.validate", "validate config files against the schema"),
 }
 
 

@@ -60,13 +60,13 @@ import yt_dlp
 from tqdm import tqdm
 from yt_dlp.utils import YoutubeDLError
 
-from .atomic import TMP_PREFIX, commit
-from .config import ConfigError, add_settings_arguments, settings_from_args
-from .ids import ID_KINDS, InvalidVideoId, validate_video_id
-from .ledger import (DOWNLOAD_COLUMNS, DOWNLOAD_OK, DOWNLOAD_PERMANENT, DOWNLOAD_STATUSES, Journal,
+from mcnflow.core.atomic import TMP_PREFIX, commit
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
+from mcnflow.core.ids import ID_KINDS, InvalidVideoId, validate_video_id
+from mcnflow.core.ledger import (DOWNLOAD_COLUMNS, DOWNLOAD_OK, DOWNLOAD_PERMANENT, DOWNLOAD_STATUSES, Journal,
                      journal_path, ledger_by_id, read_ledger)
-from .media_probe import MediaProbeError, probe
-from .ytdlp_errors import TRANSIENT, Classification, classify, classify_message
+from mcnflow.core.media_probe import MediaProbeError, probe
+from mcnflow.ytdlp_errors import TRANSIENT, Classification, classify, classify_message
 
 log = logging.getLogger(__name__)
 _ytdlp_log = logging.getLogger(__name__ + ".yt_dlp")

@@ -10,9 +10,9 @@ import argparse
 import json
 import logging
 
-from .atomic import atomic_write
-from .corpora import open_corpus
-from .shards import shard_name, shard_of
+from mcnflow.core.atomic import atomic_write
+from mcnflow.corpora import open_corpus
+from mcnflow.core.shards import shard_name, shard_of
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Mapping
 import ffmpeg
 from tqdm import tqdm
 
-from .atomic import atomic_path, remove_stale_temps
-from .config import ConfigError, add_settings_arguments, settings_from_args
-from .ids import is_valid_video_id
-from .ledger import (DOWNLOAD_OK, NORMALIZE_COLUMNS, NORMALIZE_STATUSES, Journal, journal_path,
+from mcnflow.core.atomic import atomic_path, remove_stale_temps
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
+from mcnflow.core.ids import is_valid_video_id
+from mcnflow.core.ledger import (DOWNLOAD_OK, NORMALIZE_COLUMNS, NORMALIZE_STATUSES, Journal, journal_path,
                      read_ledger)
-from .media_probe import MediaInfo, MediaProbeError, ffmpeg_path, last_meaningful_line, probe
+from mcnflow.core.media_probe import MediaInfo, MediaProbeError, ffmpeg_path, last_meaningful_line, probe
 
 log = logging.getLogger(__name__)
 

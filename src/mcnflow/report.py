@@ -23,8 +23,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .atomic import atomic_path, atomic_write
-from .evaluation.metrics import RECALL_KS, chance_recall
+from mcnflow.core.atomic import atomic_path, atomic_write
+from mcnflow.evaluation.metrics import RECALL_KS, chance_recall
 
 log = logging.getLogger(__name__)
 

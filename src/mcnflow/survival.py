@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .ledger import DOWNLOAD_OK, DOWNLOAD_RETRYABLE, DOWNLOAD_STATUSES, read_ledger, write_ledger
+from mcnflow.core.ledger import DOWNLOAD_OK, DOWNLOAD_RETRYABLE, DOWNLOAD_STATUSES, read_ledger, write_ledger
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcnflow.config import canonical_json, deep_merge, validate_config
+from mcnflow.core.config import canonical_json, deep_merge, validate_config
 from mcnflow.corpora import open_corpus
-from mcnflow.demo_corpus import planned_video_ids
-from mcnflow.shards import shard_names
+from mcnflow.demo.corpus import planned_video_ids
+from mcnflow.core.shards import shard_names
 
 validate_config(config)
 
@@ -251,7 +251,7 @@ DEMO_CORPUS_FILES = [
 
 def start_demo_server():
     """Start `mcnflow demo-server` unless one already answers on the port; stop it when Snakemake exits."""
-    from mcnflow.demo_server import served_root, wait_until_serving
+    from mcnflow.demo.server import served_root, wait_until_serving
 
     port = DEMO["port"]
     root = served_root(port)

@@ -7,11 +7,11 @@ path), ``captions(video_id)`` and ``segments()`` (evaluation queries) every stag
 
 from __future__ import annotations
 
-from .base import Caption, Corpus, CorpusError, Segment
-from .crosstask import CrossTask
-from .howto100m import HowTo100M
-from .msrvtt import MSRVTT
-from .youcook2 import YouCook2
+from mcnflow.corpora.base import Caption, Corpus, CorpusError, Segment
+from mcnflow.corpora.crosstask import CrossTask
+from mcnflow.corpora.howto100m import HowTo100M
+from mcnflow.corpora.msrvtt import MSRVTT
+from mcnflow.corpora.youcook2 import YouCook2
 
 READERS: dict[str, type[Corpus]] = {"howto100m": HowTo100M, "youcook2": YouCook2, "msrvtt": MSRVTT,
                                     "crosstask": CrossTask}

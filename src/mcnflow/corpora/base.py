@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ids import ID_KINDS
+from mcnflow.core.ids import ID_KINDS
 
 log = logging.getLogger(__name__)
 

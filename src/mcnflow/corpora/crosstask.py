@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import WHOLE_CLIP, Caption, Corpus
+from mcnflow.corpora.base import WHOLE_CLIP, Caption, Corpus
 
 
 class CrossTaskError(ValueError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
-from .base import Caption, Corpus, CorpusError
+from mcnflow.corpora.base import Caption, Corpus, CorpusError
 
 CSV_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
 

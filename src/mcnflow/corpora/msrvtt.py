@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from .base import WHOLE_CLIP, Caption, Corpus, CorpusError, Segment
+from mcnflow.corpora.base import WHOLE_CLIP, Caption, Corpus, CorpusError, Segment
 
 CSV_COLUMNS = ("key", "vid_key", "video_id", "sentence")
 

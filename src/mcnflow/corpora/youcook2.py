@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .base import Caption, Corpus, CorpusError, Segment
+from mcnflow.corpora.base import Caption, Corpus, CorpusError, Segment
 
 
 class YouCook2(Corpus):

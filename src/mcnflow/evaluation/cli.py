@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write
-from ..config import ConfigError, add_settings_arguments, deep_merge, load_config
-from ..training.trainer import resolve_device
-from .scoring import check_model, choose_scoring
+from mcnflow.core.atomic import atomic_write
+from mcnflow.core.config import ConfigError, add_settings_arguments, deep_merge, load_config
+from mcnflow.core.device import resolve_device
+from mcnflow.evaluation.scoring import check_model, choose_scoring
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,10 @@ def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, no
 
 
 def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str, Any]:
-    from ..corpora import CorpusError
-    from ..model.mcn import load_model  # torch-heavy imports only when evaluating
-    from .crosstask import CrossTaskError
-    from .retrieval import EvalFeatures
+    from mcnflow.corpora import CorpusError
+    from mcnflow.model.mcn import load_model  # torch-heavy imports only when evaluating
+    from mcnflow.evaluation.crosstask import CrossTaskError
+    from mcnflow.evaluation.core import EvalFeatures
 
     task = settings["task"]
     if task not in TASKS:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
     experiment = settings["experiment"]
     training = experiment["training"]
     scoring = choose_scoring(experiment["pairs"], experiment.get("space", "shared"))
-    device = resolve_device(training["device"])
+    device = resolve_device(training["device"], "training.device")
     model, meta = load_model(args.checkpoint, map_location=device)
     check_checkpoint(meta, experiment, args.checkpoint)
     if not scoring.scored:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
     batch_size = settings["batch_size"]
     try:
         if task == "crosstask":
-            from .crosstask import evaluate_crosstask
+            from mcnflow.evaluation.crosstask import evaluate_crosstask
             files = settings.get("crosstask")
             if not files:
                 raise ConfigError("task crosstask needs evaluation.crosstask {annotations, steps, videos}")
@@ -157,10 +157,10 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
 
 
 def _evaluate_corpus(args, settings, spec, model, scoring, features, device):
-    from ..corpora import open_corpus
-    from ..manifest import read_manifest
-    from .localization import evaluate_localization
-    from .retrieval import align_queries, evaluate_retrieval
+    from mcnflow.corpora import open_corpus
+    from mcnflow.manifest import read_manifest
+    from mcnflow.evaluation.localization import evaluate_localization
+    from mcnflow.evaluation.core import align_queries, evaluate_retrieval
 
     if not args.corpus or spec is None:
         raise ConfigError("--corpus and --corpus-spec are needed for retrieval and localization")

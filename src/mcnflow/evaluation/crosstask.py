@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..corpora.crosstask import CrossTaskError, CrossTaskVideo, read_steps, read_videos
-from ..features.captions import tokenize
-from .retrieval import EvalFeatures, Outcome, embed_queries, embed_seconds
-from .scoring import Scoring, similarity
+from mcnflow.corpora.crosstask import CrossTaskError, CrossTaskVideo, read_steps, read_videos
+from mcnflow.features.captions import tokenize
+from mcnflow.evaluation.core import EvalFeatures, Outcome, embed_queries, embed_seconds
+from mcnflow.evaluation.scoring import Scoring, similarity
 
 
 def read_annotation(directory: str | Path, video: CrossTaskVideo, n_steps: int,

@@ -28,8 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .retrieval import EvalFeatures, Outcome, Query, embed_queries, embed_seconds
-from .scoring import Scoring, similarity
+from mcnflow.evaluation.core import EvalFeatures, Outcome, Query, embed_queries, embed_seconds
+from mcnflow.evaluation.scoring import Scoring, similarity
 
 
 def smooth(curve: np.ndarray, window: int) -> np.ndarray:

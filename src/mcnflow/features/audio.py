@@ -21,11 +21,11 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from ..atomic import TMP_PREFIX
-from ..config import ConfigError, add_settings_arguments, load_config, settings_from_args
-from ..ledger import FEATURE_COLUMNS, read_ledger, write_ledger
-from .logmel import log_mel, n_frames, window_samples
-from .store import ShardWriter
+from mcnflow.core.atomic import TMP_PREFIX
+from mcnflow.core.config import ConfigError, add_settings_arguments, load_config, settings_from_args
+from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from mcnflow.features.logmel import log_mel, n_frames, window_samples
+from mcnflow.features.store import ShardWriter
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Container, Iterable, Mapping
 
-from ..corpora.base import Caption
+from mcnflow.corpora.base import Caption
 
 WORD = re.compile(r"[\w']+")
 # "00:01:02.345" or "01:02.345" (hours optional in WebVTT), cue settings may follow the end time.

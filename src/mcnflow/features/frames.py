@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media_probe import MediaProbeError, last_meaningful_line, probe
+from mcnflow.core.media_probe import MediaProbeError, last_meaningful_line, probe
 
 FFMPEG = "ffmpeg"
 

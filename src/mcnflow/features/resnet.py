@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet152_Weights
 
-from ..config import ConfigError
+from mcnflow.core.config import ConfigError
 
 FEATURE_DIM = 2048
 MODEL_NAME = "torchvision resnet152, conv5 mean over H,W (avgpool and fc removed), 2048-d"
@@ -186,17 +186,6 @@ class ResNet152Weights:
             raise WeightsError(f"weights '{self.setting}': not a torchvision resnet152 state dict ({problem})")
         resnet.load_state_dict(state, assign=True)
         return ResNet152Features(resnet).eval()
-
-
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a configuration error."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'features.video.device': 'cuda' but torch sees no CUDA device")
-    if setting not in ("cpu", "cuda"):
-        raise ConfigError(f"config key 'features.video.device': {setting!r}; allowed values: 'auto', 'cpu', 'cuda'")
-    return torch.device(setting)
 
 
 class FrameEncoder:

@@ -10,7 +10,7 @@ docs/hdf5_layout.md describes the same layout for users who read the files with 
                                  start float32 (n,), end float32 (n,)
                            attrs: per-video facts (duration, source_checksum, ...)
     /index/video_id        every video of the shard (vlen str), with
-    /index/status          its outcome (ok, no_audio, ...; see mcnflow.ledger.FEATURE_STATUSES)
+    /index/status          its outcome (ok, no_audio, ...; see mcnflow.core.ledger.FEATURE_STATUSES)
     /index/length          rows / frames / captions stored for it (0 when nothing is stored)
 """
 
@@ -25,8 +25,8 @@ from typing import Any, Iterable, Mapping
 import h5py
 import numpy as np
 
-from .. import __version__
-from ..atomic import commit, temp_path_for
+from mcnflow import __version__
+from mcnflow.core.atomic import commit, temp_path_for
 
 FORMAT = "mcnflow-features"
 FORMAT_VERSION = 1

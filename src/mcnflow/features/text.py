@@ -25,14 +25,14 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from ..atomic import TMP_PREFIX
-from ..checksum import file_sha256
-from ..config import ConfigError, add_settings_arguments, load_config
-from ..corpora import CorpusError, open_corpus
-from ..ledger import FEATURE_COLUMNS, ledger_by_id, read_ledger, write_ledger
-from ..manifest import read_manifest
-from .captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, tokenize
-from .store import ShardWriter, read_vocabulary
+from mcnflow.core.atomic import TMP_PREFIX
+from mcnflow.core.checksum import file_sha256
+from mcnflow.core.config import ConfigError, add_settings_arguments, load_config
+from mcnflow.corpora import CorpusError, open_corpus
+from mcnflow.core.ledger import FEATURE_COLUMNS, ledger_by_id, read_ledger, write_ledger
+from mcnflow.manifest import read_manifest
+from mcnflow.features.captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, tokenize
+from mcnflow.features.store import ShardWriter, read_vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import TMP_PREFIX
-from ..checksum import file_sha256
-from ..config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
-from ..ledger import FEATURE_COLUMNS, read_ledger, write_ledger
-from . import frames as frames_module
+from mcnflow.core.atomic import TMP_PREFIX
+from mcnflow.core.checksum import file_sha256
+from mcnflow.core.config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
+from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from mcnflow.features import frames as frames_module
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class BatchPipeline:
 
 def root_attrs(settings: Mapping[str, Any], encoder) -> dict:
     """What every shard file says about how its features were made."""
-    from .resnet import FEATURE_DIM, MODEL_NAME
+    from mcnflow.features.resnet import FEATURE_DIM, MODEL_NAME
 
     weights = encoder.weights
     attrs = {key: settings[key] for key in SETTINGS_KEYS if key != "weights"}
@@ -302,8 +302,9 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .resnet import FrameEncoder, ResNet152Weights, resolve_device
-    from .store import ShardWriter
+    from mcnflow.core.device import resolve_device
+    from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
+    from mcnflow.features.store import ShardWriter
 
     settings = check_settings(settings)
     if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
@@ -312,7 +313,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     plan = plan_shard(normalize_rows)
     if encoder is None:
         weights = ResNet152Weights.resolve(str(settings["weights"]), int(settings["seed"]))
-        encoder = FrameEncoder(weights, resolve_device(str(settings["device"])), bool(settings["l2_normalize"]))
+        encoder = FrameEncoder(weights, resolve_device(str(settings["device"]), "features.video.device"), bool(settings["l2_normalize"]))
     fps = float(settings["fps"])
     outcomes: dict[str, dict] = {}
     for video_id, status, message in plan.skipped:

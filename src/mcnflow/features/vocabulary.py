@@ -20,12 +20,12 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from ..config import ConfigError, add_settings_arguments, load_config
-from ..ledger import read_ledger
-from ..manifest import read_manifest
-from ..corpora import CorpusError, open_corpus
-from .captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, words_of
-from .store import write_vocabulary
+from mcnflow.core.config import ConfigError, add_settings_arguments, load_config
+from mcnflow.core.ledger import read_ledger
+from mcnflow.manifest import read_manifest
+from mcnflow.corpora import CorpusError, open_corpus
+from mcnflow.features.captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, words_of
+from mcnflow.features.store import write_vocabulary
 
 log = logging.getLogger(__name__)
 

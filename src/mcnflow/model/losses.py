@@ -20,8 +20,8 @@ from typing import Mapping
 import torch
 from torch.nn import functional as F
 
-from .kmeans import OnlineKMeans
-from .mcn import MCN, PAIRS, MCNOutput
+from mcnflow.model.kmeans import OnlineKMeans
+from mcnflow.model.mcn import MCN, PAIRS, MCNOutput
 
 LOSS_TERMS = ("mms", "clustering", "reconstruction")
 

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .davenet import DAVENET_WIDTHS, ResDAVEnet
-from .gated import GatedEmbeddingUnit, SentenceMaxPool
+from mcnflow.model.davenet import DAVENET_WIDTHS, ResDAVEnet
+from mcnflow.model.gated import GatedEmbeddingUnit, SentenceMaxPool
 
 MODALITIES = ("video", "audio", "text")
 PAIRS: dict[str, tuple[str, str]] = {"tv": ("text", "video"), "ta": ("text", "audio"), "va": ("video", "audio")}

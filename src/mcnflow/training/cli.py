@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..config import ConfigError, add_settings_arguments, deep_merge, load_config, settings_from_args
+from mcnflow.core.config import ConfigError, add_settings_arguments, deep_merge, load_config, settings_from_args
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, "experiments")
     else:
         settings = experiment_settings(load_config(args.config), args.experiment)
-    from .trainer import train  # torch is imported only when training runs
+    from mcnflow.training.trainer import train  # torch is imported only when training runs
 
     path = train(settings, text=args.text, video=args.video, audio=args.audio, vocabulary=args.vocabulary,
                  out_dir=args.out_dir, experiment=args.experiment)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..checksum import file_sha256
-from ..features.store import FeatureIndex, ShardReader, check_rate, read_vocabulary
-from . import clips
+from mcnflow.core.checksum import file_sha256
+from mcnflow.features.store import FeatureIndex, ShardReader, check_rate, read_vocabulary
+from mcnflow.model import inputs as clips
 
 
 def vocabulary_fingerprint(words: Sequence[str]) -> str:

@@ -29,14 +29,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .. import __version__
-from ..atomic import atomic_path, atomic_write, remove_stale_temps
-from ..config import ConfigError, canonical_json
-from ..model.davenet import DAVENET_WIDTHS
-from ..model.losses import LOSS_TERMS, MCNObjective
-from ..model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
-from .clips import flatten_pairs
-from .dataset import ClipDataset, EpochPermutation, collate_videos, input_fingerprint, seed_worker
+from mcnflow import __version__
+from mcnflow.core.atomic import atomic_path, atomic_write, remove_stale_temps
+from mcnflow.core.config import ConfigError, canonical_json
+from mcnflow.core.device import resolve_device
+from mcnflow.model.davenet import DAVENET_WIDTHS
+from mcnflow.model.losses import LOSS_TERMS, MCNObjective
+from mcnflow.model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
+from mcnflow.model.inputs import flatten_pairs
+from mcnflow.training.dataset import ClipDataset, EpochPermutation, collate_videos, input_fingerprint, seed_worker
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,6 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
         raise ConfigError(f"training.schedule {training['schedule']!r}; allowed: 'warmup_cosine', 'constant'")
     return {"pairs": pairs, "space": settings["space"], "losses": dict(settings["losses"]),
             "training": dict(training)}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
@@ -222,7 +215,7 @@ class Trainer:
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
-        self.device = resolve_device(self.training["device"])
+        self.device = resolve_device(self.training["device"], "training.device")
         self.amp = bool(self.training["amp"]) and self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from .atomic import atomic_write
+from mcnflow.core.atomic import atomic_write
 
 # --- download -------------------------------------------------------------------------------
 DOWNLOAD_OK = "ok"

@@ -13,7 +13,7 @@ import argparse
 import collections
 from pathlib import Path
 
-from .ledger import FEATURE_STATUSES, read_ledger, write_ledger
+from mcnflow.core.ledger import FEATURE_STATUSES, read_ledger, write_ledger
 
 STATS_COLUMNS = ("corpus", "modality", "status", "videos", "length")
 

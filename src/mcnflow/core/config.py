@@ -1,6 +1,7 @@
 """Load, merge and validate the workflow configuration.
 
-One schema (workflow/schemas/config.schema.yaml) is the single source of truth. Snakemake's
+One schema (``config.schema.yaml`` in this package; ``workflow/schemas/`` links to it) is the single
+source of truth. It loads as package data, so an installed (non-editable) mcnflow finds it too. Snakemake's
 Snakefile and every CLI subcommand validate through :func:`validate_config`, so a bad key gives
 the same message whether the user runs ``snakemake`` or ``mcnflow <stage>`` by hand.
 """
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_RESOURCE = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -42,8 +45,16 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    return load_yaml(path)
+@functools.lru_cache(maxsize=1)
+def _packaged_schema() -> str:
+    return resources.files("mcnflow.core").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    """The config schema: the package's own unless ``path`` names another file."""
+    if path is not None:
+        return load_yaml(path)
+    return yaml.safe_load(_packaged_schema())
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import atomic_path, atomic_write
-from .config import add_settings_arguments, settings_from_args
+from mcnflow.core.atomic import atomic_path, atomic_write
+from mcnflow.core.config import add_settings_arguments, settings_from_args
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from .config import load_config
+from mcnflow.core.config import load_config
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

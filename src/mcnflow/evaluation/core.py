@@ -2,7 +2,7 @@
 
 Queries are the corpus's evaluation segments (YouCook2: the annotated steps of the validation
 videos; MSR-VTT 1k-A: one sentence per video, the clip being the whole video). Clip ``i`` is the
-window ``[start, end]`` of query ``i``'s video, cut as in training (:mod:`mcnflow.training.clips`).
+window ``[start, end]`` of query ``i``'s video, cut as in training (:mod:`mcnflow.model.inputs`).
 The query's caption tokens come from the text shards, whose captions are the corpus's sentences of
 that video in the same order (:mod:`mcnflow.features.text`); the order and start times are checked.
 
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.store import FeatureIndex, check_rate, read_vocabulary
-from ..training import clips
-from ..training.dataset import vocabulary_fingerprint
-from .metrics import retrieval_metrics, target_ranks
-from .scoring import Scoring, embed_clips, embed_text, similarity
+from mcnflow.features.store import FeatureIndex, check_rate, read_vocabulary
+from mcnflow.model import inputs as clips
+from mcnflow.training.dataset import vocabulary_fingerprint
+from mcnflow.evaluation.metrics import retrieval_metrics, target_ranks
+from mcnflow.evaluation.scoring import Scoring, embed_clips, embed_text, similarity
 
 log = logging.getLogger(__name__)
 
