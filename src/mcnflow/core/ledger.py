@@ -4,7 +4,7 @@ A stage appends each outcome to a *journal* (``<ledger>.journal``, flushed per r
 and writes the final ledger atomically when the shard is done. A killed job therefore leaves a
 journal that the rerun reads to skip finished videos, and never a half-written ledger.
 
-Status vocabularies below are the one place these names are defined (docs/ledgers.md explains them).
+Status vocabularies are defined once, in mcnflow.core.status (docs/ledgers.md explains them).
 """
 
 from __future__ import annotations
@@ -16,29 +16,21 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from mcnflow.core.atomic import atomic_write
+from mcnflow.core.status import (DOWNLOAD_PERMANENT, DOWNLOAD_RETRYABLE, DownloadStatus, FeatureStatus,  # noqa: F401
+                                 NormalizeStatus, values)
 
+# The status vocabularies live in mcnflow.core.status; these tuples are their ledger values.
 # --- download -------------------------------------------------------------------------------
-DOWNLOAD_OK = "ok"
-DOWNLOAD_PERMANENT = ("unavailable", "private", "removed", "geo_blocked", "login_required")
-DOWNLOAD_RETRYABLE = ("rate_limited", "transient")
-# skipped: filtered out on purpose (e.g. longer than download.max_duration); not retried.
-DOWNLOAD_STATUSES = (DOWNLOAD_OK, *DOWNLOAD_PERMANENT, *DOWNLOAD_RETRYABLE, "skipped", "error")
+DOWNLOAD_OK = DownloadStatus.OK.value
+DOWNLOAD_STATUSES = values(DownloadStatus)
 DOWNLOAD_COLUMNS = ("video_id", "status", "message", "bytes", "duration", "path", "captions_path", "attempts")
 
 # --- normalize ------------------------------------------------------------------------------
-NORMALIZE_STATUSES = (
-    "ok",              # normalized and verified with ffprobe
-    "not_downloaded",  # the download ledger has no file for it (see that ledger for why)
-    "empty_input",     # zero-byte input
-    "no_video",        # input has no video stream
-    "corrupt",         # ffmpeg/ffprobe could not decode the input
-    "verify_failed",   # output did not match size / fps / duration
-    "error",           # anything else (message says what)
-)
+NORMALIZE_STATUSES = values(NormalizeStatus)
 NORMALIZE_COLUMNS = ("video_id", "status", "message", "has_audio", "duration", "width", "height", "fps", "path")
 
 # --- features -------------------------------------------------------------------------------
-FEATURE_STATUSES = ("ok", "no_audio", "no_media", "no_captions", "too_short", "error")
+FEATURE_STATUSES = values(FeatureStatus)
 FEATURE_COLUMNS = ("video_id", "status", "message", "length")
 
 

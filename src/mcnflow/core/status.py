@@ -1,0 +1,54 @@
+"""Every per-video status vocabulary, in one place (docs/ledgers.md explains each value).
+
+They are ``StrEnum`` s, so a status compares equal to the string a ledger stores
+(``DownloadStatus.OK == "ok"``) and ledgers stay plain TSV.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DownloadStatus(StrEnum):
+    OK = "ok"
+    # gone for good: the answer was about the video itself
+    UNAVAILABLE = "unavailable"
+    PRIVATE = "private"
+    REMOVED = "removed"
+    GEO_BLOCKED = "geo_blocked"
+    LOGIN_REQUIRED = "login_required"
+    # retried by a later run
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    # filtered out on purpose (e.g. longer than download.max_duration); not retried
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+DOWNLOAD_PERMANENT = (DownloadStatus.UNAVAILABLE, DownloadStatus.PRIVATE, DownloadStatus.REMOVED,
+                      DownloadStatus.GEO_BLOCKED, DownloadStatus.LOGIN_REQUIRED)
+DOWNLOAD_RETRYABLE = (DownloadStatus.RATE_LIMITED, DownloadStatus.TRANSIENT)
+
+
+class NormalizeStatus(StrEnum):
+    OK = "ok"                          # normalized and verified with ffprobe
+    NOT_DOWNLOADED = "not_downloaded"  # the download ledger has no file for it (see that ledger for why)
+    EMPTY_INPUT = "empty_input"        # zero-byte input
+    NO_VIDEO = "no_video"              # input has no video stream
+    CORRUPT = "corrupt"                # ffmpeg/ffprobe could not decode the input
+    VERIFY_FAILED = "verify_failed"    # output did not match size / fps / duration
+    ERROR = "error"                    # anything else (message says what)
+
+
+class FeatureStatus(StrEnum):
+    OK = "ok"
+    NO_AUDIO = "no_audio"
+    NO_MEDIA = "no_media"
+    NO_CAPTIONS = "no_captions"
+    TOO_SHORT = "too_short"
+    ERROR = "error"
+
+
+def values(enum: type[StrEnum]) -> tuple[str, ...]:
+    """The enum's values in declaration order (what a ledger may contain)."""
+    return tuple(member.value for member in enum)
