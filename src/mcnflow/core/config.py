@@ -62,7 +62,7 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def describe_error(error: jsonschema.ValidationError) -> str:
     key = _key_path(error)
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "enum":
@@ -86,7 +86,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {error.message}{suffix}"
 
 
-def _fill_defaults(instance: Any, schema: dict) -> None:
+def fill_defaults(instance: Any, schema: dict) -> None:
     """Insert schema ``default`` values for absent keys, recursively (as Snakemake's validate does)."""
     if not isinstance(instance, dict) or not isinstance(schema, dict):
         return
@@ -94,22 +94,22 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
         if key not in instance and "default" in subschema:
             instance[key] = copy.deepcopy(subschema["default"])
         if key in instance:
-            _fill_defaults(instance[key], subschema)
+            fill_defaults(instance[key], subschema)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
-                _fill_defaults(value, extra)
+                fill_defaults(value, extra)
 
 
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key."""
     schema = schema or load_schema()
-    _fill_defaults(config, schema)
+    fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key_path(e)))
     if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors[:10]))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(describe_error(e) for e in errors[:10]))
     _check_cross_references(config)
     return config
 
@@ -145,30 +145,34 @@ def canonical_json(value: Any) -> str:
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every stage reads its settings either as JSON (how Snakemake passes them) or from config files."""
+    """Every stage reads its settings from a settings file or JSON (what the workflow passes, made by
+    mcnflow.core.plan) or from config files (then the same plan computes them)."""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--settings", help="the stage's config section as JSON (what the workflow passes)")
+    group.add_argument("--settings-file", metavar="JSON_FILE",
+                       help="the stage's settings as a JSON file (what the workflow passes)")
+    group.add_argument("--settings", metavar="JSON", help="the stage's settings as inline JSON")
     group.add_argument("--config", action="extend", nargs="+", metavar="YAML",
                        help="config file(s), later ones override earlier ones (e.g. config.yaml demo/config.yaml)")
 
 
-def settings_from_args(args: argparse.Namespace, section: str) -> dict:
-    """The stage's settings: the ``--settings`` JSON, or ``section`` of the validated ``--config`` files.
+def settings_from_args(args: argparse.Namespace, stage: str, **names: str):
+    """The stage's frozen settings: ``--settings-file`` / ``--settings`` JSON validated against the
+    stage's part of the schema, or computed from the ``--config`` files by :class:`mcnflow.core.plan.Plan`
+    (``names``: the corpus / experiment / benchmark the stage runs for)."""
+    from mcnflow.core.plan import Plan, validate_stage_settings
 
-    ``section`` is a dotted path such as ``"download"`` or ``"features.video"``.
-    """
+    if getattr(args, "settings_file", None):
+        try:
+            settings = json.loads(Path(args.settings_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"--settings-file {args.settings_file}: cannot be read ({exc})") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings-file {args.settings_file} is not valid JSON: {exc}") from exc
+        return validate_stage_settings(stage, settings, f"--settings-file {args.settings_file}")
     if getattr(args, "settings", None):
         try:
             settings = json.loads(args.settings)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
-        if not isinstance(settings, dict):
-            raise ConfigError("--settings must be a JSON object")
-        return settings
-    config = load_config(args.config)
-    node: Any = config
-    for part in section.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"config key '{section}' is missing")
-        node = node[part]
-    return node
+        return validate_stage_settings(stage, settings)
+    return Plan(load_config(args.config)).settings(stage, **names)

@@ -1,0 +1,325 @@
+"""The one place that turns the merged config into what each stage and each rule needs.
+
+``Plan(config)`` answers, for a validated config: each stage's settings (``plan.settings(stage,
+**names)``), each experiment's merged settings, each benchmark's evaluation settings, each corpus's
+input files, the corpora whose features are needed and the demo's files. The Snakemake workflow
+(``workflow/rules/common.smk``) and every CLI's ``--config`` path call the same functions, so a job
+the workflow runs and the same stage run by hand get identical settings.
+
+A stage's settings are also its rerun trigger: the workflow hands them to the job as a
+content-addressed JSON file (:func:`settings_file`), so the command line stays short, the file name
+changes exactly when the settings do, and YAML key order changes nothing (sorted-key JSON).
+``--settings`` / ``--settings-file`` JSON is validated against the stage's part of the schema
+(:func:`stage_schema`), so a hand-written settings file fails with the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jsonschema
+
+from mcnflow.core.config import ConfigError, canonical_json, deep_merge, describe_error, fill_defaults, load_schema
+from mcnflow.core.frozen import FrozenSettings, freeze
+
+PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
+MODALITIES = ("video", "audio", "text")
+
+# The corpus file that lists a reader's videos (the manifest is read from it).
+ID_SOURCE_KEY = {
+    "howto100m": "videos_csv",
+    "youcook2": "annotations",
+    "msrvtt": "csv",
+    "crosstask": "videos",
+}
+CROSSTASK_FILES = ("videos", "steps", "annotations")
+
+# Files `mcnflow demo-corpus` writes, relative to demo.corpus_dir.
+DEMO_CORPUS_FILES = (
+    "howto100m/HowTo100M_v1.csv",
+    "howto100m/caption.json",
+    "youcook2/youcookii_annotations_trainval.json",
+    "msrvtt/MSRVTT_JSFUSION_test.csv",
+    "crosstask/videos.csv",
+    "crosstask/tasks_primary.txt",
+)
+
+# Where the workflow writes the settings files it hands to jobs.
+SETTINGS_DIR = Path(".snakemake") / "mcnflow-settings"
+
+
+def experiment_modalities(pairs) -> list[str]:
+    """The modalities a set of pairs trains, e.g. [tv] -> [text, video]."""
+    return sorted({PAIR_LETTERS[letter] for pair in pairs for letter in pair})
+
+
+class Plan:
+    """Everything the rules and the stage CLIs derive from one validated config."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.corpora: Mapping[str, Mapping] = config["corpora"]
+        self.experiments: Mapping[str, Mapping] = config["experiments"]
+        self.benchmarks: Mapping[str, Mapping] = config["evaluation"]["benchmarks"]
+        self.train_corpus: str = config["train_corpus"]
+        self.demo: Mapping | None = config.get("demo")
+
+    # --- tables --------------------------------------------------------------------------------
+
+    @property
+    def feature_corpora(self) -> list[str]:
+        """Corpora whose features are extracted: the training corpus and every benchmark's corpus."""
+        return sorted({self.train_corpus} | {b["corpus"] for b in self.benchmarks.values()})
+
+    def benchmark_corpus(self, benchmark: str) -> str:
+        return self._benchmark(benchmark)["corpus"]
+
+    def training_modalities(self, experiment: str) -> list[str]:
+        """What a training reads: its modalities, plus text, whose caption times define the clips."""
+        return sorted(set(experiment_modalities(self._experiment(experiment)["pairs"])) | {"text"})
+
+    def corpus_input_files(self, corpus: str) -> list[str]:
+        """The corpus's own files (annotations / id lists / captions) the manifest is read from."""
+        spec = self._corpus(corpus)
+        keys = [ID_SOURCE_KEY[spec["reader"]]]
+        if spec["reader"] == "howto100m" and spec.get("caption_format") != "vtt":
+            keys.append("captions")
+        if spec["reader"] == "crosstask":
+            keys.append("steps")
+        return [spec[key] for key in keys]
+
+    def id_file(self, corpus: str) -> str:
+        spec = self._corpus(corpus)
+        return spec[ID_SOURCE_KEY[spec["reader"]]]
+
+    def crosstask_files(self, corpus: str) -> dict[str, str]:
+        spec = self._corpus(corpus)
+        if spec["reader"] != "crosstask":
+            raise ConfigError(f"a crosstask benchmark needs a corpus with reader crosstask, not {corpus!r} "
+                              f"(reader {spec['reader']!r})")
+        return {key: spec[key] for key in CROSSTASK_FILES}
+
+    def demo_files(self) -> list[str]:
+        if not self.demo:
+            return []
+        return [str(Path(self.demo["corpus_dir"]) / name) for name in DEMO_CORPUS_FILES]
+
+    def word2vec_inputs(self) -> list[str]:
+        """Files the word2vec source is made from: the GoogleNews binary, or nothing beyond the
+        training corpus's own stage outputs (the rule adds those)."""
+        w2v = self.config["features"]["text"]["word2vec"]
+        return [w2v["path"]] if w2v["source"] == "googlenews" else []
+
+    # --- stage settings ------------------------------------------------------------------------
+
+    def settings(self, stage: str, **names: str) -> FrozenSettings:
+        """The settings object of ``stage`` (see STAGES), e.g. ``settings("evaluate",
+        experiment="tv", benchmark="youcook2_retrieval")``."""
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(sorted(STAGES))}")
+        build, needed, _ = STAGES[stage]
+        missing = [n for n in needed if not names.get(n)]
+        if missing:
+            raise ConfigError(f"stage {stage!r} needs {', '.join('--' + n for n in missing)}")
+        return freeze(build(self, **{n: names[n] for n in needed}))
+
+    def experiment_settings(self, name: str) -> dict:
+        """One experiment's complete settings: its entry plus the training section it overrides."""
+        entry = copy.deepcopy(dict(self._experiment(name)))
+        entry["training"] = deep_merge(self.config["training"], entry.get("training") or {})
+        return entry
+
+    def _download(self) -> dict:
+        return copy.deepcopy(self.config["download"])
+
+    def _normalize(self) -> dict:
+        return copy.deepcopy(self.config["normalize"])
+
+    def _features(self, modality: str) -> dict:
+        return {**copy.deepcopy(self.config["features"][modality]),
+                "compression": self.config["features"]["compression"]}
+
+    def _manifest(self, corpus: str) -> dict:
+        return {"corpus": corpus, "spec": copy.deepcopy(self._corpus(corpus)),
+                "shard_size": self.config["shard_size"]}
+
+    def _text(self, corpus: str) -> dict:
+        text = self.config["features"]["text"]
+        return {"corpus": corpus, "spec": copy.deepcopy(self._corpus(corpus)), "max_words": text["max_words"],
+                "compression": self.config["features"]["compression"]}
+
+    def _word2vec(self) -> dict:
+        return {"word2vec": copy.deepcopy(self.config["features"]["text"]["word2vec"]),
+                "corpus": self.train_corpus, "spec": copy.deepcopy(self._corpus(self.train_corpus))}
+
+    def _train(self, experiment: str) -> dict:
+        return self.experiment_settings(experiment)
+
+    def _evaluate(self, experiment: str, benchmark: str) -> dict:
+        bench = self._benchmark(benchmark)
+        evaluation = self.config["evaluation"]
+        corpus = bench["corpus"]
+        return {
+            "benchmark": benchmark,
+            "task": bench["task"],
+            "corpus": corpus,
+            "spec": copy.deepcopy(self._corpus(corpus)),
+            "tie_policy": evaluation["tie_policy"],
+            "batch_size": evaluation["batch_size"],
+            "audio_frames": evaluation["audio_frames"],
+            "localization": copy.deepcopy(evaluation["localization"]),
+            "crosstask": self.crosstask_files(corpus) if bench["task"] == "crosstask" else None,
+            "experiment": self.experiment_settings(experiment),
+        }
+
+    def _demo(self) -> dict:
+        if not self.demo:
+            raise ConfigError("config key 'demo': the config has no demo section (use demo/config.yaml)")
+        return copy.deepcopy(self.demo)
+
+    # --- lookups with errors that name the key ----------------------------------------------------
+
+    def _corpus(self, name: str) -> Mapping:
+        if name not in self.corpora:
+            raise ConfigError(f"corpus {name!r} is not in config key 'corpora'; allowed values: "
+                              + ", ".join(map(repr, sorted(self.corpora))))
+        return self.corpora[name]
+
+    def _experiment(self, name: str) -> Mapping:
+        if name not in self.experiments:
+            raise ConfigError(f"experiment {name!r} is not in config key 'experiments'; allowed values: "
+                              + ", ".join(map(repr, sorted(self.experiments))))
+        return self.experiments[name]
+
+    def _benchmark(self, name: str) -> Mapping:
+        if name not in self.benchmarks:
+            raise ConfigError(f"benchmark {name!r} is not in config key 'evaluation.benchmarks'; allowed values: "
+                              + ", ".join(map(repr, sorted(self.benchmarks))))
+        return self.benchmarks[name]
+
+
+# --- the stage table: builder, the names it needs, and its schema ----------------------------------
+
+def _ref(*path: str) -> dict:
+    """A $ref into the config schema (kept under $defs/config of each stage schema)."""
+    return {"$ref": "#/$defs/config/" + "/".join(path)}
+
+
+_CORPUS_SCHEMA = {"$ref": "#/$defs/corpus"}
+
+
+def _flat(*section: str, extra: Mapping[str, dict] | None = None) -> Callable[[dict], dict]:
+    """A stage whose settings are one config section (plus a few keys from elsewhere)."""
+    def schema(root: dict) -> dict:
+        node = root
+        for key in section:
+            node = node["properties"][key]
+        node = copy.deepcopy(node)
+        node.setdefault("properties", {}).update(copy.deepcopy(dict(extra or {})))
+        node["required"] = sorted(set(node.get("required", [])) | set(extra or {}))
+        return node
+    return schema
+
+
+def _object(properties: Mapping[str, dict], required=None) -> Callable[[dict], dict]:
+    def schema(root: dict) -> dict:
+        return {"type": "object", "additionalProperties": False, "properties": copy.deepcopy(dict(properties)),
+                "required": sorted(required if required is not None else properties)}
+    return schema
+
+
+def _experiment_schema(root: dict) -> dict:
+    node = copy.deepcopy(root["properties"]["experiments"]["additionalProperties"])
+    node["properties"]["training"] = _ref("properties", "training")
+    node["required"] = sorted(set(node.get("required", [])) | {"training"})
+    return node
+
+
+_COMPRESSION = _ref("properties", "features", "properties", "compression")
+_EVALUATION = ("properties", "evaluation", "properties")
+
+STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], dict]]] = {
+    "manifest": (Plan._manifest, ("corpus",), _object(
+        {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA, "shard_size": _ref("properties", "shard_size")})),
+    "download": (Plan._download, (), _flat("download")),
+    "normalize": (Plan._normalize, (), _flat("normalize")),
+    "features.video": (lambda plan: plan._features("video"), (), _flat("features", "video",
+                                                                       extra={"compression": _COMPRESSION})),
+    "features.audio": (lambda plan: plan._features("audio"), (), _flat("features", "audio",
+                                                                       extra={"compression": _COMPRESSION})),
+    "features.text": (Plan._text, ("corpus",), _object(
+        {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA,
+         "max_words": _ref("properties", "features", "properties", "text", "properties", "max_words"),
+         "compression": _COMPRESSION})),
+    "word2vec": (Plan._word2vec, (), _object(
+        {"word2vec": _ref("properties", "features", "properties", "text", "properties", "word2vec"),
+         "corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA})),
+    "train": (Plan._train, ("experiment",), _experiment_schema),
+    "evaluate": (Plan._evaluate, ("experiment", "benchmark"), lambda root: _object({
+        "benchmark": {"type": "string"},
+        "task": _ref(*_EVALUATION, "benchmarks", "additionalProperties", "properties", "task"),
+        "corpus": {"type": "string"},
+        "spec": _CORPUS_SCHEMA,
+        "tie_policy": _ref(*_EVALUATION, "tie_policy"),
+        "batch_size": _ref(*_EVALUATION, "batch_size"),
+        "audio_frames": _ref(*_EVALUATION, "audio_frames"),
+        "localization": _ref(*_EVALUATION, "localization"),
+        "crosstask": {"type": ["object", "null"], "additionalProperties": False,
+                      "properties": {k: {"type": "string"} for k in CROSSTASK_FILES},
+                      "required": list(CROSSTASK_FILES)},
+        "experiment": _experiment_schema(root),
+    })(root)),
+    "demo": (Plan._demo, (), lambda root: {**copy.deepcopy(root["properties"]["demo"]), "type": "object"}),
+}
+
+
+def stage_schema(stage: str) -> dict:
+    """The JSON schema of one stage's settings, built from the config schema."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(sorted(STAGES))}")
+    root = load_schema()
+    schema = STAGES[stage][2](root)
+    schema["$defs"] = {**copy.deepcopy(root.get("$defs", {})), "config": root}
+    return schema
+
+
+def validate_stage_settings(stage: str, settings: Any, origin: str = "--settings") -> FrozenSettings:
+    """Check hand-given settings JSON against the stage's schema (filling defaults); errors name the key."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{origin}: the settings of stage {stage!r} must be a JSON object")
+    schema = stage_schema(stage)
+    settings = json.loads(canonical_json(settings))  # plain JSON types (frozen tuples are arrays)
+    fill_defaults(settings, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # Keys of a stage that is one config section are named as in the config (features.video.device).
+        prefix = f"{stage}." if stage in ("download", "normalize", "features.video", "features.audio") else ""
+        messages = [describe_error(e).replace("config key '<top level>'", f"settings key '{prefix.rstrip('.') or '<top level>'}'", 1)
+                    .replace("config key '", f"settings key '{prefix}", 1) for e in errors[:10]]
+        raise ConfigError(f"{origin}: invalid settings for stage {stage!r}:\n  " + "\n  ".join(messages))
+    return freeze(settings)
+
+
+def settings_digest(settings: Mapping) -> str:
+    return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()
+
+
+def settings_file(stage: str, settings: Mapping, directory: str | Path = SETTINGS_DIR) -> str:
+    """Write ``settings`` to ``<directory>/<stage>.<sha256>.json`` (once) and return that path.
+
+    The name is the content's hash, so it changes exactly when the settings do: as a Snakemake
+    param it is as exact a rerun trigger as the JSON itself, and it keeps command lines short.
+    """
+    text = canonical_json(settings)
+    path = Path(directory) / f"{stage}.{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}.{id(text)}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return str(path)
