@@ -46,7 +46,7 @@ def make_inputs(root: Path, n_videos: int, seed: int = 0) -> dict:
         "duration": 100.0, "subset": "validation", "recipe_type": "1", "video_url": "",
         "annotations": [{"segment": [1, 5], "id": 0, "sentence": "cut the onion"}]} for _ in range(457)}
     (data / "youcook2/annotations.json").write_text(json.dumps({"database": database}))
-    msrvtt = REPO.parent / "shared/data/MSRVTT_JSFUSION_test.csv"
+    msrvtt = REPO / "data/msrvtt/MSRVTT_JSFUSION_test.csv"
     return {"corpora": {
         "howto100m": {"videos_csv": str(data / "howto100m/HowTo100M_v1.csv"),
                       "captions": str(data / "howto100m/caption.json")},

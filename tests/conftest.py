@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+MSRVTT_SPLIT = REPO / "data" / "msrvtt" / "MSRVTT_JSFUSION_test.csv"
 
 
 def pytest_configure(config):
@@ -23,11 +23,9 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def msrvtt_csv() -> Path:
-    """The real MSR-VTT 1k-A test split (shared/data), or skip loudly if the checkout lacks it."""
-    path = SHARED_DATA / "MSRVTT_JSFUSION_test.csv"
-    if not path.exists():
-        pytest.skip(f"real MSR-VTT split not found at {path}")
-    return path
+    """The real MSR-VTT 1k-A test split, shipped in the repository (data/msrvtt/)."""
+    assert MSRVTT_SPLIT.is_file(), f"the repository must ship {MSRVTT_SPLIT}"
+    return MSRVTT_SPLIT
 
 
 def require_ffmpeg():

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +18,8 @@ from scipy import signal as sps
 from mcnflow.features import audio
 from mcnflow.features.logmel import log_mel
 from mcnflow.features.store import ShardReader
-from mcnflow.core.ledger import NORMALIZE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger, write_ledger
+from shard_utils import h5_contents, leftovers
 
 SR = 16000
 RECIPE = dict(preemphasis=0.97, window_ms=25, hop_ms=10, n_mels=40, fmin=20, fmax=None, top_db=80.0)
@@ -174,3 +180,115 @@ def test_shard_spectrograms(shard):
         # the tone's band dominates the middle of the clip (AAC edges are left out)
         middle = spec[:, spec.shape[1] // 4: 3 * spec.shape[1] // 4].astype(float).mean(axis=1)
         assert np.argmax(middle) == np.argmin(np.abs(centres - freq))
+
+
+# --- a killed shard job resumes ---------------------------------------------------------------------
+
+# The real CLI in a child process that SIGKILLs itself right after the first ``ok`` journal row, i.e.
+# once the first video's part and journal row are on disk: the state a job killed there leaves.
+KILL_AFTER_FIRST_OK = """
+import os, signal, sys
+from mcnflow.core.shard_stage import ShardRun
+record = ShardRun.record
+def record_then_die(self, row):
+    record(self, row)
+    if row["status"] == "ok":
+        os.kill(os.getpid(), signal.SIGKILL)
+ShardRun.record = record_then_die
+from mcnflow import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def resume_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    rows = [
+        normalize_row("silentvideo", make_video(root / "b.mp4", 1.0), False),
+        normalize_row("tone1000vid", make_video(root / "a.mp4", 1.5, freq=1000), True, duration=1.5),
+        normalize_row("shortclip01", make_video(root / "c.mp4", 0.5, freq=300), True, duration=0.5),
+        normalize_row("neverarrive", "", None, status="not_downloaded"),
+        normalize_row("tone300long", make_video(root / "d.mp4", 2.0, freq=300), True, duration=2.0),
+    ]
+    return write_ledger(root / "normalize.tsv", rows, NORMALIZE_COLUMNS)
+
+
+def audio_argv(normalize_ledger, out_dir, settings=SETTINGS):
+    return ["--normalize-ledger", str(normalize_ledger), "--corpus", "democorpus", "--shard", "00003",
+            "--output", str(out_dir / "shard-00003.h5"), "--ledger", str(out_dir / "shard-00003.tsv"),
+            "--settings", json.dumps(settings)]
+
+
+def killed_after_first_video(normalize_ledger, out_dir):
+    argv = audio_argv(normalize_ledger, out_dir)
+    done = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_OK, "extract", "audio", *argv],
+                          capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not (out_dir / "shard-00003.h5").exists() and not (out_dir / "shard-00003.tsv").exists()
+    journal = Journal(journal_path(out_dir / "shard-00003.tsv"), FEATURE_COLUMNS).read()
+    assert [(r["video_id"], r["status"]) for r in journal.values()] == [("silentvideo", "no_audio"),
+                                                                        ("tone1000vid", "ok")]
+    part = out_dir / "shard-00003.tsv.parts" / "tone1000vid.npz"
+    assert part.is_file()
+    return argv, part
+
+
+def extraction_log(caplog) -> str:
+    return [r.getMessage() for r in caplog.records if "kept" in r.getMessage() and "extracted" in r.getMessage()][-1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_inputs, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert run_cli(audio_argv(resume_inputs, out_dir)) == 0
+    return out_dir
+
+
+def test_killed_audio_shard_resumes_without_redoing_finished_videos(resume_inputs, uninterrupted, tmp_path,
+                                                                     caplog):
+    out_dir = tmp_path / "features"
+    argv, part = killed_after_first_video(resume_inputs, out_dir)
+    # another shard's job writes beside this one; this shard's own killed assembly left a temporary
+    neighbour = out_dir / ".tmp-shard-00004.h5.n31ghb0r"
+    neighbour.write_bytes(b"being written by shard 00004")
+    own_stale = out_dir / ".tmp-shard-00003.h5.k1lled00"
+    own_stale.write_bytes(b"half an hdf5 file")
+
+    caplog.set_level(logging.INFO, logger="mcnflow")
+    assert run_cli(argv) == 0
+
+    # the journal's two rows were kept; of the three videos with audio only the two unfinished ones ran
+    assert extraction_log(caplog) == "democorpus/00003: extracted 2 video(s), kept 2 outcome(s) from an earlier run"
+    assert h5_contents(out_dir / "shard-00003.h5") == h5_contents(uninterrupted / "shard-00003.h5")
+    assert read_ledger(out_dir / "shard-00003.tsv") == read_ledger(uninterrupted / "shard-00003.tsv")
+    assert neighbour.read_bytes() == b"being written by shard 00004" and not own_stale.exists()
+    neighbour.unlink()
+    assert leftovers(out_dir) == [] and sorted(p.name for p in out_dir.iterdir()) == ["shard-00003.h5",
+                                                                                     "shard-00003.tsv"]
+
+
+@pytest.mark.parametrize("change", ["damaged part", "other settings", "changed source"])
+def test_untrustworthy_parts_are_computed_again(resume_inputs, uninterrupted, tmp_path, caplog, change):
+    out_dir = tmp_path / "features"
+    argv, part = killed_after_first_video(resume_inputs, out_dir)
+    settings = SETTINGS
+    if change == "damaged part":
+        part.write_bytes(part.read_bytes()[:-100])
+        expected = "extracted 3 video(s), kept 1 outcome(s)"  # only silentvideo's no_audio row is kept
+    elif change == "other settings":
+        settings = {**SETTINGS, "top_db": 60.0}
+        argv = audio_argv(resume_inputs, out_dir, settings)
+        expected = "extracted 3 video(s), kept 0 outcome(s)"  # nothing of another recipe is reused
+    else:
+        source = Path(read_ledger(resume_inputs)[1]["path"])
+        os.utime(source)  # e.g. normalize wrote it again
+        expected = "extracted 3 video(s), kept 1 outcome(s)"
+    caplog.set_level(logging.INFO, logger="mcnflow")
+    assert run_cli(argv) == 0
+    assert f"democorpus/00003: {expected} from an earlier run" == extraction_log(caplog)
+    if change == "other settings":
+        spectrogram = ShardReader(out_dir / "shard-00003.h5").read("tone1000vid")
+        assert float(spectrogram.min()) == -60.0  # the new floor, not the part made with top_db 80
+    else:
+        assert h5_contents(out_dir / "shard-00003.h5") == h5_contents(uninterrupted / "shard-00003.h5")
+    assert leftovers(out_dir) == []

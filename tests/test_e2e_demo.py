@@ -9,8 +9,9 @@ import re
 import pytest
 import yaml
 
-from mcnflow.features.store import is_complete
-from mcnflow.core.ledger import read_ledger
+from mcnflow.core.ledger import DOWNLOAD_STATUSES, read_ledger
+from mcnflow.features.store import ShardReader, is_complete
+from mcnflow.features.word2vec import read_word_vectors
 
 from workflow_utils import copy_workflow, snakemake
 
@@ -27,7 +28,8 @@ def demo_run(tmp_path_factory):
         if "url_template" in spec:
             spec["url_template"] = spec["url_template"].replace("18765", "18777")
     (workdir / "demo/config.yaml").write_text(yaml.safe_dump(demo_cfg, sort_keys=False))
-    snakemake(workdir, "--profile", "profiles/local")
+    result = snakemake(workdir, "--profile", "profiles/local")
+    (workdir / "run-output.txt").write_text(result.stdout + result.stderr)
     return workdir
 
 
@@ -46,9 +48,10 @@ def test_download_ledgers_show_survival_handling(demo_run):
     assert sum(r["status"] == "ok" for r in rows.values()) == 14
     survival = {r["status"]: r for r in csv.DictReader(open(demo_run / "results/download/howto100m/survival.tsv"),
                                                          delimiter="\t")}
-    assert survival  # the survival summary exists and is readable
-    text = (demo_run / "results/download/howto100m/survival.tsv").read_text()
-    assert "unavailable" in text and "ok" in text
+    # every status is listed, zeros included, with the demo's counts
+    assert set(DOWNLOAD_STATUSES) <= set(survival), sorted(set(DOWNLOAD_STATUSES) - set(survival))
+    assert int(survival["ok"]["videos"]) == 14 and int(survival["unavailable"]["videos"]) == 2
+    assert int(survival["private"]["videos"]) == 0
 
 
 def test_normalized_shards(demo_run):
@@ -67,7 +70,12 @@ def test_features_are_complete_hdf5(demo_run):
         for modality in ("video", "audio", "text"):
             files = sorted((demo_run / f"results/features/{corpus}/{modality}").glob("shard-*.h5"))
             assert files and all(is_complete(f) for f in files), (corpus, modality)
-    assert is_complete(demo_run / "results/features/vocabulary.h5") or (demo_run / "results/features/vocabulary.h5").exists()
+    word2vec = read_word_vectors(demo_run / "results/features/word2vec.h5")
+    assert word2vec.attrs["source"] == "train" and word2vec.attrs["train_corpus"] == "howto100m"
+    # every text shard of every corpus carries vectors from that one source
+    for corpus in ("howto100m", "youcook2", "msrvtt", "crosstask"):
+        for path in (demo_run / f"results/features/{corpus}/text").glob("shard-*.h5"):
+            assert ShardReader(path).attrs["word2vec_fingerprint"] == word2vec.fingerprint, path
 
 
 def test_summary_shows_retrieval_far_above_chance(demo_run):
@@ -112,7 +120,8 @@ def _dry_run(workdir, config_text=None):
     try:
         if config_text is not None:
             config_path.write_text(config_text)
-        result = snakemake(workdir, "-n", "--profile", "profiles/local")
+        # --quiet host overrides the profile's `quiet: rules`, so the dry run lists every job
+        result = snakemake(workdir, "-n", "--profile", "profiles/local", "--quiet", "host")
     finally:
         config_path.write_text(original)
     return _planned(result.stdout + result.stderr)
@@ -160,3 +169,67 @@ def test_changing_feature_settings_reruns_features_and_everything_downstream(dem
     assert not {"download_shard", "normalize_shard", "extract_video", "extract_text"} & rules
     # experiments that never read audio features are not retrained
     assert ("train", "experiment=tv") not in jobs
+
+
+def test_changing_an_evaluation_corpus_never_retrains(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    cfg["corpora"]["youcook2"]["limit"] = 6
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    rules = {rule for rule, _ in jobs}
+    assert "evaluate" in rules and "manifest" in rules, jobs
+    assert not {"train", "word2vec"} & rules, jobs
+    assert all("corpus=youcook2" in w for rule, w in jobs if rule in ("manifest", "download_shard", "extract_text"))
+
+
+def test_adding_a_benchmark_corpus_never_retrains(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    cfg["corpora"]["youcook2_b"] = {**cfg["corpora"]["youcook2"], "reader": "youcook2", "source": "url",
+                                    "id_kind": "youtube"}
+    cfg["evaluation"]["benchmarks"]["youcook2_b_retrieval"] = {"task": "retrieval", "corpus": "youcook2_b"}
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    rules = {rule for rule, _ in jobs}
+    assert {"manifest", "download_shard", "extract_text", "evaluate"} <= rules, jobs
+    assert not {"train", "word2vec"} & rules, jobs
+    assert all("benchmark=youcook2_b_retrieval" in w for rule, w in jobs if rule == "evaluate")
+
+
+def test_no_output_line_over_1000_characters(demo_run):
+    lines = (demo_run / "run-output.txt").read_text().splitlines()
+    assert lines, "the run printed nothing"
+    longest = max(lines, key=len)
+    assert len(longest) <= 1000, longest[:300]
+
+
+def test_hand_run_evaluate_with_config_matches_the_workflow(demo_run, tmp_path):
+    """`mcnflow evaluate --config config.yaml demo/config.yaml` computes the workflow job's settings itself."""
+    import json
+    import subprocess
+    import sys
+
+    def shards(corpus, modality):
+        return [str(p) for p in sorted((demo_run / f"results/features/{corpus}/{modality}").glob("shard-*.h5"))]
+
+    for experiment, benchmark, corpus in (("tv_ta", "youcook2_retrieval", "youcook2"),
+                                          ("tv_ta_va", "crosstask", "crosstask")):
+        out = tmp_path / f"{experiment}-{benchmark}.json"
+        command = [sys.executable, "-m", "mcnflow", "evaluate", "--experiment", experiment, "--benchmark", benchmark,
+                   "--config", "config.yaml", "demo/config.yaml",
+                   "--checkpoint", f"results/train/{experiment}/model.pt",
+                   "--manifest", f"results/manifest/{corpus}.tsv", "--video", *shards(corpus, "video"),
+                   "--audio", *shards(corpus, "audio"), "--text", *shards(corpus, "text"),
+                   "--word2vec", "results/features/word2vec.h5", "--output", str(out)]
+        subprocess.run(command, cwd=demo_run, check=True, capture_output=True, text=True, timeout=600)
+        by_hand = json.loads(out.read_text())
+        workflow = json.loads((demo_run / f"results/eval/{experiment}/{benchmark}.json").read_text())
+        assert by_hand == workflow
+        assert by_hand["metrics"], by_hand
+
+
+def test_hand_run_manifest_with_config_matches_the_workflow(demo_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "howto100m.tsv"
+    subprocess.run([sys.executable, "-m", "mcnflow", "manifest", "--corpus", "howto100m", "--config", "config.yaml",
+                    "demo/config.yaml", "--output", str(out)], cwd=demo_run, check=True, timeout=120)
+    assert out.read_text() == (demo_run / "results/manifest/howto100m.tsv").read_text()

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 
 from mcnflow.core.atomic import atomic_write, remove_stale_temps
-from mcnflow.features.store import (FeatureIndex, IncompleteShardError, ShardReader, ShardWriter, is_complete,
-                                    read_vocabulary, write_vocabulary)
+from mcnflow.features.store import (FeatureIndex, IncompleteShardError, ShardReader, ShardWriter, assemble_shard,
+                                    is_complete, part_problems, parts_fingerprint, read_part, source_identity,
+                                    write_part)
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, Journal, journal_path, read_ledger, write_ledger
 
 
@@ -71,17 +73,17 @@ def test_shard_writer_reader_roundtrip(tmp_path):
     assert "vid00000001" in index and "vid00000002" not in index and index.status["vid00000002"] == "no_media"
 
 
-def test_text_shard_and_vocabulary(tmp_path):
+def test_text_shard_and_its_word_table(tmp_path):
     path = tmp_path / "text.h5"
     with ShardWriter(path, "text", corpus="demo", shard=0) as writer:
         writer.add("v1", {"token_ids": np.array([0, 1, 1], np.int32), "offsets": np.array([0, 2, 3]),
                           "start": np.array([0.0, 2.0], np.float32), "end": np.array([2.0, 4.0], np.float32)})
-    data = ShardReader(path).read("v1")
+        writer.add_word_table(["chop", "tomato"], np.eye(2, 300))
+    reader = ShardReader(path)
+    data = reader.read("v1")
     assert data["token_ids"].tolist() == [0, 1, 1] and data["offsets"].tolist() == [0, 2, 3]
-    vocab = tmp_path / "vocabulary.h5"
-    write_vocabulary(vocab, ["chop", "tomato"], np.eye(2, 300), {"source": "train"})
-    words, vectors, attrs = read_vocabulary(vocab)
-    assert words == ["chop", "tomato"] and vectors.shape == (2, 300) and attrs["source"] == "train"
+    words, vectors = reader.word_table()
+    assert words == ["chop", "tomato"] and vectors.shape == (2, 300) and vectors.dtype == np.float32
 
 
 def test_failed_writer_leaves_no_file_and_incomplete_file_is_rejected(tmp_path):
@@ -96,3 +98,80 @@ def test_failed_writer_leaves_no_file_and_incomplete_file_is_rejected(tmp_path):
     assert not is_complete(path)
     with pytest.raises(IncompleteShardError):
         ShardReader(path).index()
+
+
+def test_is_complete_accepts_a_finished_shard_and_rejects_a_killed_one(tmp_path):
+    path = tmp_path / "shard-00000.h5"
+    with ShardWriter(path, "audio", corpus="demo", shard=0) as writer:
+        writer.mark("v1", "no_audio")
+    assert is_complete(path)
+    with h5py.File(path, "r+") as handle:  # as a killed writer would have left it
+        handle.attrs["complete"] = False
+    assert not is_complete(path) and not is_complete(tmp_path / "missing.h5")
+
+
+VIDEO_ATTRS = {"duration": 2.5, "n_frames": 3, "source_checksum": "ab" * 32, "source": "v.mp4",
+               "pretrained": False, "nothing": None, "shape": [3, 2048], "mean": np.array([0.4, 0.5, 0.6])}
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_shard_assembled_from_parts_equals_one_written_directly(tmp_path, compression):
+    from shard_utils import h5_contents
+
+    rng = np.random.default_rng(0)
+    red, blue = rng.standard_normal((3, 2048)).astype(np.float16), rng.standard_normal((1, 2048)).astype(np.float16)
+    root = {"fps": 1, "weights": "none", "preprocess_mean": np.array([0.485, 0.456, 0.406])}
+    direct = tmp_path / "direct" / "shard-00002.h5"
+    with ShardWriter(direct, "video", "demo", 2, root, compression=compression) as writer:
+        writer.add("red", red, VIDEO_ATTRS)
+        writer.mark("gone", "no_media")
+        writer.add("blue", blue, {"duration": 1.0})
+    parts = tmp_path / "parts"
+    write_part(parts / "red.npz", red, VIDEO_ATTRS, meta={"fingerprint": "f"})
+    write_part(parts / "blue.npz", blue, {"duration": 1.0}, meta={"fingerprint": "f"})
+    assembled = assemble_shard(tmp_path / "assembled" / "shard-00002.h5", "video", "demo", 2,
+                               [("red", "ok", parts / "red.npz"), ("gone", "no_media", None),
+                                ("blue", "ok", parts / "blue.npz")], attrs=root, compression=compression)
+    assert is_complete(assembled)
+    assert h5_contents(assembled) == h5_contents(direct)
+    assert list((tmp_path / "assembled").iterdir()) == [assembled]  # no temporary left
+
+
+def test_part_roundtrip_and_text_parts(tmp_path):
+    part = read_part(write_part(tmp_path / "v.npz", np.arange(6, dtype=np.float16).reshape(2, 3), VIDEO_ATTRS,
+                                meta={"fingerprint": "abc", "source_size": 7}))
+    assert part.data.dtype == np.float16 and part.data.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert part.attrs["n_frames"] == 3 and isinstance(part.attrs["n_frames"], int)
+    assert part.attrs["source"] == "v.mp4" and isinstance(part.attrs["source"], str)
+    assert part.attrs["nothing"] == "null" and part.attrs["shape"] == "[3, 2048]"  # as HDF5 stores them
+    assert part.attrs["mean"].tolist() == [0.4, 0.5, 0.6] and part.meta == {"fingerprint": "abc", "source_size": 7}
+    text = {"token_ids": np.array([0, 1], np.int32), "offsets": np.array([0, 2]),
+            "start": np.array([0.5], np.float32), "end": np.array([1.5], np.float32)}
+    loaded = read_part(write_part(tmp_path / "t.npz", text))
+    assert sorted(loaded.data) == sorted(text) and loaded.data["token_ids"].dtype == np.int32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz", "v.npz"]
+
+
+def test_part_problems_name_what_cannot_be_trusted(tmp_path):
+    source = tmp_path / "v.mp4"
+    source.write_bytes(b"video")
+    part = write_part(tmp_path / "v.npz", np.zeros((40, 7), np.float16),
+                      meta={"fingerprint": "f1", **source_identity(source)})
+    assert part_problems(part, "audio", fingerprint="f1", source=source, length="7") == []
+    assert "other settings" in part_problems(part, "audio", fingerprint="f2", source=source)[0]
+    assert "holds 40 entries" in part_problems(part, "video", fingerprint="f1", length=7)[0]
+    os.utime(source, ns=(1, 1))
+    assert "changed" in part_problems(part, "audio", fingerprint="f1", source=source)[0]
+    assert "missing" in part_problems(tmp_path / "other.npz", "audio", fingerprint="f1")[0]
+    part.write_bytes(part.read_bytes()[:-40])  # damaged on disk
+    assert "unreadable" in part_problems(part, "audio", fingerprint="f1")[0]
+
+
+def test_parts_fingerprint_follows_settings_and_inputs():
+    rows = [{"video_id": "a", "status": "ok", "path": "/x/a.mp4"}]
+    base = parts_fingerprint("audio", {"hop_ms": 10, "mean": np.array([1.0])}, rows)
+    assert base == parts_fingerprint("audio", {"mean": np.array([1.0]), "hop_ms": 10}, [dict(rows[0])])
+    assert base != parts_fingerprint("audio", {"hop_ms": 20, "mean": np.array([1.0])}, rows)
+    assert base != parts_fingerprint("audio", {"hop_ms": 10, "mean": np.array([2.0])}, rows)
+    assert base != parts_fingerprint("audio", {"hop_ms": 10, "mean": np.array([1.0])}, [{**rows[0], "path": "/y"}])
+    assert base != parts_fingerprint("video", {"hop_ms": 10, "mean": np.array([1.0])}, rows)

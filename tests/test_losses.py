@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mcnflow.model import MCN
-from mcnflow.model.kmeans import OnlineKMeans, assign, spherical_kmeans
+from mcnflow.model.kmeans import OnlineKMeans, assign, cosine_kmeans
 from mcnflow.model.losses import (MCNObjective, NonFiniteLossError, check_finite, cluster_loss, mms_loss,
                                   reconstruction_loss)
 
@@ -110,13 +110,18 @@ def test_objective_terms_follow_the_pairs_and_weights():
 
 def test_clustering_is_zero_before_the_first_fit_then_ce_against_the_centroids():
     model = tiny_model(["tv"])
-    objective = objective_for(model, clusters=12)   # 8 clips a step: the queue has enough after step 2
-    _, terms = objective(model(tiny_batch()), step=1)
-    assert terms["clustering"].item() == 0.0 and objective.kmeans["shared"].centroids is None
-    output = model(tiny_batch())
-    _, terms = objective(output, step=2)
+    # 8 clips a step, 12 clusters: a step alone is too few points; the queue (2 batches) is full after
+    # step 2, so step 3 fits on the queue plus its own batch (24 points).
+    objective = objective_for(model, clusters=12)
+    for step in (1, 2):
+        _, terms = objective(model(tiny_batch()), step=step)
+        assert terms["clustering"].item() == 0.0 and objective.kmeans["shared"].centroids is None
+    _, terms = objective(model(tiny_batch()), step=3)
     km = objective.kmeans["shared"]
-    assert km.fits == 1 and km.centroids.shape == (12, 8)
+    assert km.fits == 1 and km.centroids.shape == (12, 8) and terms["clustering"].item() > 0
+    output = model(tiny_batch())
+    _, terms = objective(output, step=4)              # between fits: nearest centroid by cosine
+    assert km.fits == 1
     embeddings = output.embeddings["shared"]
     fused = (embeddings["video"] + embeddings["text"]) / 2
     labels = assign(fused, km.centroids)
@@ -134,42 +139,49 @@ def test_per_pair_clustering_keeps_one_queue_per_space():
     assert not torch.equal(objective.kmeans["tv"].queue[0], objective.kmeans["ta"].queue[0])
 
 
-def test_spherical_kmeans_separates_directions():
+def test_cosine_kmeans_separates_directions_with_raw_or_unit_centroids():
     generator = torch.Generator().manual_seed(0)
     directions = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     truth = torch.arange(3).repeat_interleave(20)
     scales = torch.rand(60, 1, generator=generator) * 5 + 0.5     # cosine: the norm must not matter
     points = (directions[truth] + 0.1 * torch.randn(60, 3, generator=generator)) * scales
     init = points[[0, 1, 2]]                                        # a bad start: all from cluster 0
-    centroids, labels = spherical_kmeans(points, init, iters=50)
-    assert torch.allclose(centroids.norm(dim=1), torch.ones(3))
-    # Same partition as the truth, up to the cluster names.
-    mapping = {int(t): int(l) for t, l in zip(truth, labels)}
-    assert len(set(mapping.values())) == 3
-    assert all(mapping[int(t)] == int(l) for t, l in zip(truth, labels))
+    for unit in (False, True):
+        centroids, labels = cosine_kmeans(points, init, iters=50, unit_centroids=unit)
+        if unit:
+            assert torch.allclose(centroids.norm(dim=1), torch.ones(3))
+        else:                                                       # MCN: the raw means keep the points' scale
+            assert torch.allclose(centroids, torch.stack([points[labels == k].mean(dim=0) for k in range(3)]))
+        # Same partition as the truth, up to the cluster names.
+        mapping = {int(t): int(l) for t, l in zip(truth, labels)}
+        assert len(set(mapping.values())) == 3
+        assert all(mapping[int(t)] == int(l) for t, l in zip(truth, labels))
 
 
 def test_online_kmeans_schedule_and_state_round_trip():
     km = OnlineKMeans(clusters=4, iters=5, queue_batches=3, seed=0)
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randn(3, 5, generator=generator) for _ in range(8)]
-    assert km.step(batches[0]) is None                  # 3 points < 4 clusters
-    labels = km.step(batches[1])                        # 6 points: first fit
-    assert km.fits == 1 and labels.shape == (3,)
-    fits = []
-    for batch in batches[2:5]:
-        km.step(batch)
+    batches = [torch.randn(3, 5, generator=generator) for _ in range(10)]
+    fits, labelled = [], []
+    for batch in batches[:8]:
+        labels = km.step(batch)
         fits.append(km.fits)
-    assert fits == [1, 1, 2]                            # then every queue_batches steps
+        labelled.append(labels is not None and labels.shape == (3,))
+    # A batch alone (3 points) is too few for 4 clusters; the queue is full after 3 steps, so step 4
+    # fits on 9 + 3 points; then a refit at every third step of the epoch (steps 7, 10, ...).
+    assert fits == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert labelled == [False, False, False, True, True, True, True, True]
     assert len(km.queue) == 3 and km.queue_points() == 9  # the queue keeps queue_batches batches
 
     copy = OnlineKMeans(clusters=4, iters=5, queue_batches=3, seed=0)
     copy.load_state_dict(km.state_dict())
-    for batch in batches[5:]:
+    for batch in batches[8:]:
         assert torch.equal(km.step(batch), copy.step(batch))
     assert torch.equal(km.centroids, copy.centroids)
     with pytest.raises(ValueError, match="clusters"):
         OnlineKMeans(clusters=5, iters=5, queue_batches=3, seed=0).load_state_dict(km.state_dict())
+    with pytest.raises(ValueError, match="unit_centroids"):
+        OnlineKMeans(clusters=4, iters=5, queue_batches=3, seed=0, unit_centroids=True).load_state_dict(km.state_dict())
 
 
 def test_clustering_alone_can_step_before_its_first_fit_and_disabled_weights_may_be_absent():

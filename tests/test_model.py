@@ -59,12 +59,16 @@ def test_davenet_strides_time_by_16_and_pools_only_valid_frames():
     assert torch.equal(pooled[1], features[1, :, 0])
 
 
-def test_text_max_pool_ignores_padded_words():
-    model = tiny_model(["tv"]).eval()
+def test_text_max_pool_ignores_padded_words_with_mask_text_padding():
+    torch.manual_seed(0)
+    model = MCN(["tv"], embd_dim=8, video_dim=6, word_dim=4, recon_size=16, mask_text_padding=True).eval()
     batch = tiny_batch()
     padded = dict(batch, words=batch["words"].clone())
     padded["words"][:, 2] = 100.0                                   # masked out: must not matter
     assert torch.equal(model.embed("text", batch), model.embed("text", padded))
+    # MCN's default counts the padded slot (tests/test_fidelity_model.py has its relu(bias) floor).
+    default = tiny_model(["tv"]).eval()
+    assert not torch.equal(default.embed("text", batch), default.embed("text", padded))
 
 
 @pytest.mark.parametrize("pairs", ALL_PAIRS, ids=lambda p: "_".join(p))
@@ -142,6 +146,11 @@ def test_load_model_round_trip(tmp_path):
     batch = tiny_batch()
     for space, modality in (("tv", "video"), ("tv", "text"), ("ta", "audio")):
         assert torch.equal(loaded.embed(modality, batch, space), model.embed(modality, batch, space))
+    # A model file from before the padding switches was trained with padding masked: it loads so.
+    legacy = {k: v for k, v in model.config.items() if k not in ("mask_text_padding", "mask_audio_padding")}
+    torch.save({"model": model.state_dict(), "meta": {**meta, "model": legacy}}, tmp_path / "legacy.pt")
+    old, _ = load_model(tmp_path / "legacy.pt")
+    assert old.config["mask_text_padding"] and old.config["mask_audio_padding"] and old.text_pool.mask_padding
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an mcnflow model"):
         load_model(tmp_path / "other.pt")

@@ -31,5 +31,5 @@ def test_full_size_manifest_plans_one_job_per_shard(tmp_path):
     shards = math.ceil(n_videos / shard_size) + 1 + 1  # HowTo100M, YouCook2 (457 videos), MSR-VTT (1000)
     for stage in ("download_shard", "normalize_shard", "extract_video", "extract_audio", "extract_text"):
         assert counts[stage] == shards, (stage, counts)
-    assert counts["manifest"] == 3 and counts["vocabulary"] == 1
+    assert counts["manifest"] == 3 and counts["word2vec"] == 1
     assert sum(counts.values()) < 7 * shards  # nothing scales with videos

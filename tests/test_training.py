@@ -222,6 +222,8 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
     checkpoint = torch.load(tmp_path / "killed" / "checkpoints" / "epoch-0002.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "kmeans", "rng", "epoch", "step", "meta"} <= set(checkpoint)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 4 and len(checkpoint["kmeans"]["shared"]["queue"]) == 2
+    # MCN queues the first half of each video's clips: 2 videos x 2 of their 4 clips per batch.
+    assert [tuple(b.shape) for b in checkpoint["kmeans"]["shared"]["queue"]] == [(4, 32), (4, 32)]
     assert load_model(tmp_path / "killed" / "checkpoints" / "epoch-0002.pt")[1]["epochs_done"] == 2
     # ... and resumed by a fresh process-like start.
     resumed = Trainer(settings, make_dataset(corpus, settings), tmp_path / "killed", "tiny")
@@ -243,7 +245,8 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
     assert [r["kind"] for r in rows_a].count("step") == 3 * steps_per_epoch
     assert [r["kind"] for r in rows_a].count("epoch") == 3
     assert set(rows_a[0]) >= {"mms_tv", "mms_ta", "mms_va", "clustering", "reconstruction", "total", "lr"}
-    # The queue holds 8 clips after step 1 >= 4 clusters: the first fit happens at once, then every 2 steps.
+    # A step's 8 clips >= 4 clusters: a fit at each epoch's first step (the centroids are reset at
+    # every epoch, as MCN), then one every 2 steps of the epoch (here: none, 2 steps per epoch).
     assert [int(r["kmeans_fits"]) for r in rows_a if r["kind"] == "step"] == [1, 1, 2, 2, 3, 3]
     # meta tells evaluation how to rebuild and feed the model.
     assert meta["pairs"] == ["tv", "ta", "va"] and meta["space"] == "shared" and meta["model"]["embd_dim"] == 32
@@ -252,13 +255,15 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
 
 
 def test_clustering_term_is_zero_until_the_queue_can_be_fitted(corpus, tmp_path):
-    # 6 videos of 4 clips, 3 per step: 12 clips a step, so 30 clusters wait for the third step.
+    # 6 videos of 4 clips, 3 per step: 12 clips a step, 6 of them queued (2 per video). Until the
+    # queue holds its 3 batches k-means sees one batch (12 < 30 clusters); the fourth step (the second
+    # of epoch 2) sees the full queue plus its batch: 18 + 12 = 30 points, the first fit.
     settings = tiny_settings(pairs=("tv",), clusters=30, queue_batches=3, epochs=2, batch_size=3,
                              audio_widths=[8, 8, 8, 8, 8])
     Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
     rows = [r for r in read_log(tmp_path / "log.tsv") if r["kind"] == "step"]
-    assert [float(r["clustering"]) == 0.0 for r in rows] == [True, True, False, False]
-    assert [int(r["kmeans_fits"]) for r in rows] == [0, 0, 1, 1]
+    assert [float(r["clustering"]) == 0.0 for r in rows] == [True, True, True, False]
+    assert [int(r["kmeans_fits"]) for r in rows] == [0, 0, 0, 1]
 
 
 def test_nan_stops_training_and_names_the_term(corpus, tmp_path):

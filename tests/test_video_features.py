@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,7 +28,8 @@ from mcnflow.features.resnet import (FrameEncoder, ResNet152Features, ResNet152W
                                      random_resnet152)
 from mcnflow.features.store import ShardReader, is_complete
 from mcnflow.features.video import check_settings, plan_shard
-from mcnflow.core.ledger import NORMALIZE_COLUMNS, read_ledger
+from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger
+from shard_utils import h5_contents, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -279,42 +281,66 @@ def test_extract_video_shard(tmp_path):
     reader.close()
 
 
+def video_argv(ledger_in: Path, out_dir: Path, shard: str = "00000") -> list[str]:
+    return ["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", shard,
+            "--output", str(out_dir / f"shard-{shard}.h5"), "--ledger", str(out_dir / f"shard-{shard}.tsv"),
+            "--quiet", "--settings", json.dumps(settings(short_side=112, batch_size=1, decode_workers=1))]
+
+
+def journal_rows(ledger: Path) -> dict:
+    return Journal(journal_path(ledger), FEATURE_COLUMNS).read()
+
+
 @pytest.mark.slow
-def test_killed_extraction_leaves_no_file_and_a_rerun_completes(tmp_path):
+def test_killed_extraction_resumes_from_the_videos_it_finished(tmp_path, caplog):
     videos = [make_video(tmp_path / f"v{i}.mp4", colour, 2.0) for i, colour in enumerate(("red", "green", "blue"))]
-    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv",
-                                       [normalize_row(f"v{i}", p, duration=2.0) for i, p in enumerate(videos)])
-    out, ledger = tmp_path / "video" / "shard-00000.h5", tmp_path / "video" / "shard-00000.tsv"
-    argv = ["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", "00000",
-            "--output", str(out), "--ledger", str(ledger), "--quiet",
-            "--settings", json.dumps(settings(short_side=112, batch_size=1, decode_workers=1))]
-    process = subprocess.Popen([sys.executable, "-m", "mcnflow", *argv], cwd=tmp_path,
+    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv", [
+        normalize_row("gone", None, "corrupt", "moov atom not found"),
+        *(normalize_row(f"v{i}", p, duration=2.0) for i, p in enumerate(videos))])
+    out_dir = tmp_path / "video"
+    out, ledger, parts = out_dir / "shard-00000.h5", out_dir / "shard-00000.tsv", out_dir / "shard-00000.tsv.parts"
+    argv = video_argv(ledger_in, out_dir)
+    # its own session, so the kill takes the decoding worker with it, as a scheduler's kill of the job would
+    process = subprocess.Popen([sys.executable, "-m", "mcnflow", *argv], cwd=tmp_path, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-
-        def extracting() -> bool:  # the writer's temporary file appears once extraction has started
-            return out.parent.is_dir() and any(out.parent.glob(".tmp-shard-00000.h5.*"))
-
-        while not extracting():
+        deadline = time.monotonic() + 300
+        while not any(row["status"] == "ok" for row in journal_rows(ledger).values()):
             assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "extraction never started"
-            time.sleep(0.02)
-        assert process.poll() is None, "finished before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
+            assert time.monotonic() < deadline, "no video was finished"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    finished = [vid for vid, row in journal_rows(ledger).items() if row["status"] == "ok"]
+    assert finished[0] == "v0" and len(finished) < 3, "the job finished before it could be killed"
     assert not out.exists() and not ledger.exists()
-    assert not is_complete(out)
+    assert sorted(p.name for p in parts.iterdir() if p.suffix == ".npz") == [f"{vid}.npz" for vid in finished]
 
+    neighbour = out_dir / ".tmp-shard-00001.h5.n31ghb0r"  # shard 00001's job writes beside this one
+    neighbour.write_bytes(b"shard 00001")
+    caplog.set_level(logging.INFO, logger="mcnflow")
     assert cli.main(argv) == 0
-    assert is_complete(out)
-    assert [r["status"] for r in read_ledger(ledger)] == ["ok", "ok", "ok"]
-    assert sorted(ShardReader(out).video_ids()) == ["v0", "v1", "v2"]
-    assert not list(out.parent.glob(".tmp-*"))   # the killed run's temporary file was cleaned up
+
+    # the rerun kept the finished videos' parts (and the no_media row) and computed only the others' rows
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"demo/00000: {3 - len(finished)} video(s) to extract, {len(finished) + 1} outcome(s) kept " \
+           "from an earlier run" in messages
+    assert any(m.startswith(f"demo/00000: 3 of 4 videos ok; computed {2 * (3 - len(finished))} rows of "
+                            f"{3 - len(finished)} video(s)") for m in messages), messages
+    assert neighbour.read_bytes() == b"shard 00001"
+    neighbour.unlink()
+    assert leftovers(out_dir) == [] and sorted(p.name for p in out_dir.iterdir()) == [out.name, ledger.name]
+
+    # the same file an uninterrupted run writes
+    fresh = tmp_path / "fresh"
+    assert cli.main(video_argv(ledger_in, fresh)) == 0
+    assert h5_contents(out) == h5_contents(fresh / out.name)
+    assert read_ledger(ledger) == read_ledger(fresh / ledger.name)
+    assert [r["status"] for r in read_ledger(ledger)] == ["no_media", "ok", "ok", "ok"]
 
 
 def test_the_documented_h5py_reading_code_works(tmp_path):

@@ -20,7 +20,7 @@ def test_dry_run_has_one_job_per_shard_per_stage(workdir):
     assert counts["download_shard"] == shards
     assert counts["normalize_shard"] == shards
     assert counts["extract_video"] == counts["extract_audio"] == counts["extract_text"] == shards
-    assert counts["manifest"] == 4 and counts["survival"] == 4 and counts["vocabulary"] == 1
+    assert counts["manifest"] == 4 and counts["survival"] == 4 and counts["word2vec"] == 1
     assert counts["train"] == 8 and counts["evaluate"] == 8 * 4 and counts["summarize"] == 1
 
 

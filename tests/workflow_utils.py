@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "demo", "profiles", "envs"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "demo", "profiles", "envs",
+                  "data/msrvtt/MSRVTT_JSFUSION_test.csv"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -19,6 +20,7 @@ def copy_workflow(dest: Path) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("run", "__pycache__"))
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     return dest
 

@@ -4,8 +4,9 @@ Every downloaded video becomes ``<out-dir>/<video_id>.mp4`` (``normalize.width``
 constant ``fps``, H.264 yuv420p, AAC mono at ``audio_rate`` when the input has audio) or a ledger row
 saying why not. One ffmpeg run per video; its output is written under a ``.tmp-`` name and renamed
 only after ffprobe confirms size, frame rate, duration and audio, so a killed job never leaves a file
-a rerun would trust. Outcomes go to a journal as they happen; the rerun of a killed job skips the
-videos the journal already settles.
+a rerun would trust. Outcomes go to a journal as they happen (:class:`mcnflow.core.shard_stage.ShardRun`);
+the rerun of a killed job skips the videos the journal already settles, after checking that an ``ok``
+video's output is still the file the journal describes, and removes only this shard's own temporaries.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Mapping
 import ffmpeg
 from tqdm import tqdm
 
-from mcnflow.core.atomic import atomic_path, remove_stale_temps
+from mcnflow.core.atomic import atomic_path
 from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 from mcnflow.core.ids import is_valid_video_id
-from mcnflow.core.ledger import (DOWNLOAD_OK, NORMALIZE_COLUMNS, NORMALIZE_STATUSES, Journal, journal_path,
-                     read_ledger)
+from mcnflow.core.ledger import NORMALIZE_COLUMNS, NORMALIZE_STATUSES, read_ledger
 from mcnflow.core.media_probe import MediaInfo, MediaProbeError, ffmpeg_path, last_meaningful_line, probe
+from mcnflow.core.shard_stage import ShardRun
+from mcnflow.core.status import DownloadStatus, NormalizeStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ INPUT_FAILURE_MARKERS = (
 # Two frame rates are equal when they agree to this relative precision (ffprobe prints fractions).
 FPS_REL_TOL = 1e-6
 # Journal rows with this status are retried by a rerun: the cause may have been passing (disk full).
-RETRIED_STATUSES = ("error",)
+RETRIED_STATUSES = (NormalizeStatus.ERROR,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,7 @@ class NormalizeFailure(Exception):
     """One video could not be normalized; ``status`` is one of ledger.NORMALIZE_STATUSES."""
 
     def __init__(self, status: str, message: str):
-        assert status in NORMALIZE_STATUSES and status != "ok", status
+        assert status in NORMALIZE_STATUSES and status != NormalizeStatus.OK, status
         super().__init__(message)
         self.status = status
         self.message = message
@@ -217,8 +219,8 @@ def _ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
     message = last_meaningful_line(stderr, path)
     text = stderr.decode("utf-8", errors="replace").lower()
     if any(marker in text for marker in INPUT_FAILURE_MARKERS):
-        return NormalizeFailure("corrupt", message)
-    return NormalizeFailure("error", f"ffmpeg failed: {message}")
+        return NormalizeFailure(NormalizeStatus.CORRUPT, message)
+    return NormalizeFailure(NormalizeStatus.ERROR, f"ffmpeg failed: {message}")
 
 
 def normalize_video(source_path: str | Path, output: str | Path, settings: NormalizeSettings) -> MediaInfo:
@@ -229,18 +231,18 @@ def normalize_video(source_path: str | Path, output: str | Path, settings: Norma
     """
     source_path, output = Path(source_path), Path(output)
     if not source_path.is_file():
-        raise NormalizeFailure("error", f"input file is missing: {source_path}")
+        raise NormalizeFailure(NormalizeStatus.ERROR, f"input file is missing: {source_path}")
     if source_path.stat().st_size == 0:
-        raise NormalizeFailure("empty_input", f"zero-byte input: {source_path}")
+        raise NormalizeFailure(NormalizeStatus.EMPTY_INPUT, f"zero-byte input: {source_path}")
     try:
         source = probe(source_path)
     except MediaProbeError as exc:
-        raise NormalizeFailure("corrupt", exc.reason) from None
+        raise NormalizeFailure(NormalizeStatus.CORRUPT, exc.reason) from None
     if not source.has_video:
         streams = "audio only" if source.has_audio else "no audio or video streams"
-        raise NormalizeFailure("no_video", f"input has no video stream ({streams})")
+        raise NormalizeFailure(NormalizeStatus.NO_VIDEO, f"input has no video stream ({streams})")
     if source.display_size is None:
-        raise NormalizeFailure("corrupt", "the video stream reports no frame size")
+        raise NormalizeFailure(NormalizeStatus.CORRUPT, "the video stream reports no frame size")
 
     with atomic_path(output) as tmp:
         try:
@@ -250,17 +252,17 @@ def normalize_video(source_path: str | Path, output: str | Path, settings: Norma
         try:
             result = probe(tmp)
         except MediaProbeError as exc:
-            raise NormalizeFailure("verify_failed", f"output unreadable: {exc.reason}") from None
+            raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, f"output unreadable: {exc.reason}") from None
         problems = verify_output(result, settings, duration=source.duration, has_audio=source.has_audio)
         if problems:
-            raise NormalizeFailure("verify_failed", "; ".join(problems))
+            raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
     return dataclasses.replace(result, path=str(output))
 
 
 # --- one shard --------------------------------------------------------------------------------
 
 def _ok_row(video_id: str, output: Path, result: MediaInfo) -> dict:
-    return dict(video_id=video_id, status="ok", message="", has_audio=result.has_audio,
+    return dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=result.has_audio,
                 duration=result.duration, width=result.width, height=result.height, fps=result.fps,
                 path=str(output))
 
@@ -280,11 +282,16 @@ def _shard_order(download_rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return list(seen.values())
 
 
+def _is_safe_id(video_id: str) -> bool:
+    """The id becomes a file name: accept only ids that are safe as one (YouTube or local style)."""
+    return is_valid_video_id(video_id, "youtube") or is_valid_video_id(video_id, "local")
+
+
 def _settled(row: Mapping[str, str] | None, output: Path, settings: NormalizeSettings) -> bool:
     """Whether a journal row from an earlier (killed) run can stand without redoing the video."""
     if row is None or row["status"] in RETRIED_STATUSES:
         return False
-    if row["status"] != "ok":
+    if row["status"] != NormalizeStatus.OK:
         return True  # the same input gives the same failure again
     problems = check_existing_output(output, row, settings)
     if problems:
@@ -297,29 +304,26 @@ def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: st
     """Normalize every video of one shard; write ``ledger`` and return its rows."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stale = remove_stale_temps(out_dir)
-    if stale:
-        log.info("removed %d temporary file(s) left by a killed run in %s", stale, out_dir)
 
     download_rows = read_ledger(download_ledger)
     if download_rows and not {"video_id", "status", "path"} <= set(download_rows[0]):
         raise ValueError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
     rows = _shard_order(download_rows)
 
-    journal = Journal(journal_path(ledger), NORMALIZE_COLUMNS)
-    done = journal.read()
-    resumed = 0
+    def output_of(video_id: str) -> Path:
+        return out_dir / f"{video_id}.mp4"
+
+    # Temporaries of *this* shard only (its ledger's and its videos'): ShardRun leaves the rest alone.
+    outputs = [output_of(row["video_id"]) for row in rows if _is_safe_id(row["video_id"])]
+    run = ShardRun(ledger, NORMALIZE_COLUMNS, outputs=outputs,
+                   trust=lambda video_id, row: _settled(row, output_of(video_id), settings))
     for download in tqdm(rows, desc=f"normalize {Path(ledger).stem}", unit="video"):
         video_id = download["video_id"]
-        output = out_dir / f"{video_id}.mp4"
-        if _settled(done.get(video_id), output, settings):
-            resumed += 1
+        if run.settled(video_id) is not None:
             continue
-        journal.append(_normalize_row(download, output, settings))
-    if resumed:
-        log.info("kept %d outcome(s) from the journal of an earlier run", resumed)
+        run.record(_normalize_row(download, output_of(video_id), settings))
 
-    final = journal.finish(ledger, [row["video_id"] for row in rows])
+    final = run.finish([row["video_id"] for row in rows])
     counts = Counter(row["status"] for row in final)
     log.info("%s: %d video(s): %s", ledger, len(final),
              ", ".join(f"{status}={counts[status]}" for status in NORMALIZE_STATUSES if counts[status]) or "none")
@@ -328,13 +332,12 @@ def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: st
 
 def _normalize_row(download: Mapping[str, str], output: Path, settings: NormalizeSettings) -> dict:
     video_id = download["video_id"]
-    # The id becomes a file name: accept only ids that are safe as one (YouTube or local style).
-    if not (is_valid_video_id(video_id, "youtube") or is_valid_video_id(video_id, "local")):
-        return _failure_row(video_id, "error", f"unsafe video id {video_id!r}")
-    if download["status"] != DOWNLOAD_OK:
-        return _failure_row(video_id, "not_downloaded", f"download status: {download['status']}")
+    if not _is_safe_id(video_id):
+        return _failure_row(video_id, NormalizeStatus.ERROR, f"unsafe video id {video_id!r}")
+    if download["status"] != DownloadStatus.OK:
+        return _failure_row(video_id, NormalizeStatus.NOT_DOWNLOADED, f"download status: {download['status']}")
     if not download["path"]:
-        return _failure_row(video_id, "error", "download ledger row is ok but has no path")
+        return _failure_row(video_id, NormalizeStatus.ERROR, "download ledger row is ok but has no path")
     try:
         result = normalize_video(download["path"], output, settings)
     except NormalizeFailure as failure:
@@ -342,7 +345,7 @@ def _normalize_row(download: Mapping[str, str], output: Path, settings: Normaliz
         row = _failure_row(video_id, failure.status, failure.message)
     except Exception as exc:  # one bad video must not end the shard
         log.exception("%s: unexpected failure", video_id)
-        row = _failure_row(video_id, "error", f"{type(exc).__name__}: {exc}")
+        row = _failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")
     else:
         return _ok_row(video_id, output, result)
     # An output from an earlier run must not sit beside a row that says there is none.

@@ -1,12 +1,12 @@
 # Validation, the corpus/shard/experiment tables and the small input functions the rules call.
 import atexit
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from mcnflow.core.config import canonical_json, deep_merge, validate_config
+from mcnflow.core.config import validate_config
+from mcnflow.core.plan import MODALITIES as PLAN_MODALITIES, Plan, settings_file
 from mcnflow.corpora import open_corpus
 from mcnflow.demo.corpus import planned_video_ids
 from mcnflow.core.shards import shard_names
@@ -17,45 +17,27 @@ validate_config(config)
 # env (envs/) needs only third-party packages and a venv with mcnflow installed works the same.
 os.environ.update(PYTHONPATH=str(Path(workflow.basedir) / "src"))
 
-CORPORA = config["corpora"]
-EXPERIMENTS = config["experiments"]
-BENCHMARKS = config["evaluation"]["benchmarks"]
-DEMO = config.get("demo")
-TRAIN_CORPUS = config["train_corpus"]
-# Corpora whose features are needed: the training corpus and every benchmark's corpus.
-FEATURE_CORPORA = sorted({TRAIN_CORPUS} | {b["corpus"] for b in BENCHMARKS.values()})
-MODALITIES = ["video", "audio", "text"]
-
-ID_SOURCE_KEY = {
-    "howto100m": "videos_csv",
-    "youcook2": "annotations",
-    "msrvtt": "csv",
-    "crosstask": "videos",
-}
-
-
-def corpus_input_files(corpus):
-    """The corpus's own files (annotations / id lists / captions) that the manifest is read from."""
-    spec = CORPORA[corpus]
-    keys = [ID_SOURCE_KEY[spec["reader"]]]
-    if spec["reader"] == "howto100m" and spec.get("caption_format") != "vtt":
-        keys.append("captions")
-    if spec["reader"] == "crosstask":
-        keys.append("steps")
-    return [spec[k] for k in keys]
+PLAN = Plan(config)
+CORPORA = PLAN.corpora
+EXPERIMENTS = PLAN.experiments
+BENCHMARKS = PLAN.benchmarks
+DEMO = PLAN.demo
+TRAIN_CORPUS = PLAN.train_corpus
+FEATURE_CORPORA = PLAN.feature_corpora
+MODALITIES = list(PLAN_MODALITIES)
 
 
 def count_videos(corpus):
     """Videos in a corpus, read cheaply at planning time (the demo's come from its settings)."""
     spec = CORPORA[corpus]
-    id_file = spec[ID_SOURCE_KEY[spec["reader"]]]
+    id_file = PLAN.id_file(corpus)
     if not Path(id_file).exists() and DEMO and corpus in planned_video_ids(DEMO):
         ids = planned_video_ids(DEMO)[corpus]
         return len(ids[: spec["limit"]] if spec.get("limit") else ids)
     if not Path(id_file).exists():
         # Plan one shard so dry runs and --lint work; running stops at the manifest rule's missing input.
         logger.warning(
-            f"corpora.{corpus}.{ID_SOURCE_KEY[spec['reader']]}: file not found: {id_file} "
+            f"corpora.{corpus}: file not found: {id_file} "
             "(planned as one shard; the manifest rule needs it)"
         )
         return 0
@@ -89,82 +71,20 @@ def corpus_shard_files(pattern, corpus, **kwargs):
     return expand(pattern, corpus=corpus, shard=SHARDS[corpus], **kwargs)
 
 
-# --- settings as params: sorted-key JSON, so YAML key order never reruns anything ---------------
-
-
-def corpus_spec(wildcards):
-    return canonical_json(CORPORA[wildcards.corpus])
-
-
+# --- settings: each job gets its stage's settings (mcnflow.core.plan) as a content-addressed JSON
+# file. As a param, the file name is an exact rerun trigger (it changes exactly when the settings do;
+# sorted-key JSON, so YAML key order never matters) and it keeps command lines short.
 # Params are functions so Snakemake does not read the braces of JSON (e.g. "{video_id}") as wildcards.
 
 
-def section(*keys):
-    node = config
-    for key in keys:
-        node = node[key]
-    value = canonical_json(node)
-    return lambda wildcards: value
+def stage_settings(stage, *wildcard_names):
+    """Param: the settings file of ``stage`` for the job's wildcards (corpus / experiment / benchmark)."""
 
+    def param(wildcards):
+        names = {name: getattr(wildcards, name) for name in wildcard_names}
+        return settings_file(stage, PLAN.settings(stage, **names))
 
-def feature_settings(modality):
-    """features.<modality> plus the shared compression choice."""
-    value = canonical_json(
-        {
-            **config["features"][modality],
-            "compression": config["features"]["compression"],
-        }
-    )
-    return lambda wildcards: value
-
-
-def crosstask_files(corpus):
-    spec = CORPORA[corpus]
-    if spec["reader"] != "crosstask":
-        raise WorkflowError(
-            f"a crosstask benchmark needs a corpus with reader crosstask, not {corpus!r}"
-        )
-    return {key: spec[key] for key in ("videos", "steps", "annotations")}
-
-
-def experiment_settings(name):
-    """One experiment's complete settings: its entry plus the training section it overrides."""
-    entry = dict(EXPERIMENTS[name])
-    entry["training"] = deep_merge(config["training"], entry.get("training") or {})
-    return entry
-
-
-def experiment_params(wildcards):
-    return canonical_json(experiment_settings(wildcards.experiment))
-
-
-def evaluation_params(wildcards):
-    bench = BENCHMARKS[wildcards.benchmark]
-    return canonical_json(
-        {
-            "task": bench["task"],
-            "tie_policy": config["evaluation"]["tie_policy"],
-            "batch_size": config["evaluation"]["batch_size"],
-            "audio_frames": config["evaluation"]["audio_frames"],
-            "localization": config["evaluation"]["localization"],
-            "crosstask": (
-                crosstask_files(bench["corpus"])
-                if bench["task"] == "crosstask"
-                else None
-            ),
-            "experiment": experiment_settings(wildcards.experiment),
-        }
-    )
-
-
-PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
-
-
-def experiment_modalities(name):
-    """The modalities an experiment trains (and so reads): those of its pairs, e.g. tv -> text, video."""
-    return sorted(
-        {PAIR_LETTERS[letter] for pair in EXPERIMENTS[name]["pairs"] for letter in pair}
-    )
+    return param
 
 
 def feature_files(corpus, modalities):
@@ -197,22 +117,16 @@ def all_targets():
 
 
 def evaluation_inputs(wildcards):
-    corpus = BENCHMARKS[wildcards.benchmark]["corpus"]
+    corpus = PLAN.benchmark_corpus(wildcards.benchmark)
     files = feature_files(corpus, MODALITIES)
     files["checkpoint"] = f"results/train/{wildcards.experiment}/model.pt"
     files["manifest"] = f"results/manifest/{corpus}.tsv"
-    files["vocabulary"] = "results/features/vocabulary.h5"
+    files["word2vec"] = WORD2VEC
     return files
 
 
 def manifest_inputs(wildcards):
-    files = corpus_input_files(wildcards.corpus)
-    if DEMO:
-        demo_outputs = [f.format(dir=DEMO["corpus_dir"]) for f in DEMO_CORPUS_FILES]
-        return [f for f in files if f in demo_outputs] + [
-            f for f in files if f not in demo_outputs
-        ]
-    return files
+    return PLAN.corpus_input_files(wildcards.corpus)
 
 
 def normalized_videos(path):
@@ -220,17 +134,40 @@ def normalized_videos(path):
     return path if config["normalize"]["keep"] else temp(path)
 
 
-def training_feature_modalities(name):
-    """What a training reads: its modalities, plus text, whose caption times define the clips."""
-    return sorted(set(experiment_modalities(name)) | {"text"})
-
-
 def training_inputs(wildcards):
-    files = feature_files(
-        TRAIN_CORPUS, training_feature_modalities(wildcards.experiment)
+    # Only the training corpus's shards: evaluation corpora never rerun or block training.
+    return feature_files(TRAIN_CORPUS, PLAN.training_modalities(wildcards.experiment))
+
+
+WORD2VEC = "results/features/word2vec.h5"
+
+
+def word2vec_inputs(wildcards):
+    """The GoogleNews binary, or the training corpus's manifest and download ledgers (captions)."""
+    if config["features"]["text"]["word2vec"]["source"] == "googlenews":
+        binary = PLAN.word2vec_inputs()
+        if not all(Path(path).exists() for path in binary):
+            # Dry runs and --lint still plan; the job stops naming features.text.word2vec.path.
+            logger.warning(
+                f"features.text.word2vec.path: file not found: {binary[0]} (the word2vec job needs it)"
+            )
+            return {}
+        return {"binary": binary}
+    return {
+        "manifest": f"results/manifest/{TRAIN_CORPUS}.tsv",
+        "ledgers": corpus_shard_files(
+            "results/download/{corpus}/shard-{shard}.tsv", TRAIN_CORPUS
+        ),
+        "corpus_files": PLAN.corpus_input_files(TRAIN_CORPUS),
+    }
+
+
+def word2vec_args(inputs):
+    if "manifest" not in inputs.keys():
+        return ""
+    return f"--manifest {inputs.manifest} --download-ledgers " + " ".join(
+        inputs.ledgers
     )
-    files["vocabulary"] = "results/features/vocabulary.h5"
-    return files
 
 
 def feature_args(inputs, modalities):
@@ -238,15 +175,6 @@ def feature_args(inputs, modalities):
 
 
 # --- demo mode --------------------------------------------------------------------------------
-
-DEMO_CORPUS_FILES = [
-    "{dir}/howto100m/HowTo100M_v1.csv",
-    "{dir}/howto100m/caption.json",
-    "{dir}/youcook2/youcookii_annotations_trainval.json",
-    "{dir}/msrvtt/MSRVTT_JSFUSION_test.csv",
-    "{dir}/crosstask/videos.csv",
-    "{dir}/crosstask/tasks_primary.txt",
-]
 
 
 def start_demo_server():

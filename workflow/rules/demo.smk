@@ -3,16 +3,17 @@ if DEMO:
 
     rule demo_corpus:
         output:
-            [f.format(dir=DEMO["corpus_dir"]) for f in DEMO_CORPUS_FILES],
+            PLAN.demo_files(),
         log:
             "logs/demo/demo_corpus.log",
         conda:
             "../../envs/media.yaml"
+        threads: 1
         params:
-            settings=lambda wc: canonical_json(DEMO),
+            settings=stage_settings("demo"),
             out_dir=lambda wildcards, output: Path(output[0]).parents[1],
         shell:
-            "python -m mcnflow demo-corpus --settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m mcnflow demo-corpus --settings-file {params.settings} --out-dir {params.out_dir} > {log} 2>&1"
 
     onstart:
         start_demo_server()

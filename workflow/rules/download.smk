@@ -14,15 +14,16 @@ rule download_shard:
     retries: 2
     conda:
         "../../envs/download.yaml"
+    threads: 1
     resources:
         net=1,
     params:
-        settings=section("download"),
+        settings=stage_settings("download"),
         id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],
         videos_dir="results/download/{corpus}/videos",
     shell:
         "python -m mcnflow download --manifest {input} --shard {wildcards.shard} --id-kind {params.id_kind}"
-        " --ledger {output} --videos-dir {params.videos_dir} --settings {params.settings:q} > {log} 2>&1"
+        " --ledger {output} --videos-dir {params.videos_dir} --settings-file {params.settings} > {log} 2>&1"
 
 
 rule survival:
@@ -39,5 +40,6 @@ rule survival:
         "logs/download/{corpus}/survival.log",
     conda:
         "../../envs/download.yaml"
+    threads: 1
     shell:
         "python -m mcnflow survival --ledgers {input} --corpus {wildcards.corpus} --output {output} > {log} 2>&1"

@@ -12,12 +12,10 @@ rule evaluate:
         "../../envs/model.yaml"
     threads: 1
     params:
-        settings=evaluation_params,
-        corpus=lambda wc: BENCHMARKS[wc.benchmark]["corpus"],
-        spec=lambda wc: canonical_json(CORPORA[BENCHMARKS[wc.benchmark]["corpus"]]),
+        settings=stage_settings("evaluate", "experiment", "benchmark"),
         features=lambda wc, input: feature_args(input, MODALITIES),
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow evaluate --experiment {wildcards.experiment}"
-        " --benchmark {wildcards.benchmark} --settings {params.settings:q} --checkpoint {input.checkpoint}"
-        " --corpus {params.corpus} --corpus-spec {params.spec:q} --manifest {input.manifest}"
-        " {params.features} --vocabulary {input.vocabulary} --output {output} > {log} 2>&1"
+        " --benchmark {wildcards.benchmark} --settings-file {params.settings} --checkpoint {input.checkpoint}"
+        " --manifest {input.manifest} {params.features} --word2vec {input.word2vec}"
+        " --output {output} > {log} 2>&1"

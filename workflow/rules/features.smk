@@ -1,4 +1,4 @@
-# Per-shard HDF5 features: ResNet152 video, DaveNet log-mel audio, word2vec caption tokens.
+# Per-shard HDF5 features: ResNet152 video, DaveNet log-mel audio, caption tokens with their word2vec vectors.
 
 
 rule extract_video:
@@ -14,15 +14,16 @@ rule extract_video:
         "benchmarks/results/features/{corpus}/video/shard-{shard}.tsv"
     conda:
         "../../envs/features.yaml"
-    threads: 2
+    # the model thread plus the decoding workers
+    threads: config["features"]["video"]["decode_workers"] + 1
     resources:
         gpu=1,
     params:
-        settings=feature_settings("video"),
+        settings=stage_settings("features.video"),
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow extract video --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
-        " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
+        " --ledger {output.ledger} --settings-file {params.settings} > {log} 2>&1"
 
 
 rule extract_audio:
@@ -38,35 +39,34 @@ rule extract_audio:
         "benchmarks/results/features/{corpus}/audio/shard-{shard}.tsv"
     conda:
         "../../envs/features.yaml"
+    threads: 1
     params:
-        settings=feature_settings("audio"),
+        settings=stage_settings("features.audio"),
     shell:
         "python -m mcnflow extract audio --normalize-ledger {input.ledger}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
-        " --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
+        " --ledger {output.ledger} --settings-file {params.settings} > {log} 2>&1"
 
 
-rule vocabulary:
+rule word2vec:
+    # The one word2vec source every corpus's text features take their vectors from: the GoogleNews
+    # binary, or a word2vec trained on the training corpus's captions only. It never depends on an
+    # evaluation corpus, so adding or changing one never reruns training.
     input:
-        manifests=expand("results/manifest/{corpus}.tsv", corpus=FEATURE_CORPORA),
-        ledgers=[
-            corpus_shard_files("results/download/{corpus}/shard-{shard}.tsv", c)
-            for c in FEATURE_CORPORA
-        ],
+        unpack(word2vec_inputs),
     output:
-        "results/features/vocabulary.h5",
+        WORD2VEC,
     log:
-        "logs/features/vocabulary.log",
+        "logs/features/word2vec.log",
     conda:
         "../../envs/features.yaml"
+    threads: 1
     params:
-        corpora=lambda wc: canonical_json({c: CORPORA[c] for c in FEATURE_CORPORA}),
-        train_corpus=TRAIN_CORPUS,
-        settings=section("features", "text"),
+        settings=stage_settings("word2vec"),
+        sources=lambda wc, input: word2vec_args(input),
     shell:
-        "python -m mcnflow extract vocabulary --corpora {params.corpora:q} --train-corpus {params.train_corpus}"
-        " --manifests {input.manifests} --download-ledgers {input.ledgers} --output {output}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        "python -m mcnflow extract word2vec {params.sources} --output {output}"
+        " --settings-file {params.settings} > {log} 2>&1"
 
 
 rule extract_text:
@@ -74,7 +74,7 @@ rule extract_text:
         manifest="results/manifest/{corpus}.tsv",
         download="results/download/{corpus}/shard-{shard}.tsv",
         normalize="results/normalize/{corpus}/shard-{shard}.tsv",
-        vocabulary="results/features/vocabulary.h5",
+        word2vec=WORD2VEC,
     output:
         features="results/features/{corpus}/text/shard-{shard}.h5",
         ledger="results/features/{corpus}/text/shard-{shard}.tsv",
@@ -82,14 +82,14 @@ rule extract_text:
         "logs/features/{corpus}/text/shard-{shard}.log",
     conda:
         "../../envs/features.yaml"
+    threads: 1
     params:
-        spec=corpus_spec,
-        settings=feature_settings("text"),
+        settings=stage_settings("features.text", "corpus"),
     shell:
-        "python -m mcnflow extract text --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
+        "python -m mcnflow extract text --corpus {wildcards.corpus} --settings-file {params.settings}"
         " --manifest {input.manifest} --shard {wildcards.shard} --download-ledger {input.download}"
-        " --normalize-ledger {input.normalize} --vocabulary {input.vocabulary}"
-        " --output {output.features} --ledger {output.ledger} --settings {params.settings:q} > {log} 2>&1"
+        " --normalize-ledger {input.normalize} --word2vec {input.word2vec}"
+        " --output {output.features} --ledger {output.ledger} > {log} 2>&1"
 
 
 rule feature_stats:
@@ -108,6 +108,7 @@ rule feature_stats:
         "logs/features/{corpus}/stats.log",
     conda:
         "../../envs/download.yaml"
+    threads: 1
     shell:
         "python -m mcnflow feature-stats --corpus {wildcards.corpus} --ledgers {input}"
         " --output {output} > {log} 2>&1"

@@ -10,9 +10,9 @@ rule manifest:
         "logs/manifest/{corpus}.log",
     conda:
         "../../envs/download.yaml"
+    threads: 1
     params:
-        spec=corpus_spec,
-        shard_size=config["shard_size"],
+        settings=stage_settings("manifest", "corpus"),
     shell:
-        "python -m mcnflow manifest --corpus {wildcards.corpus} --corpus-spec {params.spec:q}"
-        " --shard-size {params.shard_size} --output {output} > {log} 2>&1"
+        "python -m mcnflow manifest --corpus {wildcards.corpus} --settings-file {params.settings}"
+        " --output {output} > {log} 2>&1"

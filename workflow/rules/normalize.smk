@@ -13,9 +13,9 @@ rule normalize_shard:
         "benchmarks/results/normalize/{corpus}/shard-{shard}.tsv"
     conda:
         "../../envs/media.yaml"
-    threads: 1
+    threads: config["normalize"]["threads"]
     params:
-        settings=section("normalize"),
+        settings=stage_settings("normalize"),
     shell:
         "python -m mcnflow normalize --download-ledger {input} --ledger {output.ledger} --out-dir {output.videos}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " --settings-file {params.settings} > {log} 2>&1"

@@ -32,6 +32,7 @@ rule summarize:
         "logs/report/summarize.log",
     conda:
         "../../envs/report.yaml"
+    threads: 1
     shell:
         "python -m mcnflow summarize --metrics {input.metrics} --train-logs {input.train_logs}"
         " --survival {input.survival} --out-dir results > {log} 2>&1"

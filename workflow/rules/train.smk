@@ -13,16 +13,16 @@ rule train:
         "benchmarks/results/train/{experiment}.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: 2
+    threads: config["training"]["num_workers"] + 1
     resources:
         gpu=1,
     params:
-        settings=experiment_params,
+        settings=stage_settings("train", "experiment"),
         features=lambda wc, input: feature_args(
-            input, training_feature_modalities(wc.experiment)
+            input, PLAN.training_modalities(wc.experiment)
         ),
         out_dir="results/train/{experiment}",
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow train --experiment {wildcards.experiment}"
-        " --settings {params.settings:q} {params.features} --vocabulary {input.vocabulary}"
+        " --settings-file {params.settings} {params.features}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -17,17 +17,43 @@ class DownloadStatus(StrEnum):
     REMOVED = "removed"
     GEO_BLOCKED = "geo_blocked"
     LOGIN_REQUIRED = "login_required"
-    # retried by a later run
+    # retried by a later run: the answer was about us (our IP, session, account), not the video
     RATE_LIMITED = "rate_limited"
+    BLOCKED = "blocked"          # answered as gone while a known-good canary video failed too
     TRANSIENT = "transient"
+    NOT_YET = "not_yet"          # an upcoming live stream or premiere: it exists, later
     # filtered out on purpose (e.g. longer than download.max_duration); not retried
     SKIPPED = "skipped"
-    ERROR = "error"
+    ERROR = "error"              # retried only when its message says the cause was on our side
 
 
 DOWNLOAD_PERMANENT = (DownloadStatus.UNAVAILABLE, DownloadStatus.PRIVATE, DownloadStatus.REMOVED,
                       DownloadStatus.GEO_BLOCKED, DownloadStatus.LOGIN_REQUIRED)
-DOWNLOAD_RETRYABLE = (DownloadStatus.RATE_LIMITED, DownloadStatus.TRANSIENT)
+DOWNLOAD_RETRYABLE = (DownloadStatus.RATE_LIMITED, DownloadStatus.BLOCKED, DownloadStatus.TRANSIENT,
+                      DownloadStatus.NOT_YET)
+
+
+class DownloadOutcome(StrEnum):
+    """What a download status means for a corpus (survival.tsv's ``outcome`` column, the report's chart)."""
+    SURVIVED = "survived"        # ok
+    GONE = "gone"                # the video is gone; the status says which way
+    BLOCKED = "blocked"          # tried, and the answer was about us (rate limit, bot check, block)
+    NOT_YET = "not_yet"          # upcoming: a later run tries again
+    NEVER_TRIED = "never_tried"  # a retryable row the job never asked the server about (attempts 0)
+    FAILED = "failed"            # transient failures and errors
+    SKIPPED = "skipped"          # filtered out on purpose
+
+
+DOWNLOAD_OUTCOMES: dict[DownloadStatus, DownloadOutcome] = {
+    DownloadStatus.OK: DownloadOutcome.SURVIVED,
+    **{status: DownloadOutcome.GONE for status in DOWNLOAD_PERMANENT},
+    DownloadStatus.RATE_LIMITED: DownloadOutcome.BLOCKED,
+    DownloadStatus.BLOCKED: DownloadOutcome.BLOCKED,
+    DownloadStatus.TRANSIENT: DownloadOutcome.FAILED,
+    DownloadStatus.NOT_YET: DownloadOutcome.NOT_YET,
+    DownloadStatus.SKIPPED: DownloadOutcome.SKIPPED,
+    DownloadStatus.ERROR: DownloadOutcome.FAILED,
+}
 
 
 class NormalizeStatus(StrEnum):

@@ -1,8 +1,10 @@
 """``mcnflow evaluate``: one experiment's checkpoint on one benchmark -> results/eval/<experiment>/<benchmark>.json.
 
-Settings (``--settings`` JSON, what the workflow passes; or built from ``--config`` files):
-``{"task": retrieval|localization|crosstask, "tie_policy", "batch_size", "localization": {...},
-"crosstask": {annotations, steps, videos} (crosstask only), "experiment": {pairs, space, training, ...}}``.
+Settings: the ``evaluate`` stage of :mod:`mcnflow.core.plan` (``--settings-file``, what the workflow
+passes; or computed from ``--config`` files with ``--experiment`` and ``--benchmark``):
+``{"benchmark", "task": retrieval|localization|crosstask, "corpus", "spec", "tie_policy", "batch_size",
+"audio_frames", "localization": {...}, "crosstask": {annotations, steps, videos} | null,
+"experiment": {pairs, space, losses, training}}``.
 The experiment's ``training`` section gives the clip cutting (``max_words``, ``audio_frames``) and the
 ``device``, so evaluation sees clips exactly as training did.
 """
@@ -13,12 +15,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from mcnflow.core.atomic import atomic_write
-from mcnflow.core.config import ConfigError, add_settings_arguments, deep_merge, load_config
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 from mcnflow.core.device import resolve_device
 from mcnflow.evaluation.scoring import check_model, choose_scoring
 
@@ -31,48 +33,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="experiment name (a key of config experiments)")
     parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
     parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/model.pt")
-    parser.add_argument("--corpus", help="the benchmark's corpus (default with --config: the benchmark's; "
-                                         "not needed for crosstask)")
-    parser.add_argument("--corpus-spec", help="JSON: the corpus's entry of config corpora (default with --config)")
     parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
     parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="video feature shards of the corpus")
     parser.add_argument("--audio", nargs="*", default=[], metavar="H5", help="audio feature shards of the corpus")
     parser.add_argument("--text", nargs="*", default=[], metavar="H5", help="text feature shards of the corpus")
-    parser.add_argument("--vocabulary", required=True, help="results/features/vocabulary.h5")
+    parser.add_argument("--word2vec", required=True, help="results/features/word2vec.h5 (the source the "
+                                                          "checkpoint's text features came from)")
     parser.add_argument("--output", required=True, help="results/eval/{experiment}/{benchmark}.json")
     add_settings_arguments(parser)
-
-
-def settings_from_config(paths: list[str], experiment: str, benchmark: str) -> tuple[dict, dict]:
-    """(settings, config) as the workflow would pass them, from config files (for hand runs)."""
-    config = load_config(paths)
-    evaluation = config["evaluation"]
-    if experiment not in config["experiments"]:
-        raise ConfigError(f"--experiment {experiment!r} is not in config experiments: "
-                          + ", ".join(sorted(config["experiments"])))
-    if benchmark in evaluation["benchmarks"]:
-        task = evaluation["benchmarks"][benchmark]["task"]
-    else:
-        raise ConfigError(f"--benchmark {benchmark!r} is not in evaluation.benchmarks: "
-                          + ", ".join(sorted(evaluation["benchmarks"])))
-    entry = dict(config["experiments"][experiment])
-    entry["training"] = deep_merge(config["training"], entry.get("training") or {})
-    settings = {"task": task, "tie_policy": evaluation["tie_policy"], "batch_size": evaluation["batch_size"],
-                "localization": evaluation["localization"], "crosstask": crosstask_files(config, benchmark, task),
-                "experiment": entry}
-    return settings, config
-
-
-def crosstask_files(config: dict, benchmark: str, task: str) -> dict | None:
-    """A crosstask benchmark's annotation files come from its corpus's config entry."""
-    if task != "crosstask":
-        return None
-    corpus = config["evaluation"]["benchmarks"][benchmark]["corpus"]
-    spec = config["corpora"][corpus]
-    if spec["reader"] != "crosstask":
-        raise ConfigError(f"evaluation.benchmarks.{benchmark}.corpus: {corpus!r} has reader {spec['reader']!r}; "
-                          "a crosstask benchmark needs reader 'crosstask'")
-    return {key: spec[key] for key in ("videos", "steps", "annotations")}
 
 
 def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:
@@ -102,11 +70,12 @@ def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, no
     return record
 
 
-def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str, Any]:
+def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]:
     from mcnflow.corpora import CorpusError
     from mcnflow.model.mcn import load_model  # torch-heavy imports only when evaluating
     from mcnflow.evaluation.crosstask import CrossTaskError
     from mcnflow.evaluation.core import EvalFeatures
+    from mcnflow.features.text_index import WordSourceMismatch
 
     task = settings["task"]
     if task not in TASKS:
@@ -128,14 +97,16 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
             raise ConfigError(f"scoring {scoring.label} needs --{modality} feature shards")
     if task != "crosstask" and not args.text:
         raise ConfigError("--text feature shards are needed: they hold the query sentences")
-    features = EvalFeatures.open(text=args.text, vocabulary=args.vocabulary, max_words=training["max_words"],
-                                 # evaluation clips may be longer than training's (MCN: 5120 frames)
-                                 audio_frames=settings.get("audio_frames") or training["audio_frames"],
-                                 video=args.video if "video" in scoring.clip_modalities else (),
-                                 audio=args.audio if "audio" in scoring.clip_modalities else ())
-    trained_vocabulary = (meta.get("vocabulary") or {}).get("sha256")
-    if trained_vocabulary and trained_vocabulary != features.vocabulary_sha256:
-        raise ConfigError(f"{args.vocabulary} is not the vocabulary {args.checkpoint} was trained with")
+    fingerprint = (meta.get("word2vec") or {}).get("fingerprint", "")
+    try:
+        features = EvalFeatures.open(text=args.text, word2vec=args.word2vec, max_words=training["max_words"],
+                                     # evaluation clips may be longer than training's (MCN: 5120 frames)
+                                     audio_frames=settings.get("audio_frames") or training["audio_frames"],
+                                     word_dim=training["word_dim"], fingerprint=fingerprint,
+                                     video=args.video if "video" in scoring.clip_modalities else (),
+                                     audio=args.audio if "audio" in scoring.clip_modalities else ())
+    except WordSourceMismatch as exc:
+        raise ConfigError(f"{args.checkpoint}: {exc}") from exc
     batch_size = settings["batch_size"]
     try:
         if task == "crosstask":
@@ -145,7 +116,7 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
                 raise ConfigError("task crosstask needs evaluation.crosstask {annotations, steps, videos}")
             outcome = evaluate_crosstask(model, scoring, files, features, batch_size, device)
         else:
-            outcome = _evaluate_corpus(args, settings, spec, model, scoring, features, device)
+            outcome = _evaluate_corpus(args, settings, model, scoring, features, device)
     except (CorpusError, CrossTaskError) as exc:  # a benchmark file is missing or malformed
         raise ConfigError(str(exc)) from exc
     finally:
@@ -156,17 +127,16 @@ def run(args: argparse.Namespace, settings: dict, spec: dict | None) -> dict[str
     return result_record(args, settings, scoring, outcome, note)
 
 
-def _evaluate_corpus(args, settings, spec, model, scoring, features, device):
+def _evaluate_corpus(args, settings, model, scoring, features, device):
     from mcnflow.corpora import open_corpus
     from mcnflow.manifest import read_manifest
     from mcnflow.evaluation.localization import evaluate_localization
     from mcnflow.evaluation.core import align_queries, evaluate_retrieval
 
-    if not args.corpus or spec is None:
-        raise ConfigError("--corpus and --corpus-spec are needed for retrieval and localization")
-    segments = open_corpus(args.corpus, spec).segments()
+    corpus = settings["corpus"]
+    segments = open_corpus(corpus, dict(settings["spec"])).segments()
     if not segments:
-        raise ConfigError(f"corpus {args.corpus!r} has no evaluation segments")
+        raise ConfigError(f"corpus {corpus!r} has no evaluation segments")
     known = {row["video_id"] for row in read_manifest(args.manifest)} if args.manifest else None
     queries = align_queries(segments, features, scoring.clip_modalities, known)
     if settings["task"] == "retrieval":
@@ -177,20 +147,10 @@ def _evaluate_corpus(args, settings, spec, model, scoring, features, device):
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.settings:
-        try:
-            settings = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
-        config = None
-    else:
-        settings, config = settings_from_config(args.config, args.experiment, args.benchmark)
-    if args.corpus is None and config is not None and args.benchmark in config["evaluation"]["benchmarks"]:
-        args.corpus = config["evaluation"]["benchmarks"][args.benchmark]["corpus"]
-    spec = json.loads(args.corpus_spec) if args.corpus_spec else None
-    if spec is None and config is not None and args.corpus in config["corpora"]:
-        spec = config["corpora"][args.corpus]
-    record = run(args, settings, spec)
+    settings = settings_from_args(args, "evaluate", experiment=args.experiment, benchmark=args.benchmark)
+    if settings["benchmark"] != args.benchmark:
+        raise ConfigError(f"--benchmark {args.benchmark!r} but the settings are for {settings['benchmark']!r}")
+    record = run(args, settings)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(output) as handle:

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mcnflow.features.store import FeatureIndex, check_rate, read_vocabulary
+from mcnflow.features.captions import tokenize
+from mcnflow.features.store import FeatureIndex, check_rate
+from mcnflow.features.text_index import TextIndex, WordSourceMismatch
+from mcnflow.features.word2vec import WordVectors, read_rows, read_word_vectors
 from mcnflow.model import inputs as clips
-from mcnflow.training.dataset import vocabulary_fingerprint
 from mcnflow.evaluation.metrics import retrieval_metrics, target_ranks
 from mcnflow.evaluation.scoring import Scoring, embed_clips, embed_text, similarity
 
@@ -41,25 +43,38 @@ TIME_TOLERANCE = 0.01
 class EvalFeatures:
     """The feature shards of one benchmark corpus and how clips are cut from them."""
 
-    text: FeatureIndex
-    vectors: np.ndarray
+    text: TextIndex
     max_words: int
     audio_frames: int
+    word_dim: int
     video: FeatureIndex | None = None
     audio: FeatureIndex | None = None
-    vocabulary_sha256: str = ""
-    words: Sequence[str] = ()
+    word2vec_path: str = ""
+    word2vec: WordVectors | None = None
 
     @classmethod
-    def open(cls, *, text: Sequence[str | Path], vocabulary: str | Path, max_words: int, audio_frames: int,
-             video: Sequence[str | Path] = (), audio: Sequence[str | Path] = ()) -> "EvalFeatures":
+    def open(cls, *, text: Sequence[str | Path], word2vec: str | Path, max_words: int, audio_frames: int,
+             word_dim: int, fingerprint: str, video: Sequence[str | Path] = (),
+             audio: Sequence[str | Path] = ()) -> "EvalFeatures":
+        """``fingerprint``: the word2vec source the checkpoint was trained with; the text shards and
+        the word2vec file must be that source (else WordSourceMismatch)."""
         check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "evaluation")
         check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "evaluation")
-        words, vectors, _ = read_vocabulary(vocabulary)
-        return cls(text=FeatureIndex(text), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-                   max_words=max_words, audio_frames=audio_frames,
+        words = read_word_vectors(word2vec, vectors=False)
+        if fingerprint and words.fingerprint != fingerprint:
+            raise WordSourceMismatch(f"{word2vec} is word2vec source {words.fingerprint[:12]}, but the checkpoint "
+                                     f"was trained with {fingerprint[:12]}")
+        index = TextIndex(text)
+        index.require(fingerprint or words.fingerprint, "the checkpoint")
+        return cls(text=index, max_words=max_words, audio_frames=audio_frames, word_dim=word_dim,
                    video=FeatureIndex(video) if video else None, audio=FeatureIndex(audio) if audio else None,
-                   vocabulary_sha256=vocabulary_fingerprint(words), words=words)
+                   word2vec_path=str(word2vec), word2vec=words)
+
+    def sentence_tokens(self, sentence: str) -> np.ndarray:
+        """A free sentence (e.g. a CrossTask step) as word vectors, tokenized as the captions are."""
+        assert self.word2vec is not None
+        ids = [self.word2vec.ids[w] for w in tokenize(sentence, self.word2vec.ids, self.max_words)]
+        return read_rows(self.word2vec_path, ids) if ids else np.zeros((0, self.word_dim), np.float32)
 
     def index(self, modality: str) -> FeatureIndex | None:
         return {"video": self.video, "audio": self.audio, "text": self.text}[modality]
@@ -96,8 +111,8 @@ class EvalFeatures:
             return int(data.shape[0] / clips.VIDEO_FEATURES_PER_SECOND)
         return int(math.ceil(data.shape[1] / clips.AUDIO_FRAMES_PER_SECOND))
 
-    def text_item(self, token_ids: np.ndarray) -> dict[str, np.ndarray]:
-        return clips.text_item(token_ids, self.vectors, self.max_words)
+    def text_item(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        return clips.text_item(tokens, self.max_words, self.word_dim)
 
     def close(self) -> None:
         for index in (self.text, self.video, self.audio):
@@ -112,7 +127,7 @@ class Query:
     video_id: str
     start: float
     end: float
-    token_ids: np.ndarray | None
+    tokens: np.ndarray | None  # one word vector per token
     missing: str | None = None
 
 
@@ -135,7 +150,7 @@ def _same_time(a: float, b: float) -> bool:
 
 def align_queries(segments: Sequence[Any], features: EvalFeatures, needed: Iterable[str],
                   known_videos: set[str] | None = None) -> list[Query]:
-    """One Query per segment (in order): its token ids from the text shards, or why it is missing."""
+    """One Query per segment (in order): its tokens' word vectors from the text shards, or why it is missing."""
     needed = list(needed)
     by_video: dict[str, list[int]] = defaultdict(list)
     for i, segment in enumerate(segments):
@@ -157,7 +172,7 @@ def align_queries(segments: Sequence[Any], features: EvalFeatures, needed: Itera
                          for s, e, seg in zip(starts, ends, mine)):
                 reason = "text: caption times differ from the segments"
             else:
-                tokens = [text["token_ids"][offsets[k]:offsets[k + 1]] for k in range(len(mine))]
+                tokens = [text["vectors"][offsets[k]:offsets[k + 1]] for k in range(len(mine))]
             if reason:
                 log.warning("%s: %s; its %d queries count as failures", video_id, reason, len(mine))
         for k, i in enumerate(indices):
@@ -176,12 +191,12 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
         yield slice(first, min(first + size, n))
 
 
-def embed_queries(model: Any, scoring: Scoring, features: EvalFeatures, token_ids: Sequence[np.ndarray],
+def embed_queries(model: Any, scoring: Scoring, features: EvalFeatures, tokens: Sequence[np.ndarray],
                   batch_size: int, device: torch.device, desc: str = "text") -> dict[str | None, torch.Tensor]:
     """Text embeddings of every query, per space the scoring uses (on ``device``)."""
     parts: dict[str | None, list[torch.Tensor]] = defaultdict(list)
-    for chunk in tqdm(list(_chunks(len(token_ids), batch_size)), desc=desc, unit="batch", leave=False):
-        batch = _to(clips.collate([features.text_item(t) for t in token_ids[chunk]]), device)
+    for chunk in tqdm(list(_chunks(len(tokens), batch_size)), desc=desc, unit="batch", leave=False):
+        batch = _to(clips.collate([features.text_item(t) for t in tokens[chunk]]), device)
         for space, embedding in embed_text(model, scoring, batch).items():
             parts[space].append(embedding)
     return {space: torch.cat(chunks) for space, chunks in parts.items()}
@@ -237,7 +252,7 @@ def evaluate_retrieval(model: Any, scoring: Scoring, queries: Sequence[Query], f
     n_queries, n_missing = len(queries), len(queries) - len(scored)
     ranks = np.zeros(0)
     if scored:
-        text = embed_queries(model, scoring, features, [q.token_ids for q in scored], batch_size, device)
+        text = embed_queries(model, scoring, features, [q.tokens for q in scored], batch_size, device)
         clip_embeddings = embed_windows(model, scoring, features, [(q.video_id, q.start, q.end) for q in scored],
                                         batch_size, device)
         ranks_parts = []

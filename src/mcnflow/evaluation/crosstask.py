@@ -33,7 +33,6 @@ import torch
 from tqdm import tqdm
 
 from mcnflow.corpora.crosstask import CrossTaskError, CrossTaskVideo, read_steps, read_videos
-from mcnflow.features.captions import tokenize
 from mcnflow.evaluation.core import EvalFeatures, Outcome, embed_queries, embed_seconds
 from mcnflow.evaluation.scoring import Scoring, similarity
 
@@ -144,7 +143,6 @@ def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], f
     unknown = sorted({v.task for v in videos} - set(task_steps))
     if unknown:
         raise CrossTaskError(f"{files['videos']}: task(s) {', '.join(unknown)} have no steps in {files['steps']}")
-    word_ids = {word: index for index, word in enumerate(features.words)}
     step_embeddings: dict[str, dict] = {}
     recalls: dict[str, list[float]] = defaultdict(list)
     reasons: Counter = Counter()
@@ -156,9 +154,8 @@ def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], f
             continue
         steps = task_steps[video.task]
         if video.task not in step_embeddings:
-            ids = [np.asarray([word_ids[w] for w in tokenize(step, word_ids, features.max_words)], dtype=np.int64)
-                   for step in steps]
-            step_embeddings[video.task] = embed_queries(model, scoring, features, ids, batch_size, device)
+            tokens = [features.sentence_tokens(step) for step in steps]
+            step_embeddings[video.task] = embed_queries(model, scoring, features, tokens, batch_size, device)
         n_seconds, seconds = embed_seconds(model, scoring, features, video.video_id, batch_size, device)
         truth = read_annotation(files["annotations"], video, len(steps), n_seconds)
         if n_seconds == 0 or len(truth) == 0:

@@ -119,7 +119,7 @@ def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query]
         if n_seconds == 0:
             reasons["features: zero seconds"] += len(mine)
             continue
-        text = embed_queries(model, scoring, features, [q.token_ids for q in mine], batch_size, device)
+        text = embed_queries(model, scoring, features, [q.tokens for q in mine], batch_size, device)
         curves = similarity(scoring, text, seconds).double().cpu().numpy()
         for query, curve in zip(mine, curves):
             predicted = decode_interval(curve, settings["smoothing"], settings["threshold"])

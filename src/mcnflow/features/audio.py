@@ -15,17 +15,18 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from mcnflow.core.atomic import TMP_PREFIX
-from mcnflow.core.config import ConfigError, add_settings_arguments, load_config, settings_from_args
-from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
+from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger
+from mcnflow.core.shard_stage import ShardRun
+from mcnflow.core.status import FeatureStatus, NormalizeStatus
 from mcnflow.features.logmel import log_mel, n_frames, window_samples
-from mcnflow.features.store import ShardWriter
+from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, source_identity, write_part
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def audio_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``features.audio`` plus ``features.compression`` (the workflow passes both as one JSON object)."""
-    if getattr(args, "settings", None):
-        settings = dict(settings_from_args(args, "features.audio"))
-    else:
-        features = load_config(args.config)["features"]
-        settings = {**features["audio"], "compression": features.get("compression")}
+    settings = dict(settings_from_args(args, "features.audio"))  # mcnflow.core.plan's features.audio stage
     missing = [key for key in SETTING_KEYS if key not in settings]
     if missing:
         raise ConfigError("audio settings lack " + ", ".join(
@@ -78,7 +75,7 @@ class TooShort(ValueError):
     """Less audio than one analysis window."""
 
 
-def extract_video(path: str | Path, settings: dict[str, Any]) -> tuple[np.ndarray, int]:
+def extract_video(path: str | Path, settings: Mapping[str, Any]) -> tuple[np.ndarray, int]:
     """(log-mel float16 (n_mels, frames), n_samples) of one video; raises TooShort below one window."""
     samples = decode_audio(path, settings["sample_rate"])
     window = window_samples(settings["sample_rate"], settings["window_ms"])
@@ -90,57 +87,103 @@ def extract_video(path: str | Path, settings: dict[str, Any]) -> tuple[np.ndarra
     return spectrogram, len(samples)
 
 
-def _remove_own_temps(output: Path) -> None:
-    # Only this shard's leftovers: other shards' jobs write temporaries in the same folder right now.
-    for stale in output.parent.glob(f"{TMP_PREFIX}{output.name}.*"):
-        stale.unlink(missing_ok=True)
-
-
-def extract_shard(normalize_rows: list[dict[str, str]], corpus: str, shard: str, output: str | Path,
-                  settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write the shard's HDF5 file; return one ledger row per normalize-ledger row, in its order."""
-    output = Path(output)
-    _remove_own_temps(output)
+def shard_attrs(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The shard file's root attributes: the settings plus what they imply."""
     sample_rate = settings["sample_rate"]
-    attrs = {**settings, "recipe": RECIPE,
-             "n_fft": window_samples(sample_rate, settings["window_ms"]),
-             "hop_length": window_samples(sample_rate, settings["hop_ms"]),
-             "frames_per_second": sample_rate / window_samples(sample_rate, settings["hop_ms"]),
-             "stft": "centred (frame t at t*hop), reflect padding, symmetric Hamming window",
-             "db_reference": "clip maximum (0 dB)"}
-    rows: list[dict[str, Any]] = []
-    with ShardWriter(output, "audio", corpus, int(shard), attrs=attrs, compression=settings["compression"]) as writer:
-        for row in tqdm(normalize_rows, desc=f"audio {corpus}/{shard}", unit="video"):
-            video_id = row["video_id"]
+    hop_length = window_samples(sample_rate, settings["hop_ms"])
+    return {**settings, "recipe": RECIPE,
+            "n_fft": window_samples(sample_rate, settings["window_ms"]),
+            "hop_length": hop_length,
+            "frames_per_second": sample_rate / hop_length,
+            "stft": "centred (frame t at t*hop), reflect padding, symmetric Hamming window",
+            "db_reference": "clip maximum (0 dB)"}
 
-            def outcome(status: str, message: str = "", length: int = 0) -> None:
-                rows.append({"video_id": video_id, "status": status, "message": message, "length": length})
-                if status != "ok":
-                    writer.mark(video_id, status)
 
-            if row.get("status") != "ok":
-                outcome("no_media", f"normalize status {row.get('status') or 'missing'}")
-                continue
-            if row.get("has_audio", "").lower() != "true":
-                outcome("no_audio", "the normalized video has no audio stream")
-                continue
-            path = row.get("path", "")
-            if not path or not Path(path).is_file():
-                outcome("error", f"normalized file not found: {path!r}")
-                continue
-            try:
-                spectrogram, n_samples = extract_video(path, settings)
-            except ffmpeg.Error as exc:
-                outcome("error", _ffmpeg_message(exc))
-                continue
-            except TooShort as exc:
-                outcome("too_short", str(exc))
-                continue
-            frames = spectrogram.shape[1]
-            assert frames == n_frames(n_samples, attrs["hop_length"])
-            writer.add(video_id, spectrogram, attrs={"duration": n_samples / sample_rate, "n_samples": n_samples})
-            outcome("ok", length=frames)
-    return rows
+def _outcome(video_id: str, status: str, message: str = "", length: int = 0) -> dict[str, Any]:
+    return {"video_id": video_id, "status": status, "message": message, "length": length}
+
+
+def _plan_outcome(row: Mapping[str, str]) -> dict[str, Any] | None:
+    """The outcome the normalize row already decides (no audio to extract), or None."""
+    video_id = row["video_id"]
+    if row.get("status") != NormalizeStatus.OK:
+        return _outcome(video_id, FeatureStatus.NO_MEDIA, f"normalize status {row.get('status') or 'missing'}")
+    if row.get("has_audio", "").lower() != "true":
+        return _outcome(video_id, FeatureStatus.NO_AUDIO, "the normalized video has no audio stream")
+    path = row.get("path", "")
+    if not path or not Path(path).is_file():
+        return _outcome(video_id, FeatureStatus.ERROR, f"normalized file not found: {path!r}")
+    return None
+
+
+def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shard: str, output: str | Path,
+                  ledger: str | Path, settings: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Write the shard's HDF5 file, then its ledger; return one ledger row per normalize-ledger row, in
+    its order.
+
+    Resumable: each finished video goes to a part in the shard's work directory and then to the
+    journal, so the rerun of a killed job computes only the videos it had not finished.
+    """
+    output = Path(output)
+    order = [row["video_id"] for row in normalize_rows]
+    if len(set(order)) != len(order):
+        raise ValueError("the normalize ledger lists a video twice")
+    attrs = shard_attrs(settings)
+    sample_rate = settings["sample_rate"]
+    fingerprint = parts_fingerprint("audio", attrs, normalize_rows)
+    sources = {row["video_id"]: row.get("path", "") for row in normalize_rows}
+
+    def trust(video_id: str, row: Mapping[str, str]) -> bool:
+        if row["status"] == FeatureStatus.ERROR:
+            return False  # the cause may have passed (e.g. a killed ffmpeg): try again
+        if row["status"] != FeatureStatus.OK:
+            return True
+        problems = part_problems(run.part_path(video_id), "audio", fingerprint=fingerprint,
+                                 source=sources[video_id], length=row["length"])
+        if problems:
+            log.info("%s: extracting again: %s", video_id, "; ".join(problems))
+        return not problems
+
+    run = ShardRun(ledger, FEATURE_COLUMNS, outputs=[output], trust=trust, fingerprint=fingerprint)
+    computed = 0
+    for row in tqdm(normalize_rows, desc=f"audio {corpus}/{shard}", unit="video"):
+        video_id = row["video_id"]
+        if run.settled(video_id) is not None:
+            continue
+        planned = _plan_outcome(row)
+        if planned is not None:
+            run.record(planned)
+            continue
+        path = row["path"]
+        try:
+            source = source_identity(path)
+            spectrogram, n_samples = extract_video(path, settings)
+        except ffmpeg.Error as exc:
+            run.record(_outcome(video_id, FeatureStatus.ERROR, _ffmpeg_message(exc)))
+            continue
+        except TooShort as exc:
+            run.record(_outcome(video_id, FeatureStatus.TOO_SHORT, str(exc)))
+            continue
+        except OSError as exc:
+            run.record(_outcome(video_id, FeatureStatus.ERROR, f"{path}: {exc}"))
+            continue
+        frames = spectrogram.shape[1]
+        assert frames == n_frames(n_samples, attrs["hop_length"])
+        write_part(run.part_path(video_id), spectrogram,
+                   attrs={"duration": n_samples / sample_rate, "n_samples": n_samples},
+                   meta={"fingerprint": fingerprint, **source})
+        run.record(_outcome(video_id, FeatureStatus.OK, length=frames))
+        computed += 1
+    log.info("%s/%s: extracted %d video(s), kept %d outcome(s) from an earlier run", corpus, shard, computed,
+             run.resumed)
+
+    entries = []
+    for video_id in order:
+        status = str(run.rows[video_id]["status"])
+        entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
+    assemble_shard(output, "audio", corpus, int(shard), entries, attrs=attrs, compression=settings["compression"])
+    # The ledger is written after the HDF5 file is in place: a ledger never describes a missing file.
+    return run.finish(order)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -148,9 +191,7 @@ def main(args: argparse.Namespace) -> int:
     if not (args.shard.isdigit() and len(args.shard) == 5):
         raise ConfigError(f"--shard {args.shard!r}: expected a 5-digit shard id such as 00003")
     normalize_rows = read_ledger(args.normalize_ledger)
-    rows = extract_shard(normalize_rows, args.corpus, args.shard, args.output, settings)
-    # The ledger is written after the HDF5 file is in place: a ledger never describes a missing file.
-    write_ledger(args.ledger, rows, FEATURE_COLUMNS)
+    rows = extract_shard(normalize_rows, args.corpus, args.shard, args.output, args.ledger, settings)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -1,4 +1,4 @@
-"""``mcnflow extract <modality>``: one shard of one modality into HDF5 (or the shared vocabulary)."""
+"""``mcnflow extract <modality>``: one shard of one modality into HDF5 (or the word2vec source)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import importlib
 EXTRACTORS = {
     "video": ("mcnflow.features.video", "ResNet152 per-second features of one shard"),
     "audio": ("mcnflow.features.audio", "DaveNet log-mel spectrograms of one shard"),
-    "vocabulary": ("mcnflow.features.vocabulary", "word2vec vocabulary shared by every corpus"),
-    "text": ("mcnflow.features.text", "caption token ids (into the vocabulary) of one shard"),
+    "word2vec": ("mcnflow.features.word2vec", "the word2vec source every corpus's text features use"),
+    "text": ("mcnflow.features.text", "caption tokens (with their word vectors) of one shard"),
 }
 
 

@@ -12,21 +12,28 @@ docs/hdf5_layout.md describes the same layout for users who read the files with 
     /index/video_id        every video of the shard (vlen str), with
     /index/status          its outcome (ok, no_audio, ...; see mcnflow.core.ledger.FEATURE_STATUSES)
     /index/length          rows / frames / captions stored for it (0 when nothing is stored)
+
+A resumable extractor keeps each finished video in its own *part* (:func:`write_part`, an ``.npz``
+in the shard's work directory, see mcnflow.core.shard_stage) and builds the shard file from the
+parts at the end (:func:`assemble_shard`); parts are never read by training or evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from mcnflow import __version__
-from mcnflow.core.atomic import commit, temp_path_for
+from mcnflow.core.atomic import atomic_path, commit, temp_path_for
+from mcnflow.core.status import FeatureStatus
 
 FORMAT = "mcnflow-features"
 FORMAT_VERSION = 1
@@ -105,6 +112,21 @@ class ShardWriter:
             node.attrs[key] = _attr_value(value)
         self._index.append((video_id, status, length))
 
+    def add_part(self, video_id: str, part: str | Path, status: str = FeatureStatus.OK) -> None:
+        """Store one video from its part file (see :func:`write_part`)."""
+        loaded = read_part(part)
+        self.add(video_id, loaded.data, loaded.attrs, status=status)
+
+    def add_word_table(self, words: list[str], vectors: np.ndarray) -> None:
+        """Text shards: the words their token ids index and those words' vectors (``/vocabulary``)."""
+        assert self._file is not None, "use ShardWriter as a context manager"
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(words):
+            raise ValueError(f"{len(words)} words but vectors of shape {vectors.shape}")
+        table = self._file.create_group("vocabulary")
+        table.create_dataset("words", data=np.array(words, dtype=object), dtype=STR)
+        table.create_dataset("vectors", data=vectors)
+
     def mark(self, video_id: str, status: str) -> None:
         """Record a video of the shard for which nothing is stored (e.g. ``no_audio``)."""
         self._index.append((video_id, status, 0))
@@ -124,6 +146,133 @@ class ShardWriter:
         finally:
             if self._tmp.exists() and (exc_type is not None):
                 self._tmp.unlink()
+
+
+# --- parts: one finished video each, until the shard file is assembled ---------------------------
+
+DATA_KEY = "data"
+FIELD_PREFIX = "data:"  # text: one array per TEXT_FIELDS entry
+ATTR_PREFIX = "attr:"
+META_PREFIX = "meta:"
+
+
+@dataclass(frozen=True)
+class Part:
+    data: np.ndarray | dict[str, np.ndarray]
+    attrs: dict[str, Any]   # what becomes the /videos/<video_id> attributes
+    meta: dict[str, Any]    # what a rerun checks before trusting the part (fingerprint, source, ...)
+
+
+def _scalar(array: np.ndarray) -> Any:
+    return array.item() if array.ndim == 0 else array
+
+
+def write_part(path: str | Path, data: np.ndarray | Mapping[str, np.ndarray],
+               attrs: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write one video's features, attributes and checks as an ``.npz``, atomically (temp + rename)."""
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(data, Mapping):
+        arrays.update({FIELD_PREFIX + name: np.asarray(value) for name, value in data.items()})
+    else:
+        arrays[DATA_KEY] = np.asarray(data)
+    # attribute values as HDF5 will get them (None -> "null", mappings -> JSON): no pickles needed
+    arrays.update({ATTR_PREFIX + key: np.asarray(_attr_value(value)) for key, value in (attrs or {}).items()})
+    arrays.update({META_PREFIX + key: np.asarray(_attr_value(value)) for key, value in (meta or {}).items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would append .npz to a name
+            np.savez(handle, **arrays)
+    return Path(path)
+
+
+def read_part(path: str | Path) -> Part:
+    """Read a part back; every array is read in full (a damaged file raises here)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    fields = {name[len(FIELD_PREFIX):]: value for name, value in arrays.items() if name.startswith(FIELD_PREFIX)}
+    if DATA_KEY in arrays:
+        data: np.ndarray | dict[str, np.ndarray] = arrays[DATA_KEY]
+    elif fields:
+        data = fields
+    else:
+        raise ValueError(f"{path}: a part without data")
+    attrs = {name[len(ATTR_PREFIX):]: _scalar(value) for name, value in arrays.items() if name.startswith(ATTR_PREFIX)}
+    meta = {name[len(META_PREFIX):]: _scalar(value) for name, value in arrays.items() if name.startswith(META_PREFIX)}
+    return Part(data, attrs, meta)
+
+
+def feature_length(modality: str, data: np.ndarray | Mapping[str, np.ndarray]) -> int:
+    """What ``/index/length`` records: rows (video), frames (audio, axis 1) or captions (text)."""
+    if isinstance(data, Mapping):
+        return int(len(data["start"]))
+    return int(data.shape[0] if modality == "video" else data.shape[1])
+
+
+def source_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies the input file a part was computed from (its path, size and mtime)."""
+    stat = os.stat(path)
+    return {"source_path": str(path), "source_size": int(stat.st_size), "source_mtime_ns": int(stat.st_mtime_ns)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def parts_fingerprint(modality: str, attrs: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]]) -> str:
+    """A digest of everything the parts of a shard depend on: the shard file's root attributes (the
+    settings and how they ran) and the input rows (e.g. the normalize ledger)."""
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "mcnflow_version": __version__,
+                "modality": modality, "attrs": _jsonable(attrs), "inputs": _jsonable(list(inputs))}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def part_problems(path: str | Path, modality: str, *, fingerprint: str, source: str | Path | None = None,
+                  length: int | str | None = None) -> list[str]:
+    """Why a part left by an earlier run cannot be trusted (empty list: it can)."""
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path.name} is missing"]
+    try:
+        part = read_part(path)
+    except Exception as exc:  # noqa: BLE001 - any damage means: compute the video again
+        return [f"{path.name} is unreadable ({type(exc).__name__}: {exc})"]
+    problems = []
+    if part.meta.get("fingerprint") != fingerprint:
+        problems.append(f"{path.name} was made with other settings or inputs")
+    if length is not None and feature_length(modality, part.data) != int(length):
+        problems.append(f"{path.name} holds {feature_length(modality, part.data)} entries, the journal says {length}")
+    if source is not None:
+        try:
+            now = source_identity(source)
+        except OSError as exc:
+            problems.append(f"source {source}: {exc}")
+        else:
+            then = {key: part.meta.get(key) for key in now}
+            if then != now:
+                problems.append(f"source {source} changed since {path.name} was made")
+    return problems
+
+
+def assemble_shard(path: str | Path, modality: str, corpus: str, shard: int,
+                   entries: Iterable[tuple[str, str, str | Path | None]], attrs: Mapping[str, Any] | None = None,
+                   compression: str | None = None) -> Path:
+    """Write the shard file from ``(video_id, status, part or None)`` entries, in that order
+    (through :class:`ShardWriter`: temporary name, ``complete`` set last, then renamed)."""
+    with ShardWriter(path, modality, corpus, shard, attrs, compression=compression) as writer:
+        for video_id, status, part in entries:
+            if part is None:
+                writer.mark(video_id, status)
+            else:
+                writer.add_part(video_id, part, status=status)
+    return Path(path)
 
 
 class ShardReader:
@@ -183,6 +332,11 @@ class ShardReader:
             return {field: node[field][()] for field in TEXT_FIELDS}
         return node[()]
 
+    def word_table(self) -> tuple[list[str], np.ndarray]:
+        """A text shard's words and their float32 vectors (what its token ids index)."""
+        table = self._open()["vocabulary"]
+        return [str(w) for w in table["words"].asstr()[()]], table["vectors"][()]
+
     def video_attrs(self, video_id: str) -> dict[str, Any]:
         return dict(self._open()["videos"][video_id].attrs)
 
@@ -235,39 +389,3 @@ class FeatureIndex:
     def close(self) -> None:
         for reader in self.readers:
             reader.close()
-
-
-# --- vocabulary (text) ---------------------------------------------------------------------------
-
-def write_vocabulary(path: str | Path, words: list[str], vectors: np.ndarray, attrs: Mapping[str, Any]) -> Path:
-    """Store the word list and its vectors once; text shards store ids into it."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape[0] != len(words):
-        raise ValueError(f"{len(words)} words but {vectors.shape[0]} vectors")
-    tmp = temp_path_for(path)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["format"] = FORMAT
-            handle.attrs["format_version"] = FORMAT_VERSION
-            handle.attrs["modality"] = "vocabulary"
-            handle.attrs["mcnflow_version"] = __version__
-            for key, value in attrs.items():
-                handle.attrs[key] = _attr_value(value)
-            handle.create_dataset("words", data=np.array(words, dtype=object), dtype=STR)
-            handle.create_dataset("vectors", data=vectors)
-            handle.attrs["complete"] = True
-        commit(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return Path(path)
-
-
-def read_vocabulary(path: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    with h5py.File(path, "r") as handle:
-        if handle.attrs.get("modality") != "vocabulary" or not bool(handle.attrs.get("complete", False)):
-            raise IncompleteShardError(f"{path}: not a complete vocabulary file")
-        words = [str(w) for w in handle["words"].asstr()[()]]
-        vectors = handle["vectors"][()]
-        attrs = dict(handle.attrs)
-    return words, vectors, attrs

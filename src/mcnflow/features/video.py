@@ -3,9 +3,12 @@
 Pipeline: DataLoader worker processes decode whole videos ahead of the model (ffmpeg, 1 fps, short side
 224, see :mod:`.frames`); the main process cuts the frames of consecutive videos into batches of
 ``batch_size`` (videos are batched *across*, so the model never waits for one short video), runs
-:class:`.resnet.FrameEncoder`, and splits the rows back per video. A finished video is stored as
-float16 ``(seconds, 2048)`` in the shard's HDF5 file (:class:`.store.ShardWriter`, written under a
-temporary name and renamed when complete); the feature ledger is written atomically afterwards.
+:class:`.resnet.FrameEncoder`, and splits the rows back per video. A finished video is written as
+float16 ``(seconds, 2048)`` to its own part in the shard's work directory (atomically) and then
+journaled (:class:`mcnflow.core.shard_stage.ShardRun`), so the rerun of a killed job extracts only
+the videos it had not finished. At the end the shard's HDF5 file is assembled from the parts
+(:func:`.store.assemble_shard`: temporary name, renamed when complete); the feature ledger is
+written atomically afterwards.
 
 Videos that normalize did not produce are recorded as ``no_media``; a video that cannot be decoded is
 an ``error`` row, and the shard goes on.
@@ -26,11 +29,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from mcnflow.core.atomic import TMP_PREFIX
 from mcnflow.core.checksum import file_sha256
 from mcnflow.core.config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
-from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger
+from mcnflow.core.shard_stage import ShardRun
+from mcnflow.core.status import FeatureStatus, NormalizeStatus
 from mcnflow.features import frames as frames_module
+from mcnflow.features.store import source_identity
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,8 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
 
 
 def video_settings(args: argparse.Namespace) -> dict:
-    """``--settings`` JSON as the workflow passes it, or features.video + features.compression of ``--config``."""
-    if getattr(args, "settings", None):
-        return check_settings(settings_from_args(args, "features.video"))
-    features = settings_from_args(args, "features")
-    return check_settings({**features["video"], "compression": features["compression"]})
+    """The ``features.video`` stage settings (features.video + features.compression, see mcnflow.core.plan)."""
+    return check_settings(settings_from_args(args, "features.video"))
 
 
 @dataclass(frozen=True)
@@ -98,15 +100,15 @@ def plan_shard(normalize_rows: Sequence[Mapping[str, str]]) -> ShardPlan:
         seen.add(video_id)
         plan.order.append(video_id)
         status = row.get("status", "")
-        if status == "ok" and row.get("path"):
+        if status == NormalizeStatus.OK and row.get("path"):
             plan.jobs.append(VideoJob(video_id, row["path"], _float_or_none(row.get("duration"))))
         else:
             reason = f"normalize status {status or '(none)'}"
             if row.get("message"):
                 reason += f": {row['message']}"
-            elif status == "ok":
+            elif status == NormalizeStatus.OK:
                 reason += " but the ledger gives no path"
-            plan.skipped.append((video_id, "no_media", reason))
+            plan.skipped.append((video_id, FeatureStatus.NO_MEDIA, reason))
     return plan
 
 
@@ -130,21 +132,24 @@ class ShardFrames:
         import torch
 
         job = self.jobs[index]
-        item: dict[str, Any] = {"video_id": job.video_id, "path": job.path, "status": "ok", "message": "",
-                                "frames": None}
+        item: dict[str, Any] = {"video_id": job.video_id, "path": job.path, "status": FeatureStatus.OK,
+                                "message": "", "frames": None}
         try:
+            identity = source_identity(job.path)  # before decoding: a later change shows on resume
             decoded = frames_module.decode_frames(job.path, self.fps, self.short_side)
             checksum = file_sha256(job.path)
         except Exception as exc:  # noqa: BLE001 - any failure is this video's error row, not the shard's
             message = str(exc) if isinstance(exc, frames_module.DecodeError) else f"{type(exc).__name__}: {exc}"
-            item.update(status="error", message=f"{job.path}: {message}")
+            item.update(status=FeatureStatus.ERROR, message=f"{job.path}: {message}")
             return item
         if decoded.n_frames == 0:
-            item.update(status="too_short", message=f"{job.path}: no frame decoded (duration {decoded.duration:g} s)")
+            item.update(status=FeatureStatus.TOO_SHORT,
+                        message=f"{job.path}: no frame decoded (duration {decoded.duration:g} s)")
             return item
         item.update(frames=torch.from_numpy(decoded.frames), duration=decoded.duration,
                     n_frames=decoded.n_frames, source_checksum=checksum, source=Path(job.path).name,
-                    source_width=decoded.source_width, source_height=decoded.source_height)
+                    source_width=decoded.source_width, source_height=decoded.source_height,
+                    source_identity=identity)
         return item
 
 
@@ -163,6 +168,7 @@ class _Video:
     features: np.ndarray          # float32 (n_frames, 2048), filled batch by batch
     attrs: dict
     remaining: int
+    source: dict = field(default_factory=dict)  # store.source_identity of the input (checked on resume)
 
 
 class BatchPipeline:
@@ -284,11 +290,8 @@ def root_attrs(settings: Mapping[str, Any], encoder) -> dict:
     return attrs
 
 
-def _remove_own_temps(final: Path) -> None:
-    """Leftovers of a killed run of *this* shard (other shards' jobs may be writing beside it)."""
-    for stale in final.parent.glob(f"{TMP_PREFIX}{final.name}.*"):
-        stale.unlink(missing_ok=True)
-        log.info("removed %s (left by an interrupted run)", stale)
+def _outcome(video_id: str, status: str, message: str = "", length: int = 0) -> dict:
+    return {"video_id": video_id, "status": status, "message": message, "length": length}
 
 
 def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shard: int | str,
@@ -297,6 +300,8 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     """Extract one shard; return the feature-ledger rows (also written to ``ledger_path``).
 
     ``encoder`` lets a caller reuse an already built :class:`.resnet.FrameEncoder` with the same settings.
+    Resumable: each finished video goes to a part in the shard's work directory, then to the journal;
+    the rerun of a killed job extracts only the videos whose part it cannot trust.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -304,7 +309,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
 
     from mcnflow.core.device import resolve_device
     from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
-    from mcnflow.features.store import ShardWriter
+    from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, write_part
 
     settings = check_settings(settings)
     if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
@@ -315,54 +320,75 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         weights = ResNet152Weights.resolve(str(settings["weights"]), int(settings["seed"]))
         encoder = FrameEncoder(weights, resolve_device(str(settings["device"]), "features.video.device"), bool(settings["l2_normalize"]))
     fps = float(settings["fps"])
-    outcomes: dict[str, dict] = {}
-    for video_id, status, message in plan.skipped:
-        outcomes[video_id] = {"video_id": video_id, "status": status, "message": message, "length": 0}
+    attrs = root_attrs(settings, encoder)
+    # parts of a killed run are reused only for the same settings, weights, device and inputs
+    fingerprint = parts_fingerprint("video", attrs, normalize_rows)
+    sources = {job.video_id: job.path for job in plan.jobs}
 
-    _remove_own_temps(output)
-    _remove_own_temps(ledger_path)
-    expected = sum(frames_module.expected_frames(job.duration, fps) for job in plan.jobs if job.duration)
-    loader = DataLoader(ShardFrames(plan.jobs, fps, int(settings["short_side"])), batch_size=None,
+    def trust(video_id: str, row: Mapping[str, str]) -> bool:
+        if row["status"] == FeatureStatus.ERROR:
+            return False  # the cause may have passed (e.g. a killed decoder): try again
+        if row["status"] != FeatureStatus.OK:
+            return True
+        problems = part_problems(run.part_path(video_id), "video", fingerprint=fingerprint,
+                                 source=sources.get(video_id), length=row["length"])
+        if problems:
+            log.info("%s: extracting again: %s", video_id, "; ".join(problems))
+        return not problems
+
+    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], trust=trust, fingerprint=fingerprint)
+    for video_id, status, message in plan.skipped:
+        if run.settled(video_id) is None:
+            run.record(_outcome(video_id, status, message))
+    jobs = [job for job in plan.jobs if run.settled(job.video_id) is None]
+    log.info("%s/%s: %d video(s) to extract, %d outcome(s) kept from an earlier run",
+             corpus, shard, len(jobs), run.resumed)
+
+    expected = sum(frames_module.expected_frames(job.duration, fps) for job in jobs if job.duration)
+    loader = DataLoader(ShardFrames(jobs, fps, int(settings["short_side"])), batch_size=None,
                         shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=_keep_item)
     started = time.monotonic()
-    with ShardWriter(output, "video", corpus, int(shard), root_attrs(settings, encoder),
-                     compression=settings["compression"]) as writer, \
-            tqdm(total=expected or None, unit="frame", desc=f"video {corpus}/{shard}", disable=not progress,
-                 dynamic_ncols=True) as bar:
-        for video_id, status, _ in plan.skipped:
-            writer.mark(video_id, status)
+    computed = {"videos": 0, "rows": 0}
 
-        def store(video: _Video) -> None:
-            writer.add(video.video_id, video.features.astype(np.float16), video.attrs)
-            outcomes[video.video_id] = {"video_id": video.video_id, "status": "ok", "message": "",
-                                        "length": len(video.features)}
+    def store(video: _Video) -> None:
+        features = video.features.astype(np.float16)
+        write_part(run.part_path(video.video_id), features, video.attrs,
+                   meta={"fingerprint": fingerprint, **video.source})
+        run.record(_outcome(video.video_id, FeatureStatus.OK, length=len(features)))
+        computed["videos"] += 1
+        computed["rows"] += len(features)
 
+    with tqdm(total=expected or None, unit="frame", desc=f"video {corpus}/{shard}", disable=not progress,
+              dynamic_ncols=True) as bar:
         pipeline = BatchPipeline(encoder, int(settings["batch_size"]), store, bar.update)
-        for item in loader:
+        for item in (loader if jobs else ()):
             video_id = item["video_id"]
-            if item["status"] != "ok":
-                writer.mark(video_id, item["status"])
-                outcomes[video_id] = {"video_id": video_id, "status": item["status"],
-                                      "message": item["message"], "length": 0}
+            if item["status"] != FeatureStatus.OK:
+                run.record(_outcome(video_id, item["status"], item["message"]))
                 log.warning("%s: %s: %s", video_id, item["status"], item["message"])
                 continue
             frames: torch.Tensor = item["frames"]
             height, width = int(frames.shape[1]), int(frames.shape[2])
-            attrs = {key: item[key] for key in ("duration", "n_frames", "source_checksum", "source",
-                                                "source_width", "source_height")}
-            attrs.update(frame_width=width, frame_height=height)
+            video_attrs = {key: item[key] for key in ("duration", "n_frames", "source_checksum", "source",
+                                                      "source_width", "source_height")}
+            video_attrs.update(frame_width=width, frame_height=height)
             video = _Video(video_id, np.empty((int(frames.shape[0]), encoder.model.feature_dim), np.float32),
-                           attrs, int(frames.shape[0]))
+                           video_attrs, int(frames.shape[0]), item["source_identity"])
             pipeline.add(video, frames)
         pipeline.flush()
-
-    rows = [outcomes[video_id] for video_id in plan.order]
-    write_ledger(ledger_path, rows, FEATURE_COLUMNS)
     elapsed = time.monotonic() - started
-    n_ok = sum(r["status"] == "ok" for r in rows)
-    n_rows = sum(int(r["length"]) for r in rows)
-    log.info("%s/%s: %d of %d videos ok, %d rows in %.1f s (%.1f frames/s) -> %s",
-             corpus, shard, n_ok, len(rows), n_rows, elapsed, n_rows / max(elapsed, 1e-9), output)
+
+    entries = []
+    for video_id in plan.order:
+        status = str(run.rows[video_id]["status"])
+        entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
+    assemble_shard(output, "video", corpus, int(shard), entries, attrs=attrs, compression=settings["compression"])
+    # the ledger only after the shard file is in place: a ledger never describes a missing file
+    rows = run.finish(plan.order)
+    n_ok = sum(r["status"] == FeatureStatus.OK for r in rows)
+    log.info("%s/%s: %d of %d videos ok; computed %d rows of %d video(s) in %.1f s (%.1f frames/s) -> %s",
+             corpus, shard, n_ok, len(rows), computed["rows"], computed["videos"], elapsed,
+             computed["rows"] / max(elapsed, 1e-9), output)
     return rows
 
 

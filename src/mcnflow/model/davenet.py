@@ -48,7 +48,7 @@ class SpeechBasicBlock(nn.Module):
 
 
 class ResDAVEnet(nn.Module):
-    """Spectrogram -> (B, widths[-1], T / 2**len(layers)) features, plus a pooling over valid frames."""
+    """Spectrogram -> (B, widths[-1], T / 2**len(layers)) features, plus the two poolings MCN uses."""
 
     def __init__(self, n_mels: int = 40, widths: Sequence[int] = DAVENET_WIDTHS,
                  layers: Sequence[int] = DAVENET_LAYERS, width: int = 9):
@@ -94,8 +94,8 @@ class ResDAVEnet(nn.Module):
     def pool(self, features: torch.Tensor, nframes: torch.Tensor) -> torch.Tensor:
         """Mean over the output frames that come from real input: the first max(1, nframes // stride).
 
-        MCN's training averages the zero padding too; averaging valid frames only makes a clip's
-        embedding independent of how much padding it got (and matches MCN's evaluation pooling).
+        This is MCN's evaluation pooling (model_kmeans_ICCV.py:109-120). MCN's training pooling is
+        :meth:`pool_all`, a mean over every frame, zero padding included (model:121-122).
         """
         steps = features.shape[-1]
         valid = torch.div(nframes.to(features.device).long(), self.time_stride, rounding_mode="floor")
@@ -103,3 +103,8 @@ class ResDAVEnet(nn.Module):
         mask = torch.arange(steps, device=features.device).unsqueeze(0) < valid.unsqueeze(1)
         mask = mask.to(features.dtype).unsqueeze(1)
         return (features * mask).sum(dim=-1) / valid.unsqueeze(1).to(features.dtype)
+
+    @staticmethod
+    def pool_all(features: torch.Tensor) -> torch.Tensor:
+        """Mean over every output frame, those computed from zero padding too (MCN's training pooling)."""
+        return features.mean(dim=-1)

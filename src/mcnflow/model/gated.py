@@ -35,18 +35,23 @@ class GatedEmbeddingUnit(nn.Module):
 
 
 class SentenceMaxPool(nn.Module):
-    """Word vectors -> Linear + ReLU -> max over the words of each caption (padding masked out)."""
+    """Word vectors -> Linear + ReLU -> max over the word slots of each caption.
 
-    def __init__(self, word_dim: int, out_dim: int):
+    MCN (model_kmeans_ICCV.py:223-231) takes the max over all ``max_words`` slots, padding included:
+    a padded slot holds a zero word vector, so it contributes ``relu(bias)`` and every output is at
+    least ``relu(bias)``. ``mask_padding=True`` (the departure ``mask_text_padding``) leaves the padded
+    slots out, so a caption embeds from its real words only (and one without words as zeros).
+    """
+
+    def __init__(self, word_dim: int, out_dim: int, mask_padding: bool = False):
         super().__init__()
         self.fc = nn.Linear(word_dim, out_dim)
+        self.mask_padding = mask_padding
 
     def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``words`` (B, W, word_dim), ``mask`` (B, W) true for real words -> (B, out_dim).
-
-        After the ReLU every value is >= 0, so filling padded positions with 0 leaves the max over
-        the real words unchanged; a caption without words embeds as zeros.
-        """
+        """``words`` (B, W, word_dim), ``mask`` (B, W) true for real words -> (B, out_dim)."""
         hidden = F.relu(self.fc(words))
-        hidden = hidden.masked_fill(~mask.bool().unsqueeze(-1), 0.0)
+        if self.mask_padding:
+            # After the ReLU every value is >= 0, so a 0 in the padded slots is never above a real word's.
+            hidden = hidden.masked_fill(~mask.bool().unsqueeze(-1), 0.0)
         return hidden.amax(dim=1)

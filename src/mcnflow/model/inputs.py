@@ -105,22 +105,28 @@ def audio_item(spectrogram: np.ndarray, start: float, end: float, audio_frames: 
     return {"audio": out, "nframes": np.int64(window.shape[1])}
 
 
-def clip_token_ids(text: Mapping[str, np.ndarray], clip: Clip) -> np.ndarray:
-    """The token ids of the clip's captions, concatenated in merge order."""
+def clip_tokens(text: Mapping[str, np.ndarray], clip: Clip, field: str = "vectors") -> np.ndarray:
+    """One per-token field (``vectors``: one word vector per token) of the clip's captions,
+    concatenated in merge order."""
     offsets = text["offsets"]
-    parts = [text["token_ids"][offsets[i]: offsets[i + 1]] for i in clip.captions]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    values = text[field]
+    parts = [values[offsets[i]: offsets[i + 1]] for i in clip.captions]
+    return np.concatenate(parts) if parts else values[:0]
 
 
-def text_item(token_ids: np.ndarray, vectors: np.ndarray, max_words: int) -> dict[str, np.ndarray]:
-    """Token ids (into the vocabulary) -> {"words": (max_words, word_dim) float32, "mask": (max_words,) bool}."""
-    token_ids = np.asarray(token_ids)[:max_words]
-    if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= len(vectors)):
-        raise ValueError(f"token id out of the vocabulary's range 0..{len(vectors) - 1}")
-    words = np.zeros((max_words, vectors.shape[1]), dtype=np.float32)
-    words[: len(token_ids)] = vectors[token_ids]
+def text_item(token_vectors: np.ndarray, max_words: int, word_dim: int | None = None) -> dict[str, np.ndarray]:
+    """Word vectors of a clip's tokens -> {"words": (max_words, word_dim) float32, "mask": (max_words,) bool}."""
+    token_vectors = np.asarray(token_vectors, dtype=np.float32)
+    if token_vectors.ndim != 2:
+        raise ValueError(f"token vectors must be (tokens, word_dim), got shape {token_vectors.shape}")
+    dim = token_vectors.shape[1] if word_dim is None else word_dim
+    if token_vectors.shape[1] != dim:
+        raise ValueError(f"word vectors have {token_vectors.shape[1]} dimensions; the model takes {dim}")
+    token_vectors = token_vectors[:max_words]
+    words = np.zeros((max_words, dim), dtype=np.float32)
+    words[: len(token_vectors)] = token_vectors
     mask = np.zeros(max_words, dtype=bool)
-    mask[: len(token_ids)] = True
+    mask[: len(token_vectors)] = True
     return {"words": words, "mask": mask}
 
 

@@ -6,11 +6,16 @@ unnormalised embeddings, which can leave the float16 range.
 Terms (unweighted values; ``total = sum(weight * term)`` over enabled terms):
   mms_<pair>       MMS on the pair's similarity matrix, in the pair's space. One term per pair (MCN sums them).
   clustering       CE of each trained modality's embedding against the k-means centroids, with the
-                   labels of the fused embedding; averaged over modalities (MCN: /3). With per_pair
-                   spaces each space has its own queue and centroids (fused = mean of the pair's two
-                   embeddings) and the term is the mean over spaces.
+                   labels of the fused embedding; averaged over the space's modalities (MCN: the sum
+                   of the three modalities' terms / 3; its two-modality ablations also divide by 3,
+                   i.e. 2/3 of this mean: docs/fidelity.md). With per_pair spaces each space has its
+                   own queue and centroids (fused = mean of the pair's two embeddings) and the term is
+                   the mean over spaces. k-means: mcnflow.model.kmeans.
   reconstruction   MSE of each decoder's output against its modality's trunk output, summed over
                    the modalities of a space (MCN's mse_v + mse_a + mse_t) and averaged over spaces.
+                   As MCN, the audio and text targets (trunk outputs) are not detached, so this term
+                   trains the trunks too; ``detach_targets`` (the departure
+                   ``detach_reconstruction_targets``) stops that gradient.
 """
 
 from __future__ import annotations
@@ -60,7 +65,12 @@ class MCNObjective:
     """The experiment's loss: which terms, their weights, and the clustering state of each space."""
 
     def __init__(self, model: MCN, losses: Mapping[str, Mapping], margin: float, clusters: int,
-                 kmeans_iters: int, queue_batches: int, seed: int):
+                 kmeans_iters: int, queue_batches: int, seed: int, *, clips_per_video: int | None = None,
+                 queue_clips: int | None = None, unit_centroids: bool = False, keep_empty_clusters: bool = False,
+                 keep_centroids_across_epochs: bool = False, detach_targets: bool = False):
+        """``clips_per_video``: clips of each video in a batch (n_pair); ``queue_clips``: how many of them
+        enter the k-means queue (MCN: 16 of 32; None: all). The remaining flags are the departures of
+        mcnflow.model.kmeans.OnlineKMeans and ``detach_targets`` for reconstruction; all off = MCN."""
         unknown = set(losses) - set(LOSS_TERMS)
         if unknown:
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; allowed: {', '.join(LOSS_TERMS)}")
@@ -69,13 +79,23 @@ class MCNObjective:
         # A disabled term's weight is never used (and may be absent).
         self.weights = {name: float(losses[name]["weight"]) for name in LOSS_TERMS if self.enabled[name]}
         self.margin = margin
+        self.detach_targets = bool(detach_targets)
         if not any(self.enabled.values()):
             raise ValueError("every loss term is disabled: nothing to train")
         if self.enabled["reconstruction"] and model.decoders is None:
             raise ValueError("reconstruction is enabled but the model has no decoders")
         self.kmeans: dict[str, OnlineKMeans] = {}
         if self.enabled["clustering"]:
-            self.kmeans = {space: OnlineKMeans(clusters, kmeans_iters, queue_batches, seed) for space in model.spaces}
+            self.kmeans = {space: OnlineKMeans(clusters, kmeans_iters, queue_batches, seed,
+                                               clips_per_video=clips_per_video, queue_clips=queue_clips,
+                                               unit_centroids=unit_centroids, keep_empty_clusters=keep_empty_clusters,
+                                               keep_centroids_across_epochs=keep_centroids_across_epochs)
+                           for space in model.spaces}
+
+    def start_epoch(self) -> None:
+        """Called before each epoch's first step: MCN resets the k-means centroids there."""
+        for km in self.kmeans.values():
+            km.start_epoch()
 
     def term_names(self) -> list[str]:
         names = [f"mms_{pair}" for pair in self.model.pairs] if self.enabled["mms"] else []
@@ -89,7 +109,7 @@ class MCNObjective:
         for space, embeddings in output.embeddings.items():
             fused = torch.stack([e.detach().float() for e in embeddings.values()]).mean(dim=0)
             labels = self.kmeans[space].step(fused)
-            if labels is None:  # queue not yet large enough for the first fit
+            if labels is None:  # not yet enough points for the first fit
                 continue
             centroids = self.kmeans[space].centroids
             per_space.append(torch.stack([cluster_loss(e, centroids, labels, self.margin)
@@ -100,8 +120,11 @@ class MCNObjective:
         return torch.stack(per_space).mean()
 
     def _reconstruction(self, output: MCNOutput) -> torch.Tensor:
-        # Targets detached: see mcnflow.model.mcn (trainable targets collapse under the weight-50 MSE).
-        per_space = [torch.stack([reconstruction_loss(pred, output.trunk[m].detach()) for m, pred in preds.items()]).sum()
+        def target(modality: str) -> torch.Tensor:
+            trunk = output.trunk[modality]
+            return trunk.detach() if self.detach_targets else trunk
+
+        per_space = [torch.stack([reconstruction_loss(pred, target(m)) for m, pred in preds.items()]).sum()
                      for preds in output.reconstructions.values()]
         return torch.stack(per_space).mean()
 

@@ -1,10 +1,16 @@
 """The MCN network (Chen et al., ICCV 2021) with a modality-pair choice and a shared or per-pair space.
 
-Branches (MCN's, see docs in shared/research/mcn_anchors.md section 1.3):
+Branches (MCN's, as in the reference code):
   video: max-pooled, L2-normalised clip feature (made by training.clips) -> GEU(video_dim -> embd_dim)
-  text:  word vectors -> Linear + ReLU -> max over words (the text trunk) -> GEU(embd_dim -> embd_dim)
-  audio: ResDAVEnet -> mean over valid frames (the audio trunk) -> GEU(1024 -> 1024) -> Linear(1024 -> embd_dim)
-         (1024 = the last of ``audio_widths``; smaller widths exist for tests and quick demos)
+  text:  word vectors -> Linear + ReLU -> max over the word slots, padding included as MCN (the text
+         trunk) -> GEU(embd_dim -> embd_dim)
+  audio: ResDAVEnet -> mean over time (the audio trunk) -> GEU(1024 -> 1024) -> Linear(1024 -> embd_dim)
+         (1024 = the last of ``audio_widths``; smaller widths exist for tests and quick demos). As MCN,
+         the mean covers every frame (zero padding too) in training mode and only the frames of real
+         input in eval mode (``model.eval()``: evaluation).
+
+``mask_text_padding`` / ``mask_audio_padding`` (off by default; ``training.departures``) leave the
+padding out of the text max-pool (training and evaluation) and of the training-mode audio mean.
 
 Only the modalities that appear in ``pairs`` are built. ``space="shared"`` has one head per modality
 into one space (MCN). ``space="per_pair"`` gives every pair its own heads (the GEU / final projection
@@ -14,10 +20,9 @@ part that defines the space, and the trunks' cost is paid once.
 
 Reconstruction decoders (MCN's ``recon_*``) map an embedding back to its own modality's trunk output:
 video -> the input clip feature, audio -> the pooled ResDAVEnet output, text -> the sentence max-pool.
-With per_pair spaces each (space, modality) embedding has its own decoder. Unlike MCN's code, the
-targets are detached (mcnflow.model.losses): with trainable trunks as targets, a weight-50 MSE is
-cheapest to satisfy by shrinking the trunks, which collapsed text and audio to constants in our runs
-(MMS stuck at chance); detached, reconstruction only asks the embedding to keep the trunk's content.
+With per_pair spaces each (space, modality) embedding has its own decoder. As in MCN's code the audio
+and text targets are live trunk outputs, so the reconstruction MSE trains the trunks too; the departure
+``detach_reconstruction_targets`` (mcnflow.model.losses) stops that gradient.
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ class MCNOutput:
 class MCN(nn.Module):
     def __init__(self, pairs: Iterable[str], space: str = SHARED, *, embd_dim: int, video_dim: int,
                  word_dim: int, recon_size: int, reconstruction: bool = True, n_mels: int = 40,
-                 audio_widths: Iterable[int] = DAVENET_WIDTHS):
+                 audio_widths: Iterable[int] = DAVENET_WIDTHS, mask_text_padding: bool = False,
+                 mask_audio_padding: bool = False):
         super().__init__()
         if space not in SPACE_KINDS:
             raise ValueError(f"space {space!r}; allowed: {', '.join(SPACE_KINDS)}")
@@ -87,12 +93,14 @@ class MCN(nn.Module):
         self.embd_dim = embd_dim
         self.config = {"pairs": self.pairs, "space": space, "embd_dim": embd_dim, "video_dim": video_dim,
                        "word_dim": word_dim, "recon_size": recon_size, "reconstruction": reconstruction,
-                       "n_mels": n_mels, "audio_widths": list(audio_widths)}
+                       "n_mels": n_mels, "audio_widths": list(audio_widths),
+                       "mask_text_padding": bool(mask_text_padding), "mask_audio_padding": bool(mask_audio_padding)}
+        self.mask_audio_padding = bool(mask_audio_padding)
 
         if "audio" in self.modalities:
             self.davenet = ResDAVEnet(n_mels=n_mels, widths=tuple(audio_widths))
         if "text" in self.modalities:
-            self.text_pool = SentenceMaxPool(word_dim, embd_dim)
+            self.text_pool = SentenceMaxPool(word_dim, embd_dim, mask_padding=bool(mask_text_padding))
         trunk_dims = {"video": video_dim, "text": embd_dim}
         if "audio" in self.modalities:
             trunk_dims["audio"] = self.davenet.out_dim
@@ -146,6 +154,8 @@ class MCN(nn.Module):
             return batch["video"].float()
         if modality == "audio":
             features = self.davenet(batch["audio"].float())
+            if self.training and not self.mask_audio_padding:
+                return self.davenet.pool_all(features)      # MCN's training pooling (padding included)
             return self.davenet.pool(features, batch["nframes"])
         return self.text_pool(batch["words"].float(), batch["mask"])
 
@@ -174,9 +184,13 @@ class MCN(nn.Module):
         return MCNOutput(trunk=trunk, embeddings=embeddings, reconstructions=reconstructions)
 
 
+# Model files written before the padding switches existed were trained with padding masked.
+LEGACY_MODEL_DEFAULTS = {"mask_text_padding": True, "mask_audio_padding": True}
+
+
 def build_model(model_config: Mapping[str, Any]) -> MCN:
     """An MCN from the ``meta["model"]`` dict that training stores (MCN.config)."""
-    config = dict(model_config)
+    config = {**LEGACY_MODEL_DEFAULTS, **model_config}
     return MCN(config.pop("pairs"), config.pop("space"), **config)
 
 

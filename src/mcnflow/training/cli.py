@@ -2,7 +2,7 @@
 
     mcnflow train --experiment NAME --settings JSON \
         --text SHARD.h5... [--video SHARD.h5...] [--audio SHARD.h5...] \
-        --vocabulary results/features/vocabulary.h5 --out-dir results/train/NAME
+        --out-dir results/train/NAME
 
 ``--settings`` is the experiment's entry (pairs, space, losses) whose ``training`` key holds the
 whole training section with the experiment's overrides applied (what the workflow passes).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mcnflow.core.config import ConfigError, add_settings_arguments, deep_merge, load_config, settings_from_args
+from mcnflow.core.config import add_settings_arguments, settings_from_args
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +27,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="text feature shards (captions define the clips, so always needed)")
     parser.add_argument("--video", nargs="*", default=[], metavar="SHARD.h5", help="video feature shards")
     parser.add_argument("--audio", nargs="*", default=[], metavar="SHARD.h5", help="audio feature shards")
-    parser.add_argument("--vocabulary", help="the word vectors the text shards' token ids index (vocabulary.h5)")
     parser.add_argument("--out-dir", required=True, help="where checkpoints/, model.pt and log.tsv go")
 
 
-def experiment_settings(config: dict, experiment: str) -> dict:
-    """The experiment's entry with ``training`` = the config's training section + its overrides."""
-    experiments = config.get("experiments") or {}
-    if experiment not in experiments:
-        raise ConfigError(f"config key 'experiments.{experiment}' is missing; experiments: "
-                          + ", ".join(sorted(experiments)))
-    entry = dict(experiments[experiment])
-    entry["training"] = deep_merge(config["training"], entry.get("training") or {})
-    return entry
-
-
 def main(args: argparse.Namespace) -> int:
-    if args.settings:
-        settings = settings_from_args(args, "experiments")
-    else:
-        settings = experiment_settings(load_config(args.config), args.experiment)
+    settings = settings_from_args(args, "train", experiment=args.experiment)
     from mcnflow.training.trainer import train  # torch is imported only when training runs
 
-    path = train(settings, text=args.text, video=args.video, audio=args.audio, vocabulary=args.vocabulary,
-                 out_dir=args.out_dir, experiment=args.experiment)
+    path = train(settings, text=args.text, video=args.video, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment)
     log.info("wrote %s", path)
     return 0

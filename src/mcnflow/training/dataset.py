@@ -10,42 +10,18 @@ only when that modality is trained. A video lacking any needed modality is skipp
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mcnflow.core.checksum import file_sha256
-from mcnflow.features.store import FeatureIndex, ShardReader, check_rate, read_vocabulary
+from mcnflow.features.store import FeatureIndex, check_rate
+from mcnflow.features.text_index import TextIndex
 from mcnflow.model import inputs as clips
-
-
-def vocabulary_fingerprint(words: Sequence[str]) -> str:
-    """sha256 of the word list: evaluation checks it uses the vocabulary the model was trained with."""
-    digest = hashlib.sha256()
-    for word in words:
-        digest.update(word.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-def _check_vocabulary(text_paths: Iterable[str | Path], vocabulary: str | Path) -> str:
-    """Token ids only mean something with the vocabulary they were made with: compare the text
-    shards' ``vocabulary_sha256`` (when they record it) with the given file. Returns the file's sha256."""
-    digest = file_sha256(vocabulary)
-    for path in text_paths:
-        reader = ShardReader(path)
-        try:
-            recorded = reader.attrs.get("vocabulary_sha256")
-        finally:
-            reader.close()
-        if recorded is not None and recorded != digest:
-            raise ValueError(f"{path} was tokenized with another vocabulary than {vocabulary} (sha256 differs)")
-    return digest
 
 
 def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
@@ -56,7 +32,7 @@ def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
 
 class ClipDataset(Dataset):
     def __init__(self, *, text: Sequence[str | Path], video: Sequence[str | Path] = (),
-                 audio: Sequence[str | Path] = (), vocabulary: str | Path | None = None,
+                 audio: Sequence[str | Path] = (),
                  modalities: Sequence[str], n_pair: int, min_time: float, max_words: int,
                  audio_frames: int, seed: int):
         self.modalities = list(modalities)
@@ -65,8 +41,8 @@ class ClipDataset(Dataset):
         self.epoch = 0
         if not text:
             raise ValueError("text shards are needed: captions define the clips")
-        self.input_files = sorted(str(p) for p in [*text, *video, *audio, *([vocabulary] if vocabulary else [])])
-        self.text = FeatureIndex(text)
+        self.input_files = sorted(str(p) for p in [*text, *video, *audio])
+        self.text = TextIndex(text)
         self.video = self.audio = None
         if "video" in self.modalities:
             if not video:
@@ -78,16 +54,10 @@ class ClipDataset(Dataset):
                 raise ValueError("audio is trained but no audio shards were given")
             check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "training")
             self.audio = FeatureIndex(audio)
-        self.vectors: np.ndarray | None = None
-        self.vocabulary_info: dict = {}
-        if "text" in self.modalities:
-            if vocabulary is None:
-                raise ValueError("text is trained but no vocabulary was given")
-            words, vectors, attrs = read_vocabulary(vocabulary)
-            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            self.vocabulary_info = {"path": str(vocabulary), "words": len(words), "dim": int(vectors.shape[1]),
-                                    "sha256": vocabulary_fingerprint(words),
-                                    "file_sha256": _check_vocabulary(text, vocabulary)}
+        # The word vectors come with the text shards; the checkpoint records which word2vec source
+        # they are from, and evaluation requires the same one.
+        self.trains_text = "text" in self.modalities
+        self.word2vec_info: dict = {"fingerprint": self.text.fingerprint} if self.trains_text else {}
         self.video_ids, self.skipped = self._usable_videos()
 
     def _usable_videos(self) -> tuple[list[str], Counter]:
@@ -125,8 +95,8 @@ class ClipDataset(Dataset):
                 dims["n_mels"] = int(self.audio.read(video_id).shape[0])
         finally:
             self.close()  # no open HDF5 handle may be inherited by forked DataLoader workers
-        if self.vectors is not None:
-            dims["word_dim"] = int(self.vectors.shape[1])
+        if self.trains_text:
+            dims["word_dim"] = int(self.text.dim or 0)
         return dims
 
     def set_epoch(self, epoch: int) -> None:
@@ -150,9 +120,9 @@ class ClipDataset(Dataset):
                 spectrogram = self.audio.read(video_id)
                 for item, clip in zip(items, sampled):
                     item.update(clips.audio_item(spectrogram, clip.start, clip.end, self.audio_frames))
-            if self.vectors is not None:
+            if self.trains_text:
                 for item, clip in zip(items, sampled):
-                    item.update(clips.text_item(clips.clip_token_ids(text, clip), self.vectors, self.max_words))
+                    item.update(clips.text_item(clips.clip_tokens(text, clip), self.max_words))
         except ValueError as exc:
             raise ValueError(f"video {video_id}: {exc}") from exc
         return clips.stack_items(items)

@@ -45,6 +45,11 @@ TRAINING_KEYS = ("embd_dim", "video_dim", "word_dim", "n_pair", "min_time", "max
                  "batch_size", "epochs", "lr", "optimizer", "warmup_steps", "schedule", "margin", "clusters",
                  "queue_batches", "kmeans_iters", "recon_size", "num_workers", "device", "amp", "seed",
                  "tensorboard")
+# training.departures: where mcnflow knowingly departs from MCN's code; every one false = MCN
+# (docs/fidelity.md). The first three go to the k-means (mcnflow.model.kmeans), the fourth to the
+# reconstruction loss, the last two to the model (they are stored with it, in meta["model"]).
+DEPARTURES = ("unit_centroids", "keep_empty_clusters", "keep_centroids_across_epochs",
+              "detach_reconstruction_targets", "mask_text_padding", "mask_audio_padding")
 # Keys that change how a run executes but not what it computes: a resume may change them.
 OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints")
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
@@ -78,7 +83,42 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
     if training["schedule"] not in ("warmup_cosine", "constant"):
         raise ConfigError(f"training.schedule {training['schedule']!r}; allowed: 'warmup_cosine', 'constant'")
     return {"pairs": pairs, "space": settings["space"], "losses": dict(settings["losses"]),
-            "training": dict(training)}
+            "training": {**training, "departures": check_departures(training.get("departures"))}}
+
+
+def check_departures(given: Any) -> dict[str, bool]:
+    """``training.departures`` with every switch present (absent ones false, i.e. MCN), or ConfigError."""
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"training.departures must be a mapping of switches, got {given!r}; "
+                          f"allowed keys: {', '.join(DEPARTURES)}")
+    unknown = sorted(set(given) - set(DEPARTURES))
+    if unknown:
+        raise ConfigError(f"training.departures: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"allowed keys: {', '.join(DEPARTURES)}")
+    for key, value in given.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"training.departures.{key}: {value!r} is not allowed; allowed values: true, false")
+    return {key: bool(given.get(key, False)) for key in DEPARTURES}
+
+
+def queue_clips(n_pair: int) -> int:
+    """Clips of each video that enter the k-means queue: MCN's first half (16 of 32, train_tri_kmeans.py:239)."""
+    return max(1, n_pair // 2)
+
+
+def build_objective(model: MCN, settings: Mapping[str, Any]) -> MCNObjective:
+    """The loss of checked experiment settings (check_settings), k-means and departures included."""
+    training = settings["training"]
+    departures = training["departures"]
+    return MCNObjective(
+        model, settings["losses"], margin=training["margin"], clusters=training["clusters"],
+        kmeans_iters=training["kmeans_iters"], queue_batches=training["queue_batches"], seed=training["seed"],
+        clips_per_video=training["n_pair"], queue_clips=queue_clips(training["n_pair"]),
+        unit_centroids=departures["unit_centroids"], keep_empty_clusters=departures["keep_empty_clusters"],
+        keep_centroids_across_epochs=departures["keep_centroids_across_epochs"],
+        detach_targets=departures["detach_reconstruction_targets"])
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
@@ -225,10 +265,7 @@ class Trainer:
 
         seed_everything(self.training["seed"])
         self.model = MCN(self.settings["pairs"], self.settings["space"], **self._model_arguments()).to(self.device)
-        self.objective = MCNObjective(
-            self.model, self.settings["losses"], margin=self.training["margin"], clusters=self.training["clusters"],
-            kmeans_iters=self.training["kmeans_iters"], queue_batches=self.training["queue_batches"],
-            seed=self.training["seed"])
+        self.objective = build_objective(self.model, self.settings)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.training["lr"])
 
         self.videos_per_step = self.training["batch_size"]
@@ -258,7 +295,9 @@ class Trainer:
         arguments = {"embd_dim": training["embd_dim"], "video_dim": training["video_dim"],
                      "word_dim": training["word_dim"], "recon_size": training["recon_size"],
                      "reconstruction": bool(self.settings["losses"]["reconstruction"]["enabled"]),
-                     "audio_widths": list(training.get("audio_widths", DAVENET_WIDTHS))}
+                     "audio_widths": list(training.get("audio_widths", DAVENET_WIDTHS)),
+                     "mask_text_padding": training["departures"]["mask_text_padding"],
+                     "mask_audio_padding": training["departures"]["mask_audio_padding"]}
         dims = self.dataset.feature_dims()
         for key in ("video_dim", "word_dim"):
             if key in dims and dims[key] != training[key]:
@@ -270,7 +309,7 @@ class Trainer:
     def meta(self) -> dict:
         return {**self.settings, "experiment": self.experiment, "model": dict(self.model.config),
                 "modalities": list(self.model.modalities), "spaces": list(self.model.spaces),
-                "vocabulary": dict(self.dataset.vocabulary_info), "videos": len(self.dataset),
+                "word2vec": dict(self.dataset.word2vec_info), "videos": len(self.dataset),
                 "skipped": dict(self.dataset.skipped), "videos_per_step": self.videos_per_step,
                 "clips_per_step": self.videos_per_step * self.training["n_pair"],
                 "steps_per_epoch": self.steps_per_epoch, "epochs_done": self.epoch, "steps_done": self.step,
@@ -383,6 +422,7 @@ class Trainer:
         self.dataset.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch)
         self.loader_generator.manual_seed(self.training["seed"] * 1_000_003 + self.epoch)
+        self.objective.start_epoch()   # MCN resets the k-means centroids at every epoch's start
         rows: list[dict] = []
         started = time.perf_counter()
         progress = tqdm(self.loader, total=self.steps_per_epoch, desc=f"{self.experiment} epoch {epoch}",
@@ -419,7 +459,7 @@ class Trainer:
         return path
 
 
-def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list, vocabulary: str | os.PathLike | None,
+def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
           out_dir: str | Path, experiment: str) -> Path:
     """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
     settings = check_settings(settings)
@@ -427,7 +467,7 @@ def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list, 
     modalities = modalities_of(settings["pairs"])
     dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
                           audio=audio if "audio" in modalities else (),
-                          vocabulary=vocabulary if "text" in modalities else None, modalities=modalities,
+                          modalities=modalities,
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
                           audio_frames=training["audio_frames"], seed=training["seed"])
     try:

@@ -1,0 +1,77 @@
+"""Reading text shards: each video's caption tokens as word vectors, from the shard's own word table.
+
+Training and evaluation both read text through :class:`TextIndex`; it also checks that every shard
+was made from the same word2vec source (``word2vec_fingerprint``), the one fact a checkpoint and an
+evaluation corpus must share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from mcnflow.features.store import FeatureIndex, ShardReader
+
+
+class WordSourceMismatch(ValueError):
+    """Text features made from another word2vec source than the one required."""
+
+
+def shard_fingerprint(path: str | Path) -> str:
+    reader = ShardReader(path)
+    try:
+        value = reader.attrs.get("word2vec_fingerprint")
+    finally:
+        reader.close()
+    if not value:
+        raise WordSourceMismatch(f"{path}: records no word2vec_fingerprint (made by an older mcnflow; "
+                                 "rerun `mcnflow extract text`)")
+    return str(value)
+
+
+class TextIndex(FeatureIndex):
+    """video_id -> captions over many text shards; ``read`` adds ``vectors`` (one row per token)."""
+
+    def __init__(self, paths: Iterable[str | Path]):
+        paths = [str(p) for p in paths]
+        fingerprints = {p: shard_fingerprint(p) for p in paths}
+        distinct = sorted(set(fingerprints.values()))
+        if len(distinct) > 1:
+            example = {fp: next(p for p, f in fingerprints.items() if f == fp) for fp in distinct}
+            raise WordSourceMismatch("text shards come from different word2vec sources: "
+                                     + "; ".join(f"{p} ({fp[:12]})" for fp, p in example.items()))
+        self.fingerprint = distinct[0] if distinct else ""
+        super().__init__(paths)
+        self._tables: dict[str, np.ndarray] = {}
+
+    def require(self, fingerprint: str, what: str) -> None:
+        """Refuse these shards unless they were made from the word2vec source ``fingerprint``."""
+        if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
+            raise WordSourceMismatch(f"these text features come from word2vec source {self.fingerprint[:12]}, "
+                                     f"but {what} used {fingerprint[:12]}")
+
+    def _vectors(self, reader: ShardReader) -> np.ndarray:
+        key = str(reader.path)
+        if key not in self._tables:
+            self._tables[key] = np.ascontiguousarray(reader.word_table()[1], dtype=np.float32)
+        return self._tables[key]
+
+    def read(self, video_id: str) -> dict[str, np.ndarray]:
+        reader = self._where[video_id]
+        fields = reader.read(video_id)
+        fields["vectors"] = self._vectors(reader)[fields["token_ids"]]
+        return fields
+
+    @property
+    def dim(self) -> int | None:
+        for reader in self.readers:
+            if reader.video_ids():
+                return int(self._vectors(reader).shape[1])
+        return None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_tables"] = {}  # each DataLoader worker reads its own
+        return state
