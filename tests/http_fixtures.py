@@ -7,9 +7,14 @@ its real code path without the internet. Behaviour is programmable per path:
 - ``status=404``: always answer that status;
 - ``fail_times=N, fail_status=503``: answer the first N requests with that status, then serve;
 - ``stall_after=K, stall="hang" | "close"``: send the headers and the first K body bytes, then
-  either hang until :meth:`MediaServer.release` (or ``stall_timeout``) or drop the connection.
+  either hang until :meth:`MediaServer.release` (or ``stall_timeout``) or drop the connection;
+- ``reason="..."``: the reason phrase of the failure status line. yt-dlp's generic extractor puts it
+  in its error ("HTTP Error 404: <reason>"), which is how this server speaks YouTube's playability
+  texts ("Video unavailable. This content isn't available.") to the real classifier. A status line
+  is Latin-1: write apostrophes straight (the classifier tests cover the typographic one).
 
-``default_status`` makes every path answer one status (e.g. 429 for an IP that is rate limited).
+``default_status`` (with ``default_reason``) makes every path answer one status, e.g. 429 for an IP
+that is rate limited, or 404 "This content isn't available." for a blocked one.
 Every request is logged (method, path, headers) so tests can count what reached the server.
 """
 
@@ -36,6 +41,7 @@ class PathBehaviour:
     stall_after: int | None = None   # body bytes sent before stalling
     stall: str = "hang"              # "hang": wait for release(); "close": drop the connection
     stall_timeout: float = 30.0      # a hang never outlives this (a stuck test must still end)
+    reason: str | None = None        # reason phrase of the failure answers (None: the standard one)
     served_failures: int = field(default=0, init=False)
 
 
@@ -70,8 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         media._log(RequestRecord(self.command, path, dict(self.headers.items())))
         behaviour = media.behaviour(path)
-        status = media.default_status
+        status, reason = media.default_status, media.default_reason
         if behaviour is not None:
+            reason = behaviour.reason or reason
             if behaviour.status is not None:
                 status = behaviour.status
             else:
@@ -80,15 +87,15 @@ class _Handler(BaseHTTPRequestHandler):
                         behaviour.served_failures += 1
                         status = behaviour.fail_status
         if status is not None and status != 200:
-            return self._error(status, send_body)
+            return self._error(status, send_body, reason)
         file = (media.root / path.lstrip("/")).resolve()
         if media.root.resolve() not in file.parents or not file.is_file():
             return self._error(404, send_body)
         self._send_file(file, behaviour, send_body)
 
-    def _error(self, status: int, send_body: bool) -> None:
+    def _error(self, status: int, send_body: bool, reason: str | None = None) -> None:
         body = f"error {status}\n".encode()
-        self.send_response(status)
+        self.send_response(status, reason)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         if status in (429, 503):
@@ -141,6 +148,7 @@ class MediaServer:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.default_status: int | None = None
+        self.default_reason: str | None = None
         self._behaviours: dict[str, PathBehaviour] = {}
         self._requests: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -169,6 +177,7 @@ class MediaServer:
             if name is None:
                 self._behaviours.clear()
                 self.default_status = None
+                self.default_reason = None
             else:
                 self._behaviours.pop("/" + name.lstrip("/"), None)
 

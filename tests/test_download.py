@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mcnflow import cli
-from mcnflow.download import NOT_ATTEMPTED
+from mcnflow.download.policy import NOT_ATTEMPTED
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, journal_path, read_ledger
 
 from conftest import REPO, require_ffmpeg

@@ -310,6 +310,27 @@ def test_rerun_after_kill_keeps_finished_videos(inputs, tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["vid_one.mp4", "vid_silent.mp4", "vid_wide.mp4"]
 
 
+def test_start_removes_only_this_shards_temporaries(inputs, tmp_path):
+    """Shards share the ledger directory (and may share an output directory): a start must not delete
+    what another shard's running job is writing."""
+    ledger_dir, out_dir = tmp_path / "normalize" / "demo", tmp_path / "normalize" / "demo" / "videos"
+    out_dir.mkdir(parents=True)
+    ledger = ledger_dir / "shard-00001.tsv"
+    own = [ledger_dir / ".tmp-shard-00001.tsv.k1lled00", out_dir / ".tmp-vid_one.mp4.k1lled00",
+           out_dir / ".tmp-vid_gone.mp4.k1lled00"]
+    others = [ledger_dir / ".tmp-shard-00002.tsv.runn1ng0", ledger_dir / ".tmp-shard-00001.tsv2.runn1ng0",
+              out_dir / ".tmp-vid_other.mp4.runn1ng0", out_dir / ".tmp-vid_one.mp4x.runn1ng0"]
+    for path in own + others:
+        path.write_bytes(b"partial")
+    downloads = download_ledger(tmp_path / "download.tsv", [("vid_one", "ok", inputs["one_frame"]),
+                                                            ("vid_gone", "private", "")])
+    rows = normalize_shard(downloads, ledger, out_dir, settings())
+    assert [row["status"] for row in rows] == ["ok", "not_downloaded"]
+    assert not any(path.exists() for path in own)
+    assert all(path.read_bytes() == b"partial" for path in others)
+    assert not journal_path(ledger).exists() and not (ledger_dir / "shard-00001.tsv.parts").exists()
+
+
 def test_cli_with_config_yaml(inputs, tmp_path):
     downloads = download_ledger(tmp_path / "download.tsv", [("vid_one", "ok", inputs["one_frame"]),
                                                             ("vid_gone", "private", "")])

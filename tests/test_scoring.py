@@ -7,6 +7,7 @@ localized exactly. One test runs ``mcnflow evaluate`` with the real MCN at tiny 
 """
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -19,9 +20,9 @@ from mcnflow.corpora import open_corpus
 from mcnflow.evaluation.localization import evaluate_localization
 from mcnflow.evaluation.core import EvalFeatures, align_queries, evaluate_retrieval
 from mcnflow.evaluation.scoring import NOT_TRAINED_NOTE, check_model, choose_scoring, embed_clips, embed_text, similarity
-from mcnflow.features.store import ShardWriter, write_vocabulary
+from mcnflow.features.store import ShardWriter
 from mcnflow.features.text import encode_captions
-from mcnflow.training.dataset import vocabulary_fingerprint
+from text_fixtures import write_text_shard, write_word2vec
 
 # --- the rule ------------------------------------------------------------------------------------
 
@@ -123,14 +124,13 @@ def _annotations(path, videos):
 @pytest.fixture
 def benchmark(tmp_path):
     words = [f"w{i}" for i in range(DIM)]
-    write_vocabulary(tmp_path / "vocabulary.h5", words, np.eye(DIM, dtype=np.float32), {"source": "test"})
+    word2vec = write_word2vec(tmp_path / "word2vec.h5", words, np.eye(DIM, dtype=np.float32))
     spec = _annotations(tmp_path / "youcook2.json", VIDEOS)
     corpus = open_corpus("youcook2", spec)
     rng = np.random.default_rng(0)
     shards = {m: tmp_path / f"{m}.h5" for m in ("video", "audio", "text")}
     with ShardWriter(shards["video"], "video", "youcook2", 0) as video, \
-            ShardWriter(shards["audio"], "audio", "youcook2", 0) as audio, \
-            ShardWriter(shards["text"], "text", "youcook2", 0) as text:
+            ShardWriter(shards["audio"], "audio", "youcook2", 0) as audio:
         for vid, segments in VIDEOS.items():
             features = np.zeros((SECONDS, DIM), dtype=np.float16)
             for start, end, sentence in segments:
@@ -140,11 +140,11 @@ def benchmark(tmp_path):
                 audio.mark(vid, "no_audio")
             else:
                 audio.add(vid, rng.normal(size=(40, SECONDS * 100)).astype(np.float16))
-            text.add(vid, encode_captions(corpus.captions(vid), {w: i for i, w in enumerate(words)}, 20))
+    write_text_shard(shards["text"], "youcook2", {vid: corpus.captions(vid) for vid in VIDEOS}, word2vec)
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text("video_id\tshard\tsource\n" + "".join(f"{v}\t00000\tx\n" for v in VIDEOS))
     return {"dir": tmp_path, "spec": spec, "shards": shards, "manifest": manifest,
-            "vocabulary": tmp_path / "vocabulary.h5", "segments": corpus.segments()}
+            "word2vec": tmp_path / "word2vec.h5", "fingerprint": word2vec.fingerprint, "segments": corpus.segments()}
 
 
 class OracleModel(nn.Module):
@@ -162,7 +162,8 @@ class OracleModel(nn.Module):
 
 
 def _features(b):
-    return EvalFeatures.open(text=[b["shards"]["text"]], vocabulary=b["vocabulary"], max_words=20, audio_frames=500,
+    return EvalFeatures.open(text=[b["shards"]["text"]], word2vec=b["word2vec"], max_words=20, audio_frames=500,
+                             word_dim=DIM, fingerprint=b["fingerprint"],
                              video=[b["shards"]["video"]], audio=[b["shards"]["audio"]])
 
 
@@ -207,14 +208,28 @@ def test_oracle_localizes_every_step_exactly(benchmark):
                                "recall_at_iou_0.9": 100.0}
 
 
-def _tiny_checkpoint(path, pairs, space, vocabulary_words):
+def _tiny_checkpoint(path, pairs, space, fingerprint):
     from mcnflow.model.mcn import MCN
     torch.manual_seed(0)
     model = MCN(pairs, space, embd_dim=16, video_dim=DIM, word_dim=DIM, recon_size=8, audio_widths=(4, 4, 4, 4, 8))
     meta = {"pairs": pairs, "space": space, "model": dict(model.config),
-            "vocabulary": {"sha256": vocabulary_fingerprint(vocabulary_words)}}
+            "word2vec": {"fingerprint": fingerprint}}
     torch.save({"model": model.state_dict(), "meta": meta}, path)
     return path
+
+
+def _settings(b, task, pairs, space):
+    """The evaluate stage's settings as the plan makes them (validated by the CLI against the schema)."""
+    from mcnflow.core.config import load_config
+    from mcnflow.core.plan import Plan
+
+    config = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
+    settings = json.loads(json.dumps(Plan(config).settings("evaluate", experiment="tv", benchmark="youcook2_retrieval")))
+    settings.update(benchmark="bench", task=task, corpus="youcook2", spec=b["spec"], batch_size=32,
+                    localization={"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]})
+    settings["experiment"].update(pairs=pairs, space=space)
+    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM)
+    return settings
 
 
 @pytest.mark.parametrize("pairs, space, task, scoring, n_missing", [
@@ -225,17 +240,13 @@ def _tiny_checkpoint(path, pairs, space, vocabulary_words):
 ])
 def test_evaluate_cli_with_the_real_mcn(benchmark, pairs, space, task, scoring, n_missing, capsys):
     b = benchmark
-    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", pairs, space, [f"w{i}" for i in range(DIM)])
-    settings = {"task": task, "tie_policy": "average", "batch_size": 32,
-                "localization": {"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]},
-                "experiment": {"pairs": pairs, "space": space,
-                               "training": {"max_words": 20, "audio_frames": 300, "device": "cpu"}}}
+    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", pairs, space, b["fingerprint"])
+    settings = _settings(b, task, pairs, space)
     output = b["dir"] / "eval" / "exp" / "bench.json"
     code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
-                     "--checkpoint", str(checkpoint), "--corpus", "youcook2", "--corpus-spec", json.dumps(b["spec"]),
-                     "--manifest", str(b["manifest"]), "--video", str(b["shards"]["video"]),
+                     "--checkpoint", str(checkpoint), "--manifest", str(b["manifest"]), "--video", str(b["shards"]["video"]),
                      "--audio", str(b["shards"]["audio"]), "--text", str(b["shards"]["text"]),
-                     "--vocabulary", str(b["vocabulary"]), "--output", str(output)])
+                     "--word2vec", str(b["word2vec"]), "--output", str(output)])
     assert code == 0
     result = json.loads(output.read_text())
     assert {k: result[k] for k in ("experiment", "pairs", "space", "benchmark", "task", "scoring", "tie_policy")} == {
@@ -255,14 +266,11 @@ def test_evaluate_cli_with_the_real_mcn(benchmark, pairs, space, task, scoring, 
 
 def test_a_checkpoint_of_another_experiment_is_refused(benchmark, capsys):
     b = benchmark
-    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", ["tv"], "shared", [f"w{i}" for i in range(DIM)])
-    settings = {"task": "retrieval", "tie_policy": "average", "batch_size": 4, "localization": {},
-                "experiment": {"pairs": ["ta"], "space": "shared",
-                               "training": {"max_words": 20, "audio_frames": 300, "device": "cpu"}}}
+    checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", ["tv"], "shared", b["fingerprint"])
+    settings = _settings(b, "retrieval", ["ta"], "shared")
     code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
-                     "--checkpoint", str(checkpoint), "--corpus", "youcook2", "--corpus-spec", json.dumps(b["spec"]),
-                     "--text", str(b["shards"]["text"]), "--audio", str(b["shards"]["audio"]),
-                     "--vocabulary", str(b["vocabulary"]), "--output", str(b["dir"] / "out.json")])
+                     "--checkpoint", str(checkpoint), "--text", str(b["shards"]["text"]), "--audio", str(b["shards"]["audio"]),
+                     "--word2vec", str(b["word2vec"]), "--output", str(b["dir"] / "out.json")])
     assert code == 2 and "trained with pairs ['tv']" in capsys.readouterr().err
     assert not (b["dir"] / "out.json").exists()
 
@@ -294,22 +302,22 @@ def test_msrvtt_whole_clip_queries(tmp_path):
     """MSR-VTT: one sentence per video, the clip is the whole video (end = inf); a video never
     extracted is a failed query, and R@K is still divided by every query (MCN's 1000)."""
     words = [f"w{i}" for i in range(DIM)]
-    write_vocabulary(tmp_path / "vocabulary.h5", words, np.eye(DIM, dtype=np.float32), {"source": "test"})
+    word2vec = write_word2vec(tmp_path / "word2vec.h5", words, np.eye(DIM, dtype=np.float32))
     (tmp_path / "test.csv").write_text("key;vid_key;video_id;sentence\n"
                                        + "".join(f"ret{i};msr{i};video{i};w{i}\n" for i in range(4)))
     spec = {"reader": "msrvtt", "csv": str(tmp_path / "test.csv"), "source": "local", "video_dir": str(tmp_path),
             "id_kind": "local"}
     corpus = open_corpus("msrvtt", spec)
-    with ShardWriter(tmp_path / "video.h5", "video", "msrvtt", 0) as video, \
-            ShardWriter(tmp_path / "text.h5", "text", "msrvtt", 0) as text:
+    with ShardWriter(tmp_path / "video.h5", "video", "msrvtt", 0) as video:
         for i, vid in enumerate(corpus.video_ids()):
             if i < 3:  # video3 was never extracted
                 features = np.zeros((7 + i, DIM), dtype=np.float16)
                 features[-1, i] = 1.0   # only the last second shows it: the whole clip must be read
                 video.add(vid, features)
-            text.add(vid, encode_captions(corpus.captions(vid), {w: k for k, w in enumerate(words)}, 20))
-    features = EvalFeatures.open(text=[tmp_path / "text.h5"], vocabulary=tmp_path / "vocabulary.h5", max_words=20,
-                                 audio_frames=500, video=[tmp_path / "video.h5"])
+    write_text_shard(tmp_path / "text.h5", "msrvtt", {vid: corpus.captions(vid) for vid in corpus.video_ids()}, word2vec)
+    features = EvalFeatures.open(text=[tmp_path / "text.h5"], word2vec=tmp_path / "word2vec.h5", max_words=20,
+                                 audio_frames=500, word_dim=DIM, fingerprint=word2vec.fingerprint,
+                                 video=[tmp_path / "video.h5"])
     scoring = choose_scoring(["tv"], "shared")
     queries = align_queries(corpus.segments(), features, scoring.clip_modalities)
     outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 2, torch.device("cpu"))

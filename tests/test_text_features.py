@@ -1,4 +1,5 @@
-"""Vocabulary (word2vec trained or GoogleNews-format binary) and text shards (caption token ids)."""
+"""The word2vec source (trained on the training corpus, or a GoogleNews-format binary) and text shards
+(caption tokens with the vectors of the words they use)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 
 from mcnflow.core.config import ConfigError
-from mcnflow.features import text, vocabulary
-from mcnflow.features.store import ShardReader, read_vocabulary, write_vocabulary
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, read_ledger, write_ledger
+from mcnflow.features import text, word2vec
+from mcnflow.features.store import ShardReader
+from mcnflow.features.text_index import TextIndex
+from mcnflow.features.word2vec import WordVectors, read_word_vectors, write_word_vectors
 
 W2V = {"source": "train", "path": "unused.bin", "limit": None, "vector_size": 16, "window": 3, "min_count": 1,
        "epochs": 5, "seed": 0}
-TEXT_SETTINGS = {"max_words": 4, "word2vec": W2V}
 
 HOWTO_CAPTIONS = {
     "howtovideo1": {"start": [0.0, 3.0], "end": [3.0, 6.0],
@@ -66,27 +68,32 @@ def run(module, argv):
     return module.main(parser.parse_args(argv))
 
 
-def build_vocab(tmp_path, specs, manifests, settings, name="vocabulary.h5"):
+def build_word2vec(tmp_path, spec, manifest, w2v, name="word2vec.h5"):
     out = tmp_path / name
-    assert run(vocabulary, ["--corpora", json.dumps(specs), "--train-corpus", "howto100m",
-                            "--manifests", *map(str, manifests), "--output", str(out),
-                            "--settings", json.dumps(settings)]) == 0
-    return read_vocabulary(out)
+    settings = {"word2vec": w2v, "corpus": "howto100m", "spec": spec}
+    assert run(word2vec, ["--manifest", str(manifest), "--output", str(out), "--settings", json.dumps(settings)]) == 0
+    return read_word_vectors(out)
 
 
-# --- vocabulary -----------------------------------------------------------------------------------
+def text_settings(corpus, spec, max_words=4):
+    return json.dumps({"corpus": corpus, "spec": spec, "max_words": max_words, "compression": None})
 
-def test_vocabulary_trained_on_training_captions_is_deterministic(tmp_path, corpora):
+
+# --- the word2vec source ---------------------------------------------------------------------------
+
+def test_word2vec_trained_on_the_training_captions_only_is_deterministic(tmp_path, corpora):
     specs, manifests = corpora
-    words, vectors, attrs = build_vocab(tmp_path, specs, manifests, TEXT_SETTINGS)
+    vectors = build_word2vec(tmp_path, specs["howto100m"], manifests[0], W2V)
     training_words = {w for c in HOWTO_CAPTIONS.values() for t in c["text"] for w in t.split()}
-    # only words word2vec saw in the training corpus; YouCook2-only words ("garnish", "finely") have no vector
-    assert set(words) == training_words
-    assert vectors.shape == (len(words), 16) and vectors.dtype == np.float32
-    assert attrs["source"] == "train" and attrs["n_words"] == len(words) and attrs["train_corpus"] == "howto100m"
-    again, vectors_again, _ = build_vocab(tmp_path, specs, manifests, TEXT_SETTINGS, name="again.h5")
-    assert again == words
-    np.testing.assert_array_equal(vectors, vectors_again)
+    # only the training corpus's words; YouCook2-only words ("garnish", "finely") have no vector
+    assert set(vectors.words) == training_words
+    assert vectors.vectors.shape == (len(training_words), 16) and vectors.vectors.dtype == np.float32
+    assert vectors.attrs["source"] == "train" and vectors.attrs["train_corpus"] == "howto100m"
+    again = build_word2vec(tmp_path, specs["howto100m"], manifests[0], W2V, name="again.h5")
+    assert again.words == vectors.words and again.fingerprint == vectors.fingerprint
+    np.testing.assert_array_equal(vectors.vectors, again.vectors)
+    other = build_word2vec(tmp_path, specs["howto100m"], manifests[0], {**W2V, "seed": 1}, name="other.h5")
+    assert other.fingerprint != vectors.fingerprint
 
 
 def write_binary(path, words, dim=8, seed=0):
@@ -98,27 +105,33 @@ def write_binary(path, words, dim=8, seed=0):
     return dict(zip(words, vectors))
 
 
-def test_vocabulary_from_googlenews_binary_with_limit(tmp_path, corpora):
+def test_word2vec_from_a_googlenews_binary_with_limit(tmp_path, corpora):
     specs, manifests = corpora
-    # GoogleNews order: most frequent first; "Tomato" differs in case from the captions' "tomato"
     binary_words = ["the", "we", "Tomato", "fry", "unrelated", "garnish", "onion", "chop"]
     truth = write_binary(tmp_path / "tiny.bin", binary_words)
-    settings = {"max_words": 20, "word2vec": {**W2V, "source": "googlenews", "path": str(tmp_path / "tiny.bin")}}
-    words, vectors, attrs = build_vocab(tmp_path, specs, manifests, settings)
-    assert words == ["the", "we", "fry", "garnish", "onion", "chop"]
-    np.testing.assert_allclose(vectors, np.stack([truth[w] for w in words]), rtol=1e-6)
-    assert attrs["source"] == "googlenews" and attrs["n_words"] == 6
-
-    settings["word2vec"]["limit"] = 5  # only the 5 most frequent words of the binary are loaded
-    words, _, attrs = build_vocab(tmp_path, specs, manifests, settings, name="limited.h5")
-    assert words == ["the", "we", "fry"] and attrs["limit"] == 5
+    w2v = {**W2V, "source": "googlenews", "path": str(tmp_path / "tiny.bin")}
+    vectors = build_word2vec(tmp_path, specs["howto100m"], manifests[0], w2v)
+    # the source depends on no corpus: every word of the binary, in its (frequency) order
+    assert vectors.words == binary_words
+    np.testing.assert_allclose(vectors.vectors, np.stack([truth[w] for w in binary_words]), rtol=1e-6)
+    limited = build_word2vec(tmp_path, specs["howto100m"], manifests[0], {**w2v, "limit": 5}, name="limited.h5")
+    assert limited.words == binary_words[:5] and limited.attrs["limit"] == 5
 
 
-def test_vocabulary_missing_binary_names_the_key(tmp_path, corpora):
+def test_missing_binary_names_the_key(tmp_path, corpora):
     specs, manifests = corpora
-    settings = {"max_words": 20, "word2vec": {**W2V, "source": "googlenews", "path": str(tmp_path / "nope.bin")}}
+    w2v = {**W2V, "source": "googlenews", "path": str(tmp_path / "nope.bin")}
     with pytest.raises(ConfigError, match=r"features\.text\.word2vec\.path"):
-        build_vocab(tmp_path, specs, manifests, settings)
+        build_word2vec(tmp_path, specs["howto100m"], manifests[0], w2v)
+
+
+def test_settings_json_is_validated_against_the_schema(tmp_path, corpora):
+    specs, manifests = corpora
+    settings = {"word2vec": {**W2V, "source": "wikipedia"}, "corpus": "howto100m", "spec": specs["howto100m"]}
+    with pytest.raises(ConfigError, match=r"settings key 'word2vec.source': 'wikipedia' is not allowed; "
+                                          r"allowed values: 'googlenews', 'train'"):
+        run(word2vec, ["--manifest", str(manifests[0]), "--output", str(tmp_path / "x.h5"),
+                       "--settings", json.dumps(settings)])
 
 
 # --- text shards ----------------------------------------------------------------------------------
@@ -130,17 +143,22 @@ def normalize_ledger(path, statuses):
     return path
 
 
-def test_youcook2_text_shard_round_trip_keeps_caption_alignment(tmp_path, corpora):
+def source(tmp_path, words, dim=6):
+    vectors = np.arange(len(words) * dim, dtype=np.float32).reshape(len(words), dim)
+    write_word_vectors(tmp_path / "w2v.h5", WordVectors(words, vectors, {"source": "test"}))
+    return read_word_vectors(tmp_path / "w2v.h5")
+
+
+def test_youcook2_text_shard_carries_its_words_vectors_and_keeps_caption_alignment(tmp_path, corpora):
     specs, manifests = corpora
-    vocab_words = ["chop", "the", "tomato", "and", "onion", "fry"]
-    write_vocabulary(tmp_path / "vocab.h5", vocab_words, np.eye(6, dtype=np.float32), {"source": "test"})
+    w2v = source(tmp_path, ["unused", "chop", "the", "tomato", "and", "onion", "fry"])
     norm = normalize_ledger(tmp_path / "norm.tsv", {"youcookvid1": "ok", "youcookvid2": "corrupt",
                                                    "youcookvid3": "ok"})
     out, ledger = tmp_path / "text" / "shard-00000.h5", tmp_path / "text" / "shard-00000.tsv"
-    assert run(text, ["--corpus", "youcook2", "--corpus-spec", json.dumps(specs["youcook2"]),
-                      "--manifest", str(manifests[1]), "--shard", "00000", "--normalize-ledger", str(norm),
-                      "--vocabulary", str(tmp_path / "vocab.h5"), "--output", str(out), "--ledger", str(ledger),
-                      "--settings", json.dumps(TEXT_SETTINGS)]) == 0
+    assert run(text, ["--corpus", "youcook2", "--manifest", str(manifests[1]), "--shard", "00000",
+                      "--normalize-ledger", str(norm), "--word2vec", str(tmp_path / "w2v.h5"),
+                      "--output", str(out), "--ledger", str(ledger),
+                      "--settings", text_settings("youcook2", specs["youcook2"])]) == 0
     rows = {row["video_id"]: row for row in read_ledger(ledger)}
     assert {v: r["status"] for v, r in rows.items()} == {"youcookvid1": "ok", "youcookvid2": "no_media",
                                                         "youcookvid3": "no_captions"}
@@ -148,16 +166,75 @@ def test_youcook2_text_shard_round_trip_keeps_caption_alignment(tmp_path, corpor
     reader = ShardReader(out)
     data = reader.read("youcookvid1")
     assert data["token_ids"].dtype == np.int32 and data["offsets"].dtype == np.int64
-    assert data["start"].dtype == np.float32 and data["end"].dtype == np.float32
-    captions = [[vocab_words[i] for i in data["token_ids"][a:b]] for a, b in zip(data["offsets"], data["offsets"][1:])]
+    words, vectors = reader.word_table()
+    assert "unused" not in words  # only the words the shard uses are copied
+    np.testing.assert_array_equal(vectors, w2v.vectors[[w2v.ids[w] for w in words]])
+    captions = [[words[i] for i in data["token_ids"][a:b]] for a, b in zip(data["offsets"], data["offsets"][1:])]
     # caption 0 is cut at max_words (4); caption 1 has no known word but keeps its place; caption 2 is step 2
     assert captions == [["chop", "the", "tomato", "and"], [], ["fry", "the", "onion"]]
     np.testing.assert_array_equal(data["start"], [1, 6, 10])
     np.testing.assert_array_equal(data["end"], [5, 9, 14])
     attrs = reader.attrs
     assert attrs["max_words"] == 4 and attrs["caption_format"] == "caption_json"
-    assert len(attrs["vocabulary_sha256"]) == 64 and attrs["vocabulary_source"] == "test"
+    assert attrs["word2vec_fingerprint"] == w2v.fingerprint and attrs["word2vec_source"] == "test"
     assert reader.video_ids() == ["youcookvid1"]
+    # what training and evaluation read: each token's word vector
+    index = TextIndex([out])
+    assert index.fingerprint == w2v.fingerprint
+    np.testing.assert_array_equal(index.read("youcookvid1")["vectors"][:4],
+                                  w2v.vectors[[w2v.ids[w] for w in ["chop", "the", "tomato", "and"]]])
+
+
+def test_text_shards_of_another_word2vec_source_are_refused(tmp_path, corpora):
+    specs, manifests = corpora
+    norm = normalize_ledger(tmp_path / "norm.tsv", dict.fromkeys(YOUCOOK["database"], "ok"))
+    paths = []
+    for k, words in enumerate((["chop", "the"], ["the", "chop"])):
+        (tmp_path / str(k)).mkdir()
+        source(tmp_path / str(k), words)
+        out = tmp_path / str(k) / "shard-00000.h5"
+        assert run(text, ["--corpus", "youcook2", "--manifest", str(manifests[1]), "--shard", "00000",
+                          "--normalize-ledger", str(norm), "--word2vec", str(tmp_path / str(k) / "w2v.h5"),
+                          "--output", str(out), "--ledger", str(tmp_path / str(k) / "shard-00000.tsv"),
+                          "--settings", text_settings("youcook2", specs["youcook2"])]) == 0
+        paths.append(out)
+    with pytest.raises(ValueError, match="different word2vec sources"):
+        TextIndex(paths)
+    index = TextIndex(paths[:1])
+    with pytest.raises(ValueError, match="but the checkpoint used"):
+        index.require("0" * 64, "the checkpoint")
+
+
+def test_a_killed_text_shard_resumes_from_its_journal(tmp_path, corpora, monkeypatch):
+    specs, manifests = corpora
+    source(tmp_path, ["chop", "the", "tomato", "and", "onion", "fry"])
+    norm = normalize_ledger(tmp_path / "norm.tsv", dict.fromkeys(YOUCOOK["database"], "ok"))
+    out, ledger = tmp_path / "text" / "shard-00000.h5", tmp_path / "text" / "shard-00000.tsv"
+    argv = ["--corpus", "youcook2", "--manifest", str(manifests[1]), "--shard", "00000",
+            "--normalize-ledger", str(norm), "--word2vec", str(tmp_path / "w2v.h5"), "--output", str(out),
+            "--ledger", str(ledger), "--settings", text_settings("youcook2", specs["youcook2"])]
+    read_captions = text.CaptionSource.captions
+    calls = []
+
+    def killed_at_the_second_video(self, video_id):
+        calls.append(video_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a SIGINT/kill looks like mid-shard
+        return read_captions(self, video_id)
+
+    monkeypatch.setattr(text.CaptionSource, "captions", killed_at_the_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        run(text, argv)
+    assert not out.exists() and not ledger.exists()
+    assert (ledger.parent / "shard-00000.tsv.journal").exists()
+    calls.clear()
+    monkeypatch.setattr(text.CaptionSource, "captions", lambda self, vid: calls.append(vid) or read_captions(self, vid))
+    assert run(text, argv) == 0
+    assert calls == ["youcookvid2", "youcookvid3"]  # the first video was not redone
+    assert [r["status"] for r in read_ledger(ledger)] == ["ok", "ok", "no_captions"]
+    assert ShardReader(out).video_ids() == ["youcookvid1", "youcookvid2"]
+    leftovers = sorted(p.name for p in ledger.parent.iterdir())
+    assert leftovers == ["shard-00000.h5", "shard-00000.tsv"]
 
 
 VTT = """WEBVTT
@@ -189,16 +266,19 @@ def test_vtt_text_shard_reads_captions_named_by_download_ledger(tmp_path, corpor
         {"video_id": "vttvideo002", "status": "ok", "captions_path": str(tmp_path / "gone.en.vtt")},
         {"video_id": "vttvideo003", "status": "ok", "captions_path": ""}], DOWNLOAD_COLUMNS)
     norm = normalize_ledger(tmp_path / "norm.tsv", dict.fromkeys(ids, "ok"))
-    write_vocabulary(tmp_path / "vocab.h5", ["tomato", "we", "chop", "the"], np.ones((4, 3), np.float32), {})
+    source(tmp_path, ["tomato", "we", "chop", "the"], dim=3)
     out, ledger = tmp_path / "shard-00002.h5", tmp_path / "shard-00002.tsv"
-    assert run(text, ["--corpus", "howto100m", "--corpus-spec", json.dumps(spec), "--manifest", str(manifest),
+    assert run(text, ["--corpus", "howto100m", "--manifest", str(manifest),
                       "--shard", "00002", "--download-ledger", str(tmp_path / "download.tsv"),
-                      "--normalize-ledger", str(norm), "--vocabulary", str(tmp_path / "vocab.h5"),
-                      "--output", str(out), "--ledger", str(ledger), "--settings", json.dumps(TEXT_SETTINGS)]) == 0
+                      "--normalize-ledger", str(norm), "--word2vec", str(tmp_path / "w2v.h5"),
+                      "--output", str(out), "--ledger", str(ledger),
+                      "--settings", text_settings("howto100m", spec)]) == 0
     rows = {row["video_id"]: row for row in read_ledger(ledger)}
     assert [rows[v]["status"] for v in ids] == ["ok", "error", "no_captions"]
     assert "gone.en.vtt" in rows["vttvideo002"]["message"]
-    data = ShardReader(out).read("vttvideo001")
-    assert data["token_ids"].tolist() == [1, 2, 3, 0]  # "we chop" | "the tomato"
+    reader = ShardReader(out)
+    data = reader.read("vttvideo001")
+    words = reader.word_table()[0]
+    assert [words[i] for i in data["token_ids"]] == ["we", "chop", "the", "tomato"]  # "we chop" | "the tomato"
     assert data["offsets"].tolist() == [0, 2, 4]
     np.testing.assert_allclose(data["start"], [0.0, 2.01], rtol=1e-6)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from mcnflow.cli import main as mcnflow_main
-from mcnflow.features.store import ShardWriter, write_vocabulary
+from mcnflow.features.store import ShardWriter
+from mcnflow.features.word2vec import fingerprint as word2vec_fingerprint
 from mcnflow.model import load_model
 from mcnflow.model.losses import NonFiniteLossError
 from mcnflow.model import inputs as clips
-from mcnflow.core.checksum import file_sha256
 from mcnflow.training.dataset import ClipDataset
 from mcnflow.training.trainer import Trainer, lr_factor, train
 
@@ -33,13 +33,13 @@ def one_thread(one_torch_thread):
 def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, missing_audio=(), shards=2,
                  topics=TOPICS):
     """Synthetic but learnable shards: each caption has a topic that shapes its seconds of video,
-    its audio frames and its words. Returns {modality: [paths]} plus the vocabulary path."""
+    its audio frames and its words. Returns {modality: [paths]} plus the word2vec source's fingerprint."""
     rng = np.random.default_rng(seed)
     video_protos = rng.normal(size=(topics, VIDEO_DIM))
     audio_protos = rng.normal(size=(topics, N_MELS))
     words = [f"w{t}_{i}" for t in range(topics) for i in range(WORDS_PER_TOPIC)]
     vectors = rng.normal(size=(len(words), WORD_DIM)).astype(np.float32)
-    vocabulary = write_vocabulary(root / "vocabulary.h5", words, vectors, {"source": "test"})
+    source = word2vec_fingerprint(words, vectors)
     ids = [f"vid{i:03d}" for i in range(n_videos)]
     per_shard = math.ceil(n_videos / shards)
     paths = {m: [] for m in ("video", "audio", "text")}
@@ -68,15 +68,17 @@ def write_corpus(root, n_videos=6, seconds=12, caption_seconds=2.0, seed=0, miss
             path = root / modality / f"shard-{shard:05d}.h5"
             path.parent.mkdir(parents=True, exist_ok=True)
             attrs = {"video": {"fps": 1}, "audio": {"hop_ms": 10},
-                     "text": {"vocabulary_sha256": file_sha256(vocabulary)}}[modality]
+                     "text": {"word2vec_fingerprint": source}}[modality]
             with ShardWriter(path, modality, "tiny", shard, attrs=attrs) as writer:
+                if modality == "text":  # every word in the table; token ids index it
+                    writer.add_word_table(words, vectors)
                 for video_id, data in contents.items():
                     if modality == "audio" and video_id in missing_audio:
                         writer.mark(video_id, "no_audio")
                     else:
                         writer.add(video_id, data[modality])
             paths[modality].append(path)
-    return paths, vocabulary
+    return paths, source
 
 
 def tiny_settings(pairs=("tv", "ta", "va"), space="shared", **training_overrides):
@@ -100,13 +102,13 @@ def corpus(tmp_path_factory):
 
 
 def make_dataset(corpus, settings):
-    paths, vocabulary = corpus
+    paths, _ = corpus
     from mcnflow.model import modalities_of
     t = settings["training"]
     modalities = modalities_of(settings["pairs"])
     return ClipDataset(text=paths["text"], video=paths["video"] if "video" in modalities else (),
                        audio=paths["audio"] if "audio" in modalities else (),
-                       vocabulary=vocabulary if "text" in modalities else None, modalities=modalities,
+                       modalities=modalities,
                        n_pair=t["n_pair"], min_time=t["min_time"], max_words=t["max_words"],
                        audio_frames=t["audio_frames"], seed=t["seed"])
 
@@ -147,17 +149,18 @@ def test_clip_features_are_cut_pooled_and_padded():
     assert item["audio"][0, 0] == 100 and item["audio"][0, 49] == 149 and not item["audio"][:, 50:].any()
     assert clips.audio_item(spectrogram, 0.0, 4.0, audio_frames=80)["nframes"] == 80   # cut
 
-    vectors = np.arange(12, dtype=np.float32).reshape(6, 2)
-    text = {"token_ids": np.array([5, 1, 2, 3]), "offsets": np.array([0, 1, 3, 4])}
-    ids = clips.clip_token_ids(text, clips.Clip(0, 1, (1, 0, 2)))
-    assert ids.tolist() == [1, 2, 5, 3]                                   # merge order
-    item = clips.text_item(ids, vectors, max_words=3)
+    table = np.arange(12, dtype=np.float32).reshape(6, 2)
+    token_ids = np.array([5, 1, 2, 3])
+    text = {"token_ids": token_ids, "vectors": table[token_ids], "offsets": np.array([0, 1, 3, 4])}
+    assert clips.clip_tokens(text, clips.Clip(0, 1, (1, 0, 2)), "token_ids").tolist() == [1, 2, 5, 3]  # merge order
+    tokens = clips.clip_tokens(text, clips.Clip(0, 1, (1, 0, 2)))
+    item = clips.text_item(tokens, max_words=3)
     assert item["mask"].tolist() == [True, True, True]
     assert item["words"].tolist() == [[2, 3], [4, 5], [10, 11]]
-    item = clips.text_item(ids[:1], vectors, max_words=3)
+    item = clips.text_item(tokens[:1], max_words=3)
     assert item["mask"].tolist() == [True, False, False] and not item["words"][1:].any()
-    with pytest.raises(ValueError, match="vocabulary"):
-        clips.text_item(np.array([6]), vectors, max_words=3)
+    with pytest.raises(ValueError, match="the model takes 3"):
+        clips.text_item(tokens, max_words=3, word_dim=3)
 
 
 def test_dataset_skips_videos_lacking_a_needed_modality_and_is_seeded(corpus):
@@ -176,17 +179,18 @@ def test_dataset_skips_videos_lacking_a_needed_modality_and_is_seeded(corpus):
     assert len(tv) == 6 and tv.audio is None and "audio" not in tv[0]
 
 
-def test_dataset_refuses_shards_of_another_vocabulary_or_rate(corpus, tmp_path):
-    paths, vocabulary = corpus
+def test_dataset_refuses_shards_of_another_word2vec_source_or_rate(corpus, tmp_path):
+    paths, source = corpus
     settings = tiny_settings()
-    other = write_vocabulary(tmp_path / "other.h5", ["a", "b"], np.zeros((2, WORD_DIM)), {})
-    with pytest.raises(ValueError, match="another vocabulary"):
-        make_dataset((paths, other), settings)
+    other_paths, other_source = write_corpus(tmp_path / "other", seed=5, shards=1)
+    assert other_source != source
+    with pytest.raises(ValueError, match="different word2vec sources"):
+        make_dataset(({**paths, "text": [*paths["text"], *other_paths["text"]]}, source), settings)
     audio = tmp_path / "audio.h5"
     with ShardWriter(audio, "audio", "tiny", 0, attrs={"hop_ms": 20}) as writer:
         writer.add("vid000", np.zeros((N_MELS, 10), dtype=np.float16))
     with pytest.raises(ValueError, match="hop_ms=20"):
-        make_dataset(({**paths, "audio": [audio]}, vocabulary), settings)
+        make_dataset(({**paths, "audio": [audio]}, source), settings)
 
 
 def test_lr_schedule():
@@ -250,7 +254,7 @@ def test_training_writes_model_and_log_and_resume_after_kill_gives_the_same_weig
     assert [int(r["kmeans_fits"]) for r in rows_a if r["kind"] == "step"] == [1, 1, 2, 2, 3, 3]
     # meta tells evaluation how to rebuild and feed the model.
     assert meta["pairs"] == ["tv", "ta", "va"] and meta["space"] == "shared" and meta["model"]["embd_dim"] == 32
-    assert meta["vocabulary"]["words"] == TOPICS * WORDS_PER_TOPIC and meta["training"]["epochs"] == 3
+    assert meta["word2vec"] == {"fingerprint": corpus[1]} and meta["training"]["epochs"] == 3
     assert meta["skipped"] == {"audio:no_audio": 1}
 
 
@@ -276,10 +280,10 @@ def test_nan_stops_training_and_names_the_term(corpus, tmp_path):
 
 
 def test_short_training_on_learnable_features_lowers_the_loss(tmp_path):
-    paths, vocabulary = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1, topics=32)
+    paths, _ = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1, topics=32)
 
     def epoch_means(settings, name):
-        train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"], vocabulary=vocabulary,
+        train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"],
               out_dir=tmp_path / name, experiment=name)
         return [r for r in read_log(tmp_path / name / "log.tsv") if r["kind"] == "epoch"]
 
@@ -309,7 +313,7 @@ def test_tiny_corpus_smaller_than_batch_trains_as_one_batch(corpus, tmp_path, ca
     trainer.run()
     model, meta = load_model(tmp_path / "model.pt")
     assert model.modalities == ["video", "audio"] and not hasattr(model, "text_pool")
-    assert meta["vocabulary"] == {}
+    assert meta["word2vec"] == {}
 
 
 def test_resume_never_uses_checkpoints_of_other_settings(corpus, tmp_path, caplog):
@@ -324,17 +328,22 @@ def test_resume_never_uses_checkpoints_of_other_settings(corpus, tmp_path, caplo
     scratch, _ = load_model(fresh / "model.pt")
     for key, value in scratch.state_dict().items():
         assert torch.equal(value, changed.state_dict()[key]), key
-    # Operational keys (workers, device) may change between runs.
-    same = tiny_settings(pairs=("tv",), epochs=1, num_workers=1)
+    # Operational keys (workers, device) may change between runs: the finished run is kept, not redone.
+    caplog.clear()
+    same = tiny_settings(pairs=("tv",), epochs=1, lr=0.5, num_workers=1)
     Trainer(same, make_dataset(corpus, same), tmp_path, "tv").run()
+    assert "other settings" not in caplog.text
+    kept, _ = load_model(tmp_path / "model.pt")
+    for key, value in changed.state_dict().items():
+        assert torch.equal(value, kept.state_dict()[key]), key
 
 
 def test_cli_trains_with_settings_json_and_workers(corpus, tmp_path):
-    paths, vocabulary = corpus
+    paths, _ = corpus
     settings = tiny_settings(pairs=("tv", "ta"), space="per_pair", epochs=1, num_workers=2)
     argv = ["train", "--experiment", "tv_ta_pp", "--settings", json.dumps(settings),
             "--text", *map(str, paths["text"]), "--video", *map(str, paths["video"]),
-            "--audio", *map(str, paths["audio"]), "--vocabulary", str(vocabulary), "--out-dir", str(tmp_path)]
+            "--audio", *map(str, paths["audio"]), "--out-dir", str(tmp_path)]
     assert mcnflow_main(argv) == 0
     model, meta = load_model(tmp_path / "model.pt")
     assert model.spaces == ["tv", "ta"] and meta["experiment"] == "tv_ta_pp"
@@ -345,24 +354,24 @@ def test_cli_trains_with_settings_json_and_workers(corpus, tmp_path):
     serial = copy.deepcopy(settings)
     serial["training"]["num_workers"] = 0
     serial_path = train(serial, text=paths["text"], video=paths["video"], audio=paths["audio"],
-                        vocabulary=vocabulary, out_dir=tmp_path / "serial", experiment="tv_ta_pp")
+                        out_dir=tmp_path / "serial", experiment="tv_ta_pp")
     other, _ = load_model(serial_path)
     for key, value in model.state_dict().items():
         assert torch.equal(value, other.state_dict()[key]), key
 
 
 def test_experiment_settings_from_config_merge_the_training_overrides():
-    from mcnflow.training.cli import experiment_settings
+    from mcnflow.core.plan import Plan
 
     base = tiny_settings()
-    config = {"training": base["training"],
+    config = {"training": base["training"], "corpora": {}, "train_corpus": "x", "evaluation": {"benchmarks": {}},
               "experiments": {"tv_fast": {"pairs": ["tv"], "space": "shared", "losses": base["losses"],
                                           "training": {"lr": 0.5, "epochs": 7}}}}
-    settings = experiment_settings(config, "tv_fast")
-    assert settings["pairs"] == ["tv"] and settings["training"]["lr"] == 0.5 and settings["training"]["epochs"] == 7
+    settings = Plan(config).settings("train", experiment="tv_fast")
+    assert settings["pairs"] == ("tv",) and settings["training"]["lr"] == 0.5 and settings["training"]["epochs"] == 7
     assert settings["training"]["embd_dim"] == 32 and config["training"]["lr"] == 1e-3
-    with pytest.raises(Exception, match="experiments.nope"):
-        experiment_settings(config, "nope")
+    with pytest.raises(Exception, match="experiment 'nope' is not in config key 'experiments'"):
+        Plan(config).settings("train", experiment="nope")
 
 
 @pytest.mark.slow
@@ -373,16 +382,16 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_an_uninterrupted_run(corpu
     import sys
     import time
 
-    paths, vocabulary = corpus
+    paths, _ = corpus
     settings = tiny_settings(pairs=("tv", "va"), epochs=8, batch_size=2)
 
     def command(out_dir):
         return [sys.executable, "-m", "mcnflow", "train", "--experiment", "kill", "--settings", json.dumps(settings),
                 "--text", *map(str, paths["text"]), "--video", *map(str, paths["video"]),
-                "--audio", *map(str, paths["audio"]), "--vocabulary", str(vocabulary), "--out-dir", str(out_dir)]
+                "--audio", *map(str, paths["audio"]), "--out-dir", str(out_dir)]
 
     # The uninterrupted run in this process; one thread everywhere, so sums add up in the same order.
-    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"], vocabulary=vocabulary,
+    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"],
           out_dir=tmp_path / "straight", experiment="kill")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 

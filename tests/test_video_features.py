@@ -284,7 +284,7 @@ def test_extract_video_shard(tmp_path):
 def video_argv(ledger_in: Path, out_dir: Path, shard: str = "00000") -> list[str]:
     return ["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", shard,
             "--output", str(out_dir / f"shard-{shard}.h5"), "--ledger", str(out_dir / f"shard-{shard}.tsv"),
-            "--quiet", "--settings", json.dumps(settings(short_side=112, batch_size=1, decode_workers=1))]
+            "--quiet", "--settings", json.dumps(settings(short_side=64, batch_size=1, decode_workers=1))]
 
 
 def journal_rows(ledger: Path) -> dict:
@@ -293,10 +293,11 @@ def journal_rows(ledger: Path) -> dict:
 
 @pytest.mark.slow
 def test_killed_extraction_resumes_from_the_videos_it_finished(tmp_path, caplog):
-    videos = [make_video(tmp_path / f"v{i}.mp4", colour, 2.0) for i, colour in enumerate(("red", "green", "blue"))]
+    videos = [make_video(tmp_path / f"v{i}.mp4", colour, 1.0, "128x72")
+              for i, colour in enumerate(("red", "green", "blue"))]
     ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv", [
         normalize_row("gone", None, "corrupt", "moov atom not found"),
-        *(normalize_row(f"v{i}", p, duration=2.0) for i, p in enumerate(videos))])
+        *(normalize_row(f"v{i}", p, duration=1.0) for i, p in enumerate(videos))])
     out_dir = tmp_path / "video"
     out, ledger, parts = out_dir / "shard-00000.h5", out_dir / "shard-00000.tsv", out_dir / "shard-00000.tsv.parts"
     argv = video_argv(ledger_in, out_dir)
@@ -329,7 +330,7 @@ def test_killed_extraction_resumes_from_the_videos_it_finished(tmp_path, caplog)
     messages = [r.getMessage() for r in caplog.records]
     assert f"demo/00000: {3 - len(finished)} video(s) to extract, {len(finished) + 1} outcome(s) kept " \
            "from an earlier run" in messages
-    assert any(m.startswith(f"demo/00000: 3 of 4 videos ok; computed {2 * (3 - len(finished))} rows of "
+    assert any(m.startswith(f"demo/00000: 3 of 4 videos ok; computed {3 - len(finished)} rows of "
                             f"{3 - len(finished)} video(s)") for m in messages), messages
     assert neighbour.read_bytes() == b"shard 00001"
     neighbour.unlink()
@@ -343,15 +344,19 @@ def test_killed_extraction_resumes_from_the_videos_it_finished(tmp_path, caplog)
     assert [r["status"] for r in read_ledger(ledger)] == ["no_media", "ok", "ok", "ok"]
 
 
-def test_the_documented_h5py_reading_code_works(tmp_path):
-    """docs/hdf5_layout.md's reading functions, on video and text files written by store.py."""
-    from mcnflow.features.store import ShardWriter, write_vocabulary
-
+def documented_reading_code() -> dict:
     doc = (REPO / "docs" / "hdf5_layout.md").read_text()
     code = doc.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}
     exec(compile(code, "docs/hdf5_layout.md", "exec"), namespace)
+    return namespace
 
+
+def test_the_documented_h5py_reading_code_reads_a_video_shard(tmp_path):
+    """docs/hdf5_layout.md's read_shard and clip, on a video file written by store.py."""
+    from mcnflow.features.store import ShardWriter
+
+    namespace = documented_reading_code()
     video = tmp_path / "video.h5"
     rows = np.arange(4 * 2048, dtype=np.float16).reshape(4, 2048) % 7
     with ShardWriter(video, "video", "demo", 0, {"fps": 1}) as writer:
@@ -361,6 +366,12 @@ def test_the_documented_h5py_reading_code_works(tmp_path):
     assert list(features) == ["abc"] and np.array_equal(features["abc"], rows) and attrs["fps"] == 1
     assert np.array_equal(namespace["clip"](features["abc"], 1.2, 2.7), rows[1:3].astype(np.float32).max(0))
 
+
+def test_the_documented_h5py_reading_code_reads_captions(tmp_path):
+    """docs/hdf5_layout.md's read_captions, on text and vocabulary files written by store.py."""
+    from mcnflow.features.store import ShardWriter, write_vocabulary
+
+    namespace = documented_reading_code()
     vocabulary, text = tmp_path / "vocabulary.h5", tmp_path / "text.h5"
     vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
     write_vocabulary(vocabulary, ["cut", "the", "onion", "slowly"], vectors, {"source": "test"})

@@ -8,7 +8,8 @@ from yt_dlp.networking.exceptions import HTTPError, IncompleteRead, TransportErr
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
 
 from mcnflow.core.ledger import DOWNLOAD_STATUSES
-from mcnflow.ytdlp_errors import classify, classify_message
+from mcnflow.download.classify import (REPEATED_SYSTEMIC, classify, classify_message, is_format_unavailable,
+                                      wants_other_client)
 
 # (message as yt-dlp prints it, status, retryable, systemic)
 REAL_MESSAGES = [
@@ -148,3 +149,74 @@ def test_format_error_after_bot_warning_is_the_bot_check():
     assert classify(message, warnings=nsig).systemic
     # a definite error is not overridden by a warning
     assert classify("Private video. Sign in if you've been granted access", warnings=warnings).status == "private"
+
+
+# --- issue 13: answers that look like a verdict on the video but are about us or about yt-dlp ------
+
+PREFIX = "ERROR: [youtube] abcdefghijk: "
+APOSTROPHES = pytest.mark.parametrize("apostrophe", ["\u2019", "'"], ids=["curly", "straight"])
+
+
+@APOSTROPHES
+@pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "yt-dlp"])
+def test_content_not_available_is_unavailable_and_left_to_the_canary(apostrophe, prefix):
+    # Permanent by its words; a run of them is what a block looks like (policy.py asks a canary).
+    for message in (f"Video unavailable. This content isn{apostrophe}t available.",
+                    f"This content isn{apostrophe}t available."):
+        assert tuple(classify(prefix + message)) == ("unavailable", False, False), message
+        assert not is_format_unavailable(prefix + message) and not wants_other_client(prefix + message)
+
+
+@APOSTROPHES
+def test_content_not_available_try_again_later_is_a_rate_limit(apostrophe):
+    message = (f"{PREFIX}Video unavailable. This content isn{apostrophe}t available, try again later. The current "
+               "session has been rate-limited by YouTube for up to an hour.")
+    assert tuple(classify(message)) == ("rate_limited", True, False)
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "yt-dlp"])
+def test_embed_disabled_is_a_player_bug_retried_with_other_clients(prefix):
+    message = (prefix + "Video unavailable. Playback on other websites has been disabled by the video owner "
+               "(web_embedded player response playability status: UNPLAYABLE)")
+    verdict = classify(message)
+    assert tuple(verdict) == ("error", True, False)  # not gone: retried (a later run, and another client now)
+    assert wants_other_client(message)
+    assert not wants_other_client("Video unavailable. This video is not available")
+
+
+@pytest.mark.parametrize("message", [
+    "This live event will begin in 3 hours.",
+    "This live event will begin in 15 minutes.",
+    "This live event will begin in 2 days.",
+    "Premieres in 5 hours",
+    PREFIX + "This live event will begin in 3 hours.",
+    PREFIX + "Premieres in 5 hours",
+])
+def test_upcoming_live_and_premieres_are_not_yet(message):
+    verdict = classify(message)
+    assert tuple(verdict) == ("not_yet", True, False)
+    assert verdict.status in DOWNLOAD_STATUSES
+
+
+def test_requested_format_once_is_the_videos_error_and_recognised_for_counting():
+    message = "ERROR: [youtube] abcdefghijk: Requested format is not available. Use --list-formats for a list of " \
+              "available formats"
+    assert tuple(classify(message)) == ("error", False, False)  # one video: its own error
+    assert is_format_unavailable(message) and is_format_unavailable("Requested format is not available")
+    # the rows the policy rewrites when it repeats are systemic, so a rerun retries them
+    rewritten = f"{REPEATED_SYSTEMIC} 3 videos in a row: {message}"
+    assert classify_message(rewritten).systemic and classify_message(rewritten).retryable
+    # after the "no JavaScript runtime" warning it is that problem
+    warning = ("[youtube] abcdefghijk: No supported JavaScript runtime could be found. Only deno is enabled by "
+               "default; to use another runtime add  --js-runtimes RUNTIME[:PATH]  to your command/config.")
+    assert classify(message, warnings=[warning]).systemic
+
+
+@APOSTROPHES
+def test_bot_check_and_members_only_with_either_apostrophe(apostrophe):
+    assert classify(f"{PREFIX}Sign in to confirm you{apostrophe}re not a bot").status == "rate_limited"
+    assert classify(f"{PREFIX}Sign in to confirm you are not a bot").status == "rate_limited"
+    assert classify(f"{PREFIX}This video is available to this channel{apostrophe}s members on level: Gold").status \
+        == "login_required"
+    assert classify(f"{PREFIX}Video unavailable. This video has been removed for violating YouTube{apostrophe}s "
+                    "policy on hate speech").status == "removed"

@@ -18,8 +18,8 @@ from mcnflow.core.ids import InvalidVideoId
 # name -> (module defining configure_parser(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("mcnflow.manifest", "read a corpus and write its sharded manifest"),
-    "download": ("mcnflow.download", "download one shard of videos with yt-dlp (or take local files)"),
-    "survival": ("mcnflow.survival", "summarize download ledgers: how many videos survived, and why not"),
+    "download": ("mcnflow.download.cli", "download one shard of videos with yt-dlp (or take local files)"),
+    "survival": ("mcnflow.download.survival", "summarize download ledgers: how many videos survived, and why not"),
     "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
     "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
     "feature-stats": ("mcnflow.features.stats", "count feature outcomes and stored lengths per modality"),

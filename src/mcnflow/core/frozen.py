@@ -27,7 +27,8 @@ class FrozenSettings(dict):
         return dict(self)
 
     def __reduce__(self):
-        # Pickling (DataLoader workers, multiprocessing) rebuilds through dict.__init__.
+        # Pickling (DataLoader workers, multiprocessing) rebuilds through dict.__init__. Files that
+        # must load without mcnflow (a checkpoint's meta) store thaw(settings) instead.
         return (FrozenSettings, (dict(self),))
 
     def __getattr__(self, name: str) -> Any:
@@ -43,4 +44,13 @@ def freeze(value: Any) -> Any:
         return FrozenSettings({key: freeze(item) for key, item in value.items()})
     if isinstance(value, (list, tuple)):
         return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain JSON-like data again: dicts and lists (what a checkpoint or a JSON file stores)."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(item) for item in value]
     return value

@@ -85,7 +85,6 @@ _MESSAGE_RULES: tuple[tuple[Classification, tuple[str, ...]], ...] = (
         "unable to extract",
         "failed to extract any player response",
         "no player clients",
-        "you need a po token provider",       # static tokens no longer work (yt-dlp #17404)
         "ffmpeg is not installed",
         "no space left on device",
         "failed to load cookies",             # CookieLoadError: a broken cookies_file

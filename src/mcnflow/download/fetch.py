@@ -143,7 +143,7 @@ def extractor_args(settings: Mapping, player_clients: Sequence[str] | None = Non
     clients = player_clients or settings["player_clients"]
     if clients:
         args.setdefault("youtube", {})["player_client"] = [str(c) for c in clients]
-    if settings["po_token_provider"] == "off":
+    if settings["po_token_provider"] == "never":
         args.setdefault("youtube", {})["fetch_pot"] = ["never"]
     elif settings["po_token_base_url"]:
         args.setdefault(PO_TOKEN_HTTP_ARGS, {})["base_url"] = [str(settings["po_token_base_url"])]

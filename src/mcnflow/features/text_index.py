@@ -67,8 +67,11 @@ class TextIndex(FeatureIndex):
     @property
     def dim(self) -> int | None:
         for reader in self.readers:
-            if reader.video_ids():
-                return int(self._vectors(reader).shape[1])
+            try:
+                if reader.video_ids():
+                    return int(self._vectors(reader).shape[1])
+            finally:
+                reader.close()  # no open HDF5 handle may be inherited by forked DataLoader workers
         return None
 
     def __getstate__(self) -> dict:

@@ -33,6 +33,7 @@ from mcnflow import __version__
 from mcnflow.core.atomic import atomic_path, atomic_write, remove_stale_temps
 from mcnflow.core.config import ConfigError, canonical_json
 from mcnflow.core.device import resolve_device
+from mcnflow.core.frozen import thaw
 from mcnflow.model.davenet import DAVENET_WIDTHS
 from mcnflow.model.losses import LOSS_TERMS, MCNObjective
 from mcnflow.model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
@@ -462,7 +463,7 @@ class Trainer:
 def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
           out_dir: str | Path, experiment: str) -> Path:
     """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
-    settings = check_settings(settings)
+    settings = check_settings(thaw(settings))  # plain data: the checkpoint's meta loads with weights_only
     training = settings["training"]
     modalities = modalities_of(settings["pairs"])
     dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
