@@ -104,8 +104,18 @@ def test_manifest_cli_roundtrip(tmp_path, msrvtt_csv):
     spec = {"reader": "msrvtt", "csv": str(msrvtt_csv), "source": "local", "video_dir": "v", "id_kind": "local",
             "limit": 10}
     out = tmp_path / "manifest.tsv"
-    assert main(["manifest", "--corpus", "msrvtt", "--corpus-spec", json.dumps(spec), "--shard-size", "4",
-                 "--output", str(out)]) == 0
+    settings = {"corpus": "msrvtt", "spec": spec, "shard_size": 4}
+    assert main(["manifest", "--corpus", "msrvtt", "--settings", json.dumps(settings), "--output", str(out)]) == 0
     rows = read_manifest(str(out))
     assert len(rows) == 10
     assert [r["video_id"] for r in read_manifest(str(out), shard="00002")] == ["video9778", "video9779"]
+
+
+def test_manifest_settings_are_checked_against_the_schema(tmp_path, msrvtt_csv, capsys):
+    from mcnflow.cli import main
+
+    spec = {"reader": "msrvtt", "csv": str(msrvtt_csv), "source": "ftp", "video_dir": "v"}
+    settings = {"corpus": "msrvtt", "spec": spec, "shard_size": 4}
+    assert main(["manifest", "--corpus", "msrvtt", "--settings", json.dumps(settings),
+                 "--output", str(tmp_path / "m.tsv")]) == 2
+    assert "settings key 'spec.source': 'ftp' is not allowed; allowed values: 'url', 'local'" in capsys.readouterr().err

@@ -380,3 +380,115 @@ def test_empty_shard_and_repeated_ids(tmp_path, clips, media_server, media_root)
     assert shard.run(base_settings()) == 0
     assert [r["video_id"] for r in read_ledger(shard.ledger)] == [A]
     assert media_server.hits("elsewhere.mp4") == []
+
+
+# --- issue 13: not yet, the embedded player's bug, a repeated format error, options at scale ------------
+
+def test_upcoming_live_is_not_yet_and_a_later_run_fetches_it(tmp_path, clips, media_server, media_root):
+    serve(media_root, clips, **{f"{A}.mp4": "short", f"{B}.mp4": "short"})
+    # 425 Too Early: a status the exception types leave to the text, which says "later"
+    media_server.behave(f"{A}.mp4", status=425, reason="This live event will begin in 3 hours.")
+    shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4")), (B, "0", media_server.url(f"{B}.mp4"))])
+    assert shard.run(base_settings(attempts=3)) == 0
+    rows = shard.rows()
+    assert rows[A]["status"] == "not_yet" and "will begin in 3 hours" in rows[A]["message"]
+    assert rows[A]["attempts"] == "1"  # not retried within the job: it is hours away
+    media_server.reset()
+    media_server.clear_log()
+    assert shard.run(base_settings()) == 0
+    assert shard.rows()[A]["status"] == "ok" and media_server.hits(f"{B}.mp4") == []
+
+
+EMBED_DISABLED = ("Video unavailable. Playback on other websites has been disabled by the video owner "
+                  "(web_embedded player response playability status: UNPLAYABLE)")
+
+
+def test_embed_disabled_is_retried_with_other_player_clients(tmp_path, clips, media_server, media_root):
+    serve(media_root, clips, **{f"{A}.mp4": "short", f"{B}.mp4": "short"})
+    media_server.behave(f"{A}.mp4", fail_times=1, fail_status=400, reason=EMBED_DISABLED)
+    media_server.behave(f"{B}.mp4", status=400, reason=EMBED_DISABLED)
+    shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4")), (B, "0", media_server.url(f"{B}.mp4"))])
+    assert shard.run(base_settings(embed_fallback_clients=["default", "-web_embedded"])) == 0
+    rows = shard.rows()
+    assert rows[A]["status"] == "ok" and "with player clients default,-web_embedded" in rows[A]["message"]
+    assert Path(rows[A]["path"]).read_bytes() == clips["short"].read_bytes()
+    # still refused: not gone, an error a later run retries
+    assert rows[B]["status"] == "error" and "also with player clients" in rows[B]["message"]
+    assert len(media_server.hits(f"{B}.mp4", method="GET")) == 2
+    media_server.reset()
+    media_server.clear_log()
+    assert shard.run(base_settings()) == 0
+    assert shard.rows()[B]["status"] == "ok" and media_server.hits(f"{A}.mp4") == []
+
+
+def test_repeated_format_not_available_stops_the_shard_and_the_rerun_retries(tmp_path, clips, media_server,
+                                                                          media_root):
+    names = [A, B, C]
+    serve(media_root, clips, **{f"{v}.mp4": "short" for v in names})
+    shard = Shard(tmp_path, [(v, "0", media_server.url(f"{v}.mp4")) for v in names])
+    # a format nothing matches: what yt-dlp answers for every video when the JS runtime is missing
+    broken = base_settings(format="b[height<=1]", format_unavailable_limit=2)
+    assert shard.run(broken) == 3
+    assert not shard.ledger.exists()
+    journal = read_ledger_journal(shard.ledger)
+    assert [journal[v]["status"] for v in (A, B)] == ["error", "error"]
+    assert all("Requested format is not available" in journal[v]["message"] for v in (A, B))
+    assert C not in journal and media_server.hits(f"{C}.mp4") == []
+    # fixed: the two are retried, not kept as that video's own error
+    assert shard.run(base_settings()) == 0
+    assert [r["status"] for r in shard.rows().values()] == ["ok", "ok", "ok"]
+
+
+def test_one_format_not_available_is_that_videos_error(tmp_path, clips, media_server, media_root):
+    serve(media_root, clips, **{f"{A}.mp4": "short"})
+    shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4"))])
+    assert shard.run(base_settings(format="b[height<=1]", format_unavailable_limit=3)) == 0
+    row = shard.rows()[A]
+    assert row["status"] == "error" and "Requested format is not available" in row["message"]
+    media_server.clear_log()
+    assert shard.run(base_settings()) == 0  # settled: a plain error is not asked again
+    assert media_server.requests == []
+
+
+def test_scale_options_reach_yt_dlp_and_settings_stay_untouched(tmp_path):
+    import yt_dlp
+    from mcnflow.core.frozen import freeze
+    from mcnflow.download.fetch import YtDlpLog, ytdlp_params
+
+    runtime = tmp_path / "deno"
+    runtime.write_text("#!/bin/sh\n")
+    settings = freeze(base_settings(
+        player_clients=["tv", "web_safari"], extractor_args={"youtube": {"skip": ["dash"]}},
+        js_runtime="node", js_runtime_path=str(runtime), remote_components=["ejs:github"],
+        po_token_base_url="http://127.0.0.1:4416", sleep_requests=0.75, sleep_interval=10,
+        max_sleep_interval=20, sleep_subtitles=5))
+    params = ytdlp_params(settings, tmp_path, YtDlpLog("x"), None, captions=True)
+    assert params["extractor_args"] == {"youtube": {"skip": ["dash"], "player_client": ["tv", "web_safari"]},
+                                        "youtubepot-bgutilhttp": {"base_url": ["http://127.0.0.1:4416"]}}
+    assert params["js_runtimes"] == {"node": {"path": str(runtime)}}
+    assert (params["sleep_interval_requests"], params["sleep_interval"], params["max_sleep_interval"],
+            params["sleep_interval_subtitles"]) == (0.75, 10, 20, 5)
+    assert settings["extractor_args"] == {"youtube": {"skip": ("dash",)}}  # the read-only settings are as given
+    with yt_dlp.YoutubeDL(params) as ydl:  # yt-dlp takes them as they are
+        assert ydl.params["remote_components"] == {"ejs:github"}
+        assert ydl.params["extractor_args"]["youtube"]["player_client"] == ["tv", "web_safari"]
+    never = ytdlp_params(freeze(base_settings(po_token_provider="never")), tmp_path, YtDlpLog("x"), None, False)
+    assert never["extractor_args"]["youtube"]["fetch_pot"] == ["never"]
+    other = ytdlp_params(settings, tmp_path, YtDlpLog("x"), None, False, player_clients=["default", "-web_embedded"])
+    assert other["extractor_args"]["youtube"]["player_client"] == ["default", "-web_embedded"]
+
+
+def test_experiment_sleeps_follow_the_sleep_preset_and_the_demo_has_none():
+    from mcnflow.core.config import load_config
+    sleeps = ("sleep_requests", "sleep_interval", "max_sleep_interval", "sleep_subtitles")
+    real = load_config([REPO / "config.yaml"])["download"]
+    assert tuple(real[k] for k in sleeps) == (0.75, 10, 20, 5)  # yt-dlp's `-t sleep`
+    demo = load_config([REPO / "config.yaml", REPO / "demo/config.yaml"])["download"]
+    assert tuple(demo[k] for k in sleeps) == (0, 0, 0, 0)
+    assert real["canary"]["videos"]["youtube"] and not demo["canary"]["videos"]["youtube"]
+
+
+def test_missing_js_runtime_path_is_a_clear_error(tmp_path, capsys):
+    shard = Shard(tmp_path, [(A, "0", "http://127.0.0.1:9/x.mp4")])
+    assert shard.run(base_settings(js_runtime_path=str(tmp_path / "no-deno"))) == 2
+    assert "download.js_runtime_path" in capsys.readouterr().err

@@ -368,17 +368,17 @@ def test_the_documented_h5py_reading_code_reads_a_video_shard(tmp_path):
 
 
 def test_the_documented_h5py_reading_code_reads_captions(tmp_path):
-    """docs/hdf5_layout.md's read_captions, on text and vocabulary files written by store.py."""
-    from mcnflow.features.store import ShardWriter, write_vocabulary
+    """docs/hdf5_layout.md's read_captions, on a text shard written by store.py."""
+    from mcnflow.features.store import ShardWriter
 
     namespace = documented_reading_code()
-    vocabulary, text = tmp_path / "vocabulary.h5", tmp_path / "text.h5"
+    text = tmp_path / "text.h5"
     vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
-    write_vocabulary(vocabulary, ["cut", "the", "onion", "slowly"], vectors, {"source": "test"})
     with ShardWriter(text, "text", "demo", 0) as writer:
+        writer.add_word_table(["cut", "the", "onion", "slowly"], vectors)
         writer.add("abc", {"token_ids": np.array([2, 0, 0, 3], np.int32), "offsets": np.array([0, 3, 3, 4]),
                            "start": np.array([0.5, 2.0, 3.0], np.float32), "end": np.array([2.0, 3.0, 4.5], np.float32)})
-    captions = namespace["read_captions"](text, vocabulary, "abc")
+    captions = namespace["read_captions"](text, "abc")
     assert [(c[0], c[1], c[2]) for c in captions] == [(0.5, 2.0, ["onion", "cut", "cut"]), (2.0, 3.0, []),
                                                       (3.0, 4.5, ["slowly"])]
     assert np.array_equal(captions[0][3], vectors[[2, 0, 0]]) and captions[1][3].shape == (0, 3)

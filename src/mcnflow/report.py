@@ -9,7 +9,9 @@ Outputs (all written atomically):
 - ``summary.md``: a markdown table per benchmark, with the chance level of each retrieval benchmark
   (R@K of a random ranking = K / n_queries), then the download survival tables;
 - ``plots/<metric>.png``: the metric of every experiment, grouped by benchmark;
-- ``plots/training_loss.png``: each experiment's total loss over training.
+- ``plots/training_loss.png``: each experiment's total loss over training;
+- ``plots/download_survival.png`` (or ``--survival-chart``), with ``--survival``: one bar per corpus,
+  survived / gone (per kind) / blocked / never tried / not yet / failed / skipped.
 """
 
 from __future__ import annotations
@@ -256,6 +258,53 @@ def plot_training(path: Path, logs: Sequence[tuple[str, dict[str, Any]]]) -> Non
     plt.close(figure)
 
 
+def plot_survival(path: Path, survival_paths: Sequence[str | Path]) -> None:
+    """One stacked bar per corpus (survival.tsv files of ``mcnflow survival``): the share of its videos
+    that survived, are gone (one segment per kind), were blocked, never tried, not yet there, failed or skipped."""
+    from mcnflow.core.status import DOWNLOAD_OUTCOMES, DOWNLOAD_PERMANENT, DownloadOutcome, DownloadStatus
+    plt = _pyplot()
+    gone = [str(s) for s in DOWNLOAD_PERMANENT]
+    segments = [("survived", "#2e7d32"), *[(f"gone: {kind}", color) for kind, color in
+                zip(gone, ("#c62828", "#e65100", "#ad1457", "#f9a825", "#6d4c41"))],
+                ("blocked (answers about us)", "#5e35b1"), ("never tried", "#9e9e9e"), ("not yet", "#1e88e5"),
+                ("failed", "#37474f"), ("skipped", "#cfd8dc")]
+    bars: list[tuple[str, dict[str, int], int]] = []
+    for table_path in survival_paths:
+        with open(table_path, encoding="utf-8", newline="") as handle:
+            rows = [r for r in csv.DictReader(handle, delimiter="\t") if r.get("status") not in ("total", "survival")]
+        counts: dict[str, int] = {name: 0 for name, _ in segments}
+        for row in rows:
+            videos, never = int(row.get("videos") or 0), int(row.get("never_tried") or 0)
+            try:
+                outcome = DOWNLOAD_OUTCOMES[DownloadStatus(row["status"])]
+            except ValueError:
+                outcome = DownloadOutcome.FAILED
+            name = {DownloadOutcome.SURVIVED: "survived", DownloadOutcome.BLOCKED: "blocked (answers about us)",
+                    DownloadOutcome.NOT_YET: "not yet", DownloadOutcome.SKIPPED: "skipped"}.get(outcome, "failed")
+            if outcome == DownloadOutcome.GONE:
+                name = f"gone: {row['status']}"
+            counts[name] += videos - never
+            counts["never tried"] += never
+        corpus = (rows[0].get("corpus") if rows else None) or Path(table_path).parent.name
+        bars.append((corpus, counts, sum(counts.values())))
+    figure, axes = plt.subplots(figsize=(8.0, 1.2 + 0.5 * max(len(bars), 1)))
+    for y, (corpus, counts, total) in enumerate(bars):
+        left = 0.0
+        for name, color in segments:
+            share = 100.0 * counts[name] / total if total else 0.0
+            axes.barh(y, share, left=left, color=color, label=name if y == 0 else None, edgecolor="white",
+                      hatch="//" if name == "never tried" else None)
+            left += share
+    axes.set_yticks(range(len(bars)), [f"{corpus} ({total} videos)" for corpus, _, total in bars])
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("% of the corpus's videos")
+    axes.set_title("Download survival")
+    if bars:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(figure, path)
+    plt.close(figure)
+
+
 def plot_file_name(metric: str) -> str:
     """plots/<metric>.png; metric names are already file-name safe (letters, digits, _ and .)."""
     return f"{metric}.png"
@@ -295,6 +344,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--survival", nargs="*", default=[], metavar="TSV",
                         help="download survival tables (results/download/<corpus>/survival.tsv), optional")
     parser.add_argument("--out-dir", default="results", help="where summary.csv, summary.md and plots/ go")
+    parser.add_argument("--survival-chart", metavar="PNG",
+                        help="where the download survival chart goes (default: <out-dir>/plots/download_survival.png; "
+                             "written when --survival is given)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -302,4 +354,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"summary table: {written['csv']}")
     print(f"report: {written['markdown']}")
     print(f"plots: {Path(args.out_dir) / 'plots'}")
+    if args.survival:
+        chart = Path(args.survival_chart or Path(args.out_dir) / "plots" / "download_survival.png")
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        plot_survival(chart, args.survival)
+        print(f"survival chart: {chart}")
     return 0

@@ -102,25 +102,22 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def outcome_lines(tally: Tally) -> list[str]:
-    """One line per outcome: gone with its kinds, blocked, not yet, never tried."""
+    """One line per outcome (they add up to the corpus): gone with its kinds, blocked, not yet, never tried..."""
     total = tally.total
-    by_outcome: dict[DownloadOutcome, list[str]] = collections.defaultdict(list)
+    tried: dict[DownloadOutcome, dict[str, int]] = collections.defaultdict(dict)
     for status in DOWNLOAD_STATUSES:
-        by_outcome[DOWNLOAD_OUTCOMES[DownloadStatus(status)]].append(status)
-    never_tried = sum(tally.never_tried.values())
+        outcome = DOWNLOAD_OUTCOMES[DownloadStatus(status)]
+        tried[outcome][status] = tally.statuses[status] - tally.never_tried[status]
+    tried[DownloadOutcome.NEVER_TRIED] = {status: tally.never_tried[status] for status in DOWNLOAD_STATUSES}
     lines = []
     for outcome in DownloadOutcome:
-        if outcome == DownloadOutcome.NEVER_TRIED:
-            count, detail = never_tried, "the job stopped contacting the server before them"
-        else:
-            statuses = by_outcome[outcome]
-            count = sum(tally.statuses[s] for s in statuses)
-            detail = ", ".join(f"{s} {tally.statuses[s]}" for s in statuses if tally.statuses[s]) if len(statuses) > 1 else ""
-            if outcome == DownloadOutcome.BLOCKED and never_tried:
-                detail += f"{'; ' if detail else ''}{never_tried} never tried"
+        parts = tried[outcome]
+        count = sum(parts.values())
+        shown = [f"{status} {n}" for status, n in parts.items() if n]
+        detail = ", ".join(shown) if len(parts) > 1 and shown else ""
         percent = _percent(count, total)
         lines.append(f"{outcome.value:<12} {count:>9}  " + ("      -" if percent is None else f"{percent:6.2f}%")
-                     + (f"  ({detail})" if detail and count else ""))
+                     + (f"  ({detail})" if detail else ""))
     return lines
 
 
@@ -145,8 +142,10 @@ def main(args: argparse.Namespace) -> int:
     print("\n".join(outcome_lines(tally)))
     blocked = tally.statuses[DownloadStatus.BLOCKED]
     if blocked:
-        print(f"BLOCK: {blocked} video(s) answered as gone while a known-good canary video failed too: the "
-              f"server was refusing us (IP / account), not reporting deletions. Check cookies, proxy and sleeps.")
+        untried = tally.never_tried[DownloadStatus.BLOCKED]
+        print(f"BLOCK: {blocked} video(s) blocked: {blocked - untried} answered as gone while a known-good canary "
+              f"video failed too (the server was refusing us, IP / account, not reporting deletions), {untried} "
+              f"never tried after that. Check cookies, proxy and sleeps; a later run retries them.")
     retryable = sum(tally.statuses[s] for s in DOWNLOAD_RETRYABLE)
     if retryable:
         print(f"{retryable} of {total} video(s) are {' / '.join(DOWNLOAD_RETRYABLE)} and may still download in a "

@@ -8,6 +8,10 @@ spectrogram is in dB relative to the clip's own maximum, so a constant gain canc
 Outcomes (ledger ``status``): ok; no_audio (the normalize ledger says the video has no audio stream:
 nothing is stored, no invented silence); no_media (the video did not survive normalization);
 too_short (less audio than one 25 ms window); error (decoding failed; ``message`` says why).
+
+A killed job resumes: each finished video's spectrogram goes to a part in the shard's work directory
+and then to the journal (:class:`mcnflow.core.shard_stage.ShardRun`); the rerun recomputes only the
+videos whose part it cannot trust, and assembles the shard file from the parts at the end.
 """
 
 from __future__ import annotations

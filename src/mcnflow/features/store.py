@@ -20,7 +20,6 @@ parts at the end (:func:`assemble_shard`); parts are never read by training or e
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -230,7 +229,7 @@ def parts_fingerprint(modality: str, attrs: Mapping[str, Any], inputs: Sequence[
     settings and how they ran) and the input rows (e.g. the normalize ledger)."""
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "mcnflow_version": __version__,
                 "modality": modality, "attrs": _jsonable(attrs), "inputs": _jsonable(list(inputs))}
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
