@@ -21,23 +21,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mcnflow.features.store import ShardWriter, write_vocabulary
+from mcnflow.features.store import ShardWriter
+from mcnflow.features.word2vec import fingerprint
 from mcnflow.model import modalities_of
 from mcnflow.training.dataset import ClipDataset
 from mcnflow.training.trainer import Trainer
 
 
-def write_shards(root: Path, args: argparse.Namespace) -> tuple[dict[str, list[Path]], Path]:
+def write_shards(root: Path, args: argparse.Namespace) -> dict[str, list[Path]]:
     rng = np.random.default_rng(0)
-    vocabulary = write_vocabulary(root / "vocabulary.h5", [f"w{i}" for i in range(args.vocabulary)],
-                                  rng.normal(size=(args.vocabulary, args.word_dim)).astype(np.float32), {})
+    words = [f"w{i}" for i in range(args.vocabulary)]
+    vectors = rng.normal(size=(args.vocabulary, args.word_dim)).astype(np.float32)
+    source = fingerprint(words, vectors)
     paths: dict[str, list[Path]] = {"video": [], "audio": [], "text": []}
     per_shard = -(-args.videos // args.shards)
     for shard in range(args.shards):
-        writers = {m: ShardWriter(root / m / f"shard-{shard:05d}.h5", m, "bench", shard) for m in paths}
+        writers = {m: ShardWriter(root / m / f"shard-{shard:05d}.h5", m, "bench", shard,
+                                  attrs={"word2vec_fingerprint": source} if m == "text" else None) for m in paths}
         for modality, writer in writers.items():
             paths[modality].append(writer.path)
             writer.__enter__()
+        writers["text"].add_word_table(words, vectors)
         for i in range(shard * per_shard, min(args.videos, (shard + 1) * per_shard)):
             video_id = f"v{i:06d}"
             n_captions = max(1, int(args.seconds / args.caption_seconds))
@@ -49,7 +53,7 @@ def write_shards(root: Path, args: argparse.Namespace) -> tuple[dict[str, list[P
                                            "start": starts, "end": starts + args.caption_seconds})
         for writer in writers.values():
             writer.__exit__(None, None, None)
-    return paths, vocabulary
+    return paths
 
 
 def settings_for(args: argparse.Namespace) -> dict:
@@ -109,13 +113,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        paths, vocabulary = write_shards(root, args)
+        paths = write_shards(root, args)
         print(f"wrote {args.videos} synthetic videos in {time.perf_counter() - started:.1f} s")
         settings = settings_for(args)
         training = settings["training"]
         modalities = modalities_of(args.pairs)
         dataset = ClipDataset(text=paths["text"], video=paths["video"] if "video" in modalities else (),
-                              audio=paths["audio"] if "audio" in modalities else (), vocabulary=vocabulary,
+                              audio=paths["audio"] if "audio" in modalities else (),
                               modalities=modalities, n_pair=args.n_pair, min_time=training["min_time"],
                               max_words=training["max_words"], audio_frames=args.audio_frames, seed=0)
         trainer = Trainer(settings, dataset, root / "out", "bench")

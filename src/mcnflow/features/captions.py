@@ -7,7 +7,7 @@
   same job character by character and at random; here it is word by word and deterministic).
 * :func:`parse_vtt` reads yt-dlp's WebVTT auto-captions, whose every cue repeats the previous line.
 * :class:`CaptionSource` picks the right one for a corpus (``caption_format``) and is what the
-  vocabulary and text extractors share.
+  word2vec and text extractors share.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def load_model(checkpoint_path: str | Path, map_location: str | torch.device = "
     """Load ``model.pt`` (or an epoch checkpoint) -> (model in eval mode, meta).
 
     meta holds the experiment settings (pairs, space, losses, training), the model's constructor
-    arguments (``model``) and the vocabulary the text branch was trained with (``vocabulary``).
+    arguments (``model``) and the word2vec source the text branch was trained with (``word2vec``).
     """
     # weights_only: model files and checkpoints hold tensors and plain values only, no pickled code.
     payload = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
