@@ -1,7 +1,9 @@
 """`mcnflow download` against a local HTTP server, through the real yt-dlp code path (no mocks).
 
 The server (tests/http_fixtures.py) plays YouTube's failure modes: 404 (video gone), 503 once
-(transient), 429 everywhere (rate limited), a connection that stalls mid-file (job killed).
+(transient), 429 everywhere (rate limited), a connection that stalls mid-file (job killed), and
+YouTube's own texts as reason phrases (an upcoming live event, the embedded player's refusal).
+The canary (a block or deletions?) is tested in test_canary.py.
 """
 
 import json

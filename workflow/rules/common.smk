@@ -55,6 +55,7 @@ wildcard_constraints:
     shard=r"\d{5}",
     modality="video|audio|text",
     experiment="|".join(EXPERIMENTS),
+    seed=r"\d+",
     benchmark="|".join(BENCHMARKS),
 
 
@@ -99,16 +100,34 @@ def feature_files(corpus, modalities):
 # --- targets ---------------------------------------------------------------------------------
 
 
+BRANCHES = PLAN.branches()
+
+
+def evaluation_files():
+    return [
+        f
+        for benchmark in BENCHMARKS
+        for f in branch_files(
+            "results/eval/{experiment}/seed-{seed}/{benchmark}.json",
+            benchmark=benchmark,
+        )
+    ]
+
+
+def branch_files(pattern, **kwargs):
+    """``pattern`` for every (experiment, seed) branch."""
+    return [
+        pattern.format(experiment=experiment, seed=seed, **kwargs)
+        for experiment, seed in BRANCHES
+    ]
+
+
 def all_targets():
     return [
         *expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
         *expand("results/features/{corpus}/stats.tsv", corpus=FEATURE_CORPORA),
-        *expand("results/train/{experiment}/model.pt", experiment=EXPERIMENTS),
-        *expand(
-            "results/eval/{experiment}/{benchmark}.json",
-            experiment=EXPERIMENTS,
-            benchmark=BENCHMARKS,
-        ),
+        *branch_files("results/train/{experiment}/seed-{seed}/model.pt"),
+        *evaluation_files(),
         "results/summary.csv",
     ]
 
@@ -119,7 +138,9 @@ def all_targets():
 def evaluation_inputs(wildcards):
     corpus = PLAN.benchmark_corpus(wildcards.benchmark)
     files = feature_files(corpus, MODALITIES)
-    files["checkpoint"] = f"results/train/{wildcards.experiment}/model.pt"
+    files["checkpoint"] = (
+        f"results/train/{wildcards.experiment}/seed-{wildcards.seed}/model.pt"
+    )
     files["manifest"] = f"results/manifest/{corpus}.tsv"
     files["word2vec"] = WORD2VEC
     return files

@@ -10,12 +10,8 @@ localrules:
 
 rule summarize:
     input:
-        metrics=expand(
-            "results/eval/{experiment}/{benchmark}.json",
-            experiment=EXPERIMENTS,
-            benchmark=BENCHMARKS,
-        ),
-        train_logs=expand("results/train/{experiment}/log.tsv", experiment=EXPERIMENTS),
+        metrics=evaluation_files(),
+        train_logs=branch_files("results/train/{experiment}/seed-{seed}/log.tsv"),
         survival=expand("results/download/{corpus}/survival.tsv", corpus=CORPORA),
     output:
         csv=report(

@@ -5,24 +5,24 @@ rule train:
     input:
         unpack(training_inputs),
     output:
-        model="results/train/{experiment}/model.pt",
-        log_tsv="results/train/{experiment}/log.tsv",
+        model="results/train/{experiment}/seed-{seed}/model.pt",
+        log_tsv="results/train/{experiment}/seed-{seed}/log.tsv",
     log:
-        "logs/train/{experiment}.log",
+        "logs/train/{experiment}/seed-{seed}.log",
     benchmark:
-        "benchmarks/results/train/{experiment}.tsv"
+        "benchmarks/results/train/{experiment}/seed-{seed}.tsv"
     conda:
         "../../envs/model.yaml"
     threads: config["training"]["num_workers"] + 1
     resources:
         gpu=1,
     params:
-        settings=stage_settings("train", "experiment"),
+        settings=stage_settings("train", "experiment", "seed"),
         features=lambda wc, input: feature_args(
             input, PLAN.training_modalities(wc.experiment)
         ),
-        out_dir="results/train/{experiment}",
+        out_dir="results/train/{experiment}/seed-{seed}",
     shell:
-        "OMP_NUM_THREADS={threads} python -m mcnflow train --experiment {wildcards.experiment}"
+        "OMP_NUM_THREADS={threads} python -m mcnflow train --experiment {wildcards.experiment} --seed {wildcards.seed}"
         " --settings-file {params.settings} {params.features}"
         " --out-dir {params.out_dir} > {log} 2>&1"

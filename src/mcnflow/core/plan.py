@@ -122,15 +122,29 @@ class Plan:
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(sorted(STAGES))}")
         build, needed, _ = STAGES[stage]
-        missing = [n for n in needed if not names.get(n)]
+        missing = [n for n in needed if names.get(n) in (None, "")]
         if missing:
             raise ConfigError(f"stage {stage!r} needs {', '.join('--' + n for n in missing)}")
         return freeze(build(self, **{n: names[n] for n in needed}))
 
-    def experiment_settings(self, name: str) -> dict:
-        """One experiment's complete settings: its entry plus the training section it overrides."""
+    def seeds(self, experiment: str) -> list[int]:
+        """The experiment's seeds: its own ``seeds`` or the study's."""
+        return list(self._experiment(experiment).get("seeds") or self.config.get("seeds") or [1])
+
+    def branches(self) -> list[tuple[str, int]]:
+        """Every (experiment, seed): one training and one evaluation per benchmark each."""
+        return [(name, seed) for name in self.experiments for seed in self.seeds(name)]
+
+    def experiment_settings(self, name: str, seed: int | str) -> dict:
+        """One branch's complete settings: the experiment's entry plus the training section it
+        overrides, with ``training.seed`` the branch's seed."""
+        seed = int(seed)
+        if seed not in self.seeds(name):
+            raise ConfigError(f"seed {seed} is not a seed of experiment {name!r}; its seeds: {self.seeds(name)}")
         entry = copy.deepcopy(dict(self._experiment(name)))
+        entry.pop("seeds", None)
         entry["training"] = deep_merge(self.config["training"], entry.get("training") or {})
+        entry["training"]["seed"] = seed
         return entry
 
     def _download(self) -> dict:
@@ -156,10 +170,10 @@ class Plan:
         return {"word2vec": copy.deepcopy(self.config["features"]["text"]["word2vec"]),
                 "corpus": self.train_corpus, "spec": copy.deepcopy(self._corpus(self.train_corpus))}
 
-    def _train(self, experiment: str) -> dict:
-        return self.experiment_settings(experiment)
+    def _train(self, experiment: str, seed: str) -> dict:
+        return self.experiment_settings(experiment, seed)
 
-    def _evaluate(self, experiment: str, benchmark: str) -> dict:
+    def _evaluate(self, experiment: str, seed: str, benchmark: str) -> dict:
         bench = self._benchmark(benchmark)
         evaluation = self.config["evaluation"]
         corpus = bench["corpus"]
@@ -173,7 +187,7 @@ class Plan:
             "audio_frames": evaluation["audio_frames"],
             "localization": copy.deepcopy(evaluation["localization"]),
             "crosstask": self.crosstask_files(corpus) if bench["task"] == "crosstask" else None,
-            "experiment": self.experiment_settings(experiment),
+            "experiment": self.experiment_settings(experiment, seed),
         }
 
     def _demo(self) -> dict:
@@ -234,6 +248,7 @@ def _object(properties: Mapping[str, dict], required=None) -> Callable[[dict], d
 
 def _experiment_schema(root: dict) -> dict:
     node = copy.deepcopy(root["properties"]["experiments"]["additionalProperties"])
+    node["properties"].pop("seeds", None)  # a branch has one seed: training.seed
     node["properties"]["training"] = _ref("properties", "training")
     node["required"] = sorted(set(node.get("required", [])) | {"training"})
     return node
@@ -258,8 +273,8 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
     "word2vec": (Plan._word2vec, (), _object(
         {"word2vec": _ref("properties", "features", "properties", "text", "properties", "word2vec"),
          "corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA})),
-    "train": (Plan._train, ("experiment",), _experiment_schema),
-    "evaluate": (Plan._evaluate, ("experiment", "benchmark"), lambda root: _object({
+    "train": (Plan._train, ("experiment", "seed"), _experiment_schema),
+    "evaluate": (Plan._evaluate, ("experiment", "seed", "benchmark"), lambda root: _object({
         "benchmark": {"type": "string"},
         "task": _ref(*_EVALUATION, "benchmarks", "additionalProperties", "properties", "task"),
         "corpus": {"type": "string"},

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from mcnflow.core.status import DownloadStatus as S
 from mcnflow.download.fetch import Attempt, Video
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Canary:
             result = self.check(canary_id, url)
             if not result.failed:
                 log.warning("canary %s answered (%s): the gone answers stand", canary_id, url)
-                return CanaryAnswer(True, canary_id, "ok", "")
+                return CanaryAnswer(True, canary_id, S.OK.value, "")
             answer = CanaryAnswer(False, canary_id, str(result.verdict.status), result.message)
             log.warning("canary %s failed too (%s): %s", canary_id, answer.status, _short(result.message))
         return answer

@@ -29,7 +29,7 @@ from mcnflow.core.config import ConfigError, add_settings_arguments, settings_fr
 from mcnflow.core.ids import ID_KINDS, InvalidVideoId, validate_video_id
 from mcnflow.core.status import DOWNLOAD_PERMANENT, DownloadStatus as S, values
 from mcnflow.download.canary import Canary, RunWatch, required_run
-from mcnflow.download.fetch import Fetcher, Video, ledger_key, po_token_plugin
+from mcnflow.download.fetch import Fetcher, Video, is_url, ledger_key, po_token_plugin
 from mcnflow.download.policy import ShardPolicy
 from mcnflow.download.resume import ShardJournal, settle_known
 from mcnflow.manifest import ManifestError, read_manifest
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     shard_name = f"{args.shard:05d}"
     videos_dir = Path(args.videos_dir)
     log.info("shard %s: %d video(s) from %s", shard_name, len(videos), args.manifest)
-    if any(video.source for video in videos):
+    if any(is_url(video.source) for video in videos):
         log_setup(settings, args.id_kind)
     videos_dir.mkdir(parents=True, exist_ok=True)
 

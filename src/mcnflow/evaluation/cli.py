@@ -31,15 +31,16 @@ TASKS = ("retrieval", "localization", "crosstask")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="experiment name (a key of config experiments)")
+    parser.add_argument("--seed", required=True, type=int, help="the branch's seed (one of the experiment's seeds)")
     parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
-    parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/model.pt")
+    parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/seed-{seed}/model.pt")
     parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
     parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="video feature shards of the corpus")
     parser.add_argument("--audio", nargs="*", default=[], metavar="H5", help="audio feature shards of the corpus")
     parser.add_argument("--text", nargs="*", default=[], metavar="H5", help="text feature shards of the corpus")
     parser.add_argument("--word2vec", required=True, help="results/features/word2vec.h5 (the source the "
                                                           "checkpoint's text features came from)")
-    parser.add_argument("--output", required=True, help="results/eval/{experiment}/{benchmark}.json")
+    parser.add_argument("--output", required=True, help="results/eval/{experiment}/seed-{seed}/{benchmark}.json")
     add_settings_arguments(parser)
 
 
@@ -56,7 +57,7 @@ def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:
 def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, note: str) -> dict[str, Any]:
     experiment = settings["experiment"]
     record = {
-        "experiment": args.experiment, "pairs": list(experiment["pairs"]),
+        "experiment": args.experiment, "seed": experiment["training"]["seed"], "pairs": list(experiment["pairs"]),
         "space": experiment.get("space", "shared"), "benchmark": args.benchmark, "task": settings["task"],
         "metrics": outcome.metrics if outcome else {},
         "n_queries": outcome.n_queries if outcome else None,
@@ -147,7 +148,11 @@ def _evaluate_corpus(args, settings, model, scoring, features, device):
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, "evaluate", experiment=args.experiment, benchmark=args.benchmark)
+    settings = settings_from_args(args, "evaluate", experiment=args.experiment, seed=args.seed,
+                                  benchmark=args.benchmark)
+    if settings["experiment"]["training"]["seed"] != args.seed:
+        raise ConfigError(f"--seed {args.seed} but the settings are for seed "
+                          f"{settings['experiment']['training']['seed']}")
     if settings["benchmark"] != args.benchmark:
         raise ConfigError(f"--benchmark {args.benchmark!r} but the settings are for {settings['benchmark']!r}")
     record = run(args, settings)

@@ -1,8 +1,8 @@
 """``mcnflow train``: train MCN for one experiment (one modality-pair combination and space).
 
-    mcnflow train --experiment NAME --settings JSON \
+    mcnflow train --experiment NAME --seed N --settings-file JSON \
         --text SHARD.h5... [--video SHARD.h5...] [--audio SHARD.h5...] \
-        --out-dir results/train/NAME
+        --out-dir results/train/NAME/seed-N
 
 ``--settings`` is the experiment's entry (pairs, space, losses) whose ``training`` key holds the
 whole training section with the experiment's overrides applied (what the workflow passes).
@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mcnflow.core.config import add_settings_arguments, settings_from_args
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 
 log = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="the experiment's name (config key experiments.NAME)")
+    parser.add_argument("--seed", required=True, type=int, help="the branch's seed (one of the experiment's seeds)")
     add_settings_arguments(parser)
     parser.add_argument("--text", nargs="+", required=True, metavar="SHARD.h5",
                         help="text feature shards (captions define the clips, so always needed)")
@@ -31,7 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, "train", experiment=args.experiment)
+    settings = settings_from_args(args, "train", experiment=args.experiment, seed=args.seed)
+    if settings["training"]["seed"] != args.seed:
+        raise ConfigError(f"--seed {args.seed} but the settings are for seed {settings['training']['seed']}")
     from mcnflow.training.trainer import train  # torch is imported only when training runs
 
     path = train(settings, text=args.text, video=args.video, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment)
