@@ -147,7 +147,7 @@ def test_changing_one_experiment_reruns_only_its_branch(demo_run):
     jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
     rules = {rule for rule, _ in jobs}
     assert rules == {"train", "evaluate", "summarize", "all"}, jobs
-    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv"}
+    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv, seed=1", "experiment=tv, seed=2"}
     assert all(w.startswith("experiment=tv,") for rule, w in jobs if rule == "evaluate")
 
 
@@ -156,7 +156,8 @@ def test_adding_an_experiment_runs_only_the_new_branch(demo_run):
     base = yaml.safe_load((demo_run / "config.yaml").read_text())
     cfg["experiments"] = {**base["experiments"], "tv_ta_per_pair": {"pairs": ["tv", "ta"], "space": "per_pair"}}
     jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
-    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv_ta_per_pair"}
+    assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv_ta_per_pair, seed=1",
+                                                          "experiment=tv_ta_per_pair, seed=2"}
     assert {rule for rule, _ in jobs} == {"train", "evaluate", "summarize", "all"}
 
 
@@ -168,7 +169,7 @@ def test_changing_feature_settings_reruns_features_and_everything_downstream(dem
     assert {"extract_audio", "train", "evaluate", "summarize"} <= rules
     assert not {"download_shard", "normalize_shard", "extract_video", "extract_text"} & rules
     # experiments that never read audio features are not retrained
-    assert ("train", "experiment=tv") not in jobs
+    assert not any(rule == "train" and w.startswith("experiment=tv,") for rule, w in jobs)
 
 
 def test_changing_an_evaluation_corpus_never_retrains(demo_run):
@@ -212,15 +213,15 @@ def test_hand_run_evaluate_with_config_matches_the_workflow(demo_run, tmp_path):
     for experiment, benchmark, corpus in (("tv_ta", "youcook2_retrieval", "youcook2"),
                                           ("tv_ta_va", "crosstask", "crosstask")):
         out = tmp_path / f"{experiment}-{benchmark}.json"
-        command = [sys.executable, "-m", "mcnflow", "evaluate", "--experiment", experiment, "--benchmark", benchmark,
-                   "--config", "config.yaml", "demo/config.yaml",
-                   "--checkpoint", f"results/train/{experiment}/model.pt",
+        command = [sys.executable, "-m", "mcnflow", "evaluate", "--experiment", experiment, "--seed", "2",
+                   "--benchmark", benchmark, "--config", "config.yaml", "demo/config.yaml",
+                   "--checkpoint", f"results/train/{experiment}/seed-2/model.pt",
                    "--manifest", f"results/manifest/{corpus}.tsv", "--video", *shards(corpus, "video"),
                    "--audio", *shards(corpus, "audio"), "--text", *shards(corpus, "text"),
                    "--word2vec", "results/features/word2vec.h5", "--output", str(out)]
         subprocess.run(command, cwd=demo_run, check=True, capture_output=True, text=True, timeout=600)
         by_hand = json.loads(out.read_text())
-        workflow = json.loads((demo_run / f"results/eval/{experiment}/{benchmark}.json").read_text())
+        workflow = json.loads((demo_run / f"results/eval/{experiment}/seed-2/{benchmark}.json").read_text())
         assert by_hand == workflow
         assert by_hand["metrics"], by_hand
 
@@ -233,3 +234,12 @@ def test_hand_run_manifest_with_config_matches_the_workflow(demo_run, tmp_path):
     subprocess.run([sys.executable, "-m", "mcnflow", "manifest", "--corpus", "howto100m", "--config", "config.yaml",
                     "demo/config.yaml", "--output", str(out)], cwd=demo_run, check=True, timeout=120)
     assert out.read_text() == (demo_run / "results/manifest/howto100m.tsv").read_text()
+
+
+def test_adding_a_seed_runs_only_the_new_branches(demo_run):
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    cfg["seeds"] = [*cfg["seeds"], 7]
+    jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
+    assert {rule for rule, _ in jobs} == {"train", "evaluate", "summarize", "all"}, jobs
+    assert all(w.endswith("seed=7") for rule, w in jobs if rule == "train")
+    assert all(", seed=7," in w for rule, w in jobs if rule == "evaluate")

@@ -224,7 +224,8 @@ def _settings(b, task, pairs, space):
     from mcnflow.core.plan import Plan
 
     config = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
-    settings = json.loads(json.dumps(Plan(config).settings("evaluate", experiment="tv", benchmark="youcook2_retrieval")))
+    settings = json.loads(json.dumps(Plan(config).settings("evaluate", experiment="tv", seed=1,
+                                                           benchmark="youcook2_retrieval")))
     settings.update(benchmark="bench", task=task, corpus="youcook2", spec=b["spec"], batch_size=32,
                     localization={"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]})
     settings["experiment"].update(pairs=pairs, space=space)
@@ -243,7 +244,7 @@ def test_evaluate_cli_with_the_real_mcn(benchmark, pairs, space, task, scoring, 
     checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", pairs, space, b["fingerprint"])
     settings = _settings(b, task, pairs, space)
     output = b["dir"] / "eval" / "exp" / "bench.json"
-    code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
+    code = cli_main(["evaluate", "--experiment", "exp", "--seed", "1", "--benchmark", "bench", "--settings", json.dumps(settings),
                      "--checkpoint", str(checkpoint), "--manifest", str(b["manifest"]), "--video", str(b["shards"]["video"]),
                      "--audio", str(b["shards"]["audio"]), "--text", str(b["shards"]["text"]),
                      "--word2vec", str(b["word2vec"]), "--output", str(output)])
@@ -268,7 +269,7 @@ def test_a_checkpoint_of_another_experiment_is_refused(benchmark, capsys):
     b = benchmark
     checkpoint = _tiny_checkpoint(b["dir"] / "model.pt", ["tv"], "shared", b["fingerprint"])
     settings = _settings(b, "retrieval", ["ta"], "shared")
-    code = cli_main(["evaluate", "--experiment", "exp", "--benchmark", "bench", "--settings", json.dumps(settings),
+    code = cli_main(["evaluate", "--experiment", "exp", "--seed", "1", "--benchmark", "bench", "--settings", json.dumps(settings),
                      "--checkpoint", str(checkpoint), "--text", str(b["shards"]["text"]), "--audio", str(b["shards"]["audio"]),
                      "--word2vec", str(b["word2vec"]), "--output", str(b["dir"] / "out.json")])
     assert code == 2 and "trained with pairs ['tv']" in capsys.readouterr().err

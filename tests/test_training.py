@@ -341,7 +341,7 @@ def test_resume_never_uses_checkpoints_of_other_settings(corpus, tmp_path, caplo
 def test_cli_trains_with_settings_json_and_workers(corpus, tmp_path):
     paths, _ = corpus
     settings = tiny_settings(pairs=("tv", "ta"), space="per_pair", epochs=1, num_workers=2)
-    argv = ["train", "--experiment", "tv_ta_pp", "--settings", json.dumps(settings),
+    argv = ["train", "--experiment", "tv_ta_pp", "--seed", "3", "--settings", json.dumps(settings),
             "--text", *map(str, paths["text"]), "--video", *map(str, paths["video"]),
             "--audio", *map(str, paths["audio"]), "--out-dir", str(tmp_path)]
     assert mcnflow_main(argv) == 0
@@ -367,11 +367,11 @@ def test_experiment_settings_from_config_merge_the_training_overrides():
     config = {"training": base["training"], "corpora": {}, "train_corpus": "x", "evaluation": {"benchmarks": {}},
               "experiments": {"tv_fast": {"pairs": ["tv"], "space": "shared", "losses": base["losses"],
                                           "training": {"lr": 0.5, "epochs": 7}}}}
-    settings = Plan(config).settings("train", experiment="tv_fast")
+    settings = Plan(config).settings("train", experiment="tv_fast", seed=1)
     assert settings["pairs"] == ("tv",) and settings["training"]["lr"] == 0.5 and settings["training"]["epochs"] == 7
     assert settings["training"]["embd_dim"] == 32 and config["training"]["lr"] == 1e-3
     with pytest.raises(Exception, match="experiment 'nope' is not in config key 'experiments'"):
-        Plan(config).settings("train", experiment="nope")
+        Plan(config).settings("train", experiment="nope", seed=1)
 
 
 @pytest.mark.slow
@@ -386,7 +386,7 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_an_uninterrupted_run(corpu
     settings = tiny_settings(pairs=("tv", "va"), epochs=8, batch_size=2)
 
     def command(out_dir):
-        return [sys.executable, "-m", "mcnflow", "train", "--experiment", "kill", "--settings", json.dumps(settings),
+        return [sys.executable, "-m", "mcnflow", "train", "--experiment", "kill", "--seed", "3", "--settings", json.dumps(settings),
                 "--text", *map(str, paths["text"]), "--video", *map(str, paths["video"]),
                 "--audio", *map(str, paths["audio"]), "--out-dir", str(out_dir)]
 

@@ -21,7 +21,7 @@ def test_dry_run_has_one_job_per_shard_per_stage(workdir):
     assert counts["normalize_shard"] == shards
     assert counts["extract_video"] == counts["extract_audio"] == counts["extract_text"] == shards
     assert counts["manifest"] == 4 and counts["survival"] == 4 and counts["word2vec"] == 1
-    assert counts["train"] == 8 and counts["evaluate"] == 8 * 4 and counts["summarize"] == 1
+    assert counts["train"] == 8 * 2 and counts["evaluate"] == 8 * 2 * 4  # 2 seeds and counts["summarize"] == 1
 
 
 def test_shard_size_changes_the_number_of_jobs_not_videos(workdir):
