@@ -7,6 +7,10 @@ import pytest
 
 from mcnflow.cli import main as cli_main
 
+SETTINGS = json.dumps({"statistics": {"reference": "tv", "confidence": 0.95, "resamples": 999, "seed": 0},
+                       "benchmarks": {"youcook2_retrieval": {"task": "retrieval", "corpus": "youcook2",
+                                                             "reader": "youcook2"}}})
+
 
 def _result(path, experiment, pairs, benchmark, task, metrics, n_queries, n_missing, note=""):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +53,7 @@ def test_summarize_writes_table_report_and_plots(inputs, capsys):
     tmp_path, metrics, logs, survival = inputs
     out = tmp_path / "results"
     code = cli_main(["summarize", "--metrics", *map(str, metrics), "--train-logs", *map(str, logs),
-                     "--survival", str(survival), "--out-dir", str(out)])
+                     "--survival", str(survival), "--out-dir", str(out), "--settings", SETTINGS])
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out / "summary.csv") in printed and str(out / "summary.md") in printed
@@ -68,6 +72,8 @@ def test_summarize_writes_table_report_and_plots(inputs, capsys):
     report = (out / "summary.md").read_text()
     assert "## youcook2_retrieval (retrieval)" in report
     assert "| tv | tv | shared | t.v | 10.00 | 30.00 | 40.00 | 20.00 | 50.50 | 200 | 4 |" in report
+    # MCN's published numbers stand beside the reproduction, labelled with their source
+    assert "| MCN published (Chen et al., ICCV 2021; YouCook2 leaderboard" in report and "18.10" in report
     assert "R@1 = 0.50%, R@5 = 2.50%, R@10 = 5.00%" in report   # chance = K / 200
     assert "text branch not trained" in report
     assert "| unavailable | 10 | 10.0 |" in report
@@ -99,4 +105,45 @@ def test_a_file_that_is_not_a_result_is_refused(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text('{"experiment": "tv"}')
     with pytest.raises(ValueError, match="missing benchmark, metrics"):
-        cli_main(["summarize", "--metrics", str(bad), "--out-dir", str(tmp_path / "out")])
+        cli_main(["summarize", "--metrics", str(bad), "--out-dir", str(tmp_path / "out"), "--settings", SETTINGS])
+
+
+def test_statistics_over_seeds_and_queries(tmp_path):
+    """Two experiments x two seeds on the same 30 queries: mean +- std over seeds, the bootstrap CI of
+    the seed-pooled per-query values, and the paired test against the reference, as scipy computes them."""
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    keys = [f"q{i}" for i in range(30)]
+    hits = {("tv", 1): rng.random(30) < 0.3, ("tv", 2): rng.random(30) < 0.3,
+            ("tv_ta", 1): rng.random(30) < 0.8, ("tv_ta", 2): rng.random(30) < 0.8}
+    paths = []
+    for (experiment, seed), hit in hits.items():
+        values = (hit * 100.0).tolist()
+        record = {"experiment": experiment, "seed": seed, "pairs": ["tv"], "space": "shared",
+                  "benchmark": "youcook2_retrieval", "task": "retrieval", "scoring": "t.v",
+                  "metrics": {"recall_at_10": float(np.mean(values))}, "n_queries": 30, "n_missing": 0,
+                  "per_query": {"keys": keys, "values": {"recall_at_10": values}, "aggregate": {"recall_at_10": "mean"}}}
+        path = tmp_path / "eval" / experiment / f"seed-{seed}" / "youcook2_retrieval.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+        paths.append(path)
+    out = tmp_path / "out"
+    assert cli_main(["summarize", "--metrics", *map(str, paths), "--out-dir", str(out), "--settings", SETTINGS]) == 0
+    with open(out / "statistics.csv", newline="") as handle:
+        rows = {r["experiment"]: r for r in csv.DictReader(handle)}
+    per_seed = [hits[("tv_ta", s)].mean() * 100 for s in (1, 2)]
+    row = rows["tv_ta"]
+    assert float(row["mean"]) == pytest.approx(np.mean(per_seed))
+    assert float(row["std"]) == pytest.approx(np.std(per_seed, ddof=1))
+    pooled = (hits[("tv_ta", 1)] * 100.0 + hits[("tv_ta", 2)] * 100.0) / 2
+    ci = stats.bootstrap((pooled,), np.mean, n_resamples=999, method="percentile",
+                         rng=np.random.default_rng(0)).confidence_interval
+    assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((ci.low, ci.high))
+    reference = (hits[("tv", 1)] * 100.0 + hits[("tv", 2)] * 100.0) / 2
+    assert float(row["difference"]) == pytest.approx(pooled.mean() - reference.mean())
+    assert row["reference"] == "tv" and float(row["p_value"]) < 0.01
+    assert rows["tv"]["reference"] == "" and rows["tv"]["p_value"] == ""
+    report = (out / "summary.md").read_text()
+    assert "# Across seeds" in report and " ± " in report and "(p=" in report

@@ -22,15 +22,19 @@ import io
 import json
 import logging
 import math
+
+import numpy as np
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mcnflow.core.atomic import atomic_path, atomic_write
+from mcnflow.core.config import add_settings_arguments, settings_from_args
 from mcnflow.evaluation.metrics import RECALL_KS, chance_recall
+from mcnflow.statistics import STAT_COLUMNS, study_rows
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ("experiment", "pairs", "space", "benchmark", "task", "scoring")
+ID_COLUMNS = ("experiment", "seed", "pairs", "space", "benchmark", "task", "scoring")
 COUNT_COLUMNS = ("n_queries", "n_missing")
 # how metric names read in the markdown table and on plot axes
 LABELS = {"recall_at_1": "R@1", "recall_at_5": "R@5", "recall_at_10": "R@10", "median_rank": "MedR",
@@ -60,7 +64,7 @@ def read_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: not an mcnflow evaluation result (missing {', '.join(missing)})")
         results.append(data)
-    return sorted(results, key=lambda r: (r["experiment"], r["benchmark"]))
+    return sorted(results, key=lambda r: (r["experiment"], r.get("seed", 0), r["benchmark"]))
 
 
 def metric_names(results: Sequence[dict[str, Any]]) -> list[str]:
@@ -102,8 +106,11 @@ def read_training_log(path: str | Path) -> dict[str, Any]:
 
 
 def experiment_of_log(path: str | Path) -> str:
-    """results/train/<experiment>/log.tsv -> <experiment>."""
-    return Path(path).parent.name
+    """results/train/<experiment>/seed-<n>/log.tsv -> "<experiment> seed <n>" (or <experiment>)."""
+    parent = Path(path).parent
+    if parent.name.startswith("seed-"):
+        return f"{parent.parent.name} seed {parent.name.removeprefix('seed-')}"
+    return parent.name
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -181,6 +188,61 @@ def summary_markdown(results: Sequence[dict[str, Any]], survival: Sequence[Path]
     return out.getvalue()
 
 
+# Published zero-shot numbers shown beside the reproduction (only ones verified at their source).
+PUBLISHED = {
+    ("youcook2", "retrieval"): {
+        "label": "MCN published (Chen et al., ICCV 2021; YouCook2 leaderboard, 3,350 validation clips not in HowTo100M)",
+        "metrics": {"recall_at_1": 18.1, "recall_at_5": 35.5, "recall_at_10": 45.2},
+    },
+}
+
+
+def _pm(mean: Any, std: Any) -> str:
+    if mean is None or not math.isfinite(mean):
+        return ""
+    return f"{mean:.2f} ± {std:.2f}" if std is not None and math.isfinite(std) else f"{mean:.2f}"
+
+
+def statistics_markdown(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """Per benchmark: mean ± std over seeds, the bootstrap CI and the paired test, one row per experiment."""
+    statistics = settings.get("statistics") or {}
+    benchmarks = settings.get("benchmarks") or {}
+    out = io.StringIO()
+    if not rows:
+        return ""
+    confidence = int(round(100 * float(statistics.get("confidence", 0.95))))
+    out.write("\n# Across seeds\n\n")
+    out.write(f"mean ± std over seeds; {confidence}% bootstrap CI over queries (each query's value averaged over "
+              "the seeds); Δ and p: paired permutation test against the reference experiment "
+              f"({statistics.get('reference') or 'none'}) on the same queries, two-sided.\n")
+    for benchmark in sorted({r["benchmark"] for r in rows}):
+        mine = [r for r in rows if r["benchmark"] == benchmark]
+        metrics = list(dict.fromkeys(r["metric"] for r in mine))
+        out.write(f"\n## {benchmark}\n\n")
+        header = ["experiment", "seeds"]
+        for m in metrics:
+            header += [label(m), f"{label(m)} {confidence}% CI", f"Δ{label(m)} (p)"]
+        table = []
+        for experiment in sorted({r["experiment"] for r in mine}):
+            cells = {r["metric"]: r for r in mine if r["experiment"] == experiment}
+            line = [experiment, max(r["n_seeds"] for r in cells.values())]
+            for m in metrics:
+                r = cells.get(m, {})
+                ci = (f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r.get("ci_low") is not None else "")
+                test = (f"{r['difference']:+.2f} (p={r['p_value']:.3g})" if r.get("p_value") is not None else "")
+                line += [_pm(r.get("mean"), r.get("std")), ci, test]
+            table.append(line)
+        spec = benchmarks.get(benchmark) or {}
+        published = PUBLISHED.get((spec.get("reader"), spec.get("task")))
+        if published and any(m in published["metrics"] for m in metrics):
+            line = [published["label"], ""]
+            for m in metrics:
+                line += [published["metrics"].get(m), "", ""]
+            table.append(line)
+        out.write(markdown_table(header, table) + "\n")
+    return out.getvalue()
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -199,13 +261,18 @@ def plot_metric(path: Path, metric: str, results: Sequence[dict[str, Any]]) -> N
     scored = [r for r in results if metric in r["metrics"]]
     benchmarks = sorted({r["benchmark"] for r in scored})
     experiments = sorted({r["experiment"] for r in scored})
-    value = {(r["benchmark"], r["experiment"]): r["metrics"][metric] for r in scored}
+    per_seed: dict[tuple[str, str], list[float]] = {}
+    for r in scored:
+        per_seed.setdefault((r["benchmark"], r["experiment"]), []).append(float(r["metrics"][metric]))
     width = 0.8 / max(len(experiments), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 2.0 + 0.45 * len(benchmarks) * len(experiments)), 4.0))
     for i, experiment in enumerate(experiments):
         xs = [b + (i - (len(experiments) - 1) / 2) * width for b in range(len(benchmarks))]
-        ys = [value.get((bench, experiment), math.nan) for bench in benchmarks]
-        axes.bar(xs, ys, width=width, label=experiment)
+        values = [per_seed.get((bench, experiment), []) for bench in benchmarks]
+        ys = [float(np.mean(v)) if v else math.nan for v in values]
+        # error bars: the standard deviation over seeds (none with one seed)
+        errors = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
+        axes.bar(xs, ys, width=width, label=experiment, yerr=errors, capsize=2)
     k = _recall_k(metric)
     if k is not None:
         for b, bench in enumerate(benchmarks):
@@ -311,8 +378,11 @@ def plot_file_name(metric: str) -> str:
 
 
 def summarize(metric_paths: Sequence[str | Path], log_paths: Sequence[str | Path],
-              survival_paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+              survival_paths: Sequence[str | Path], out_dir: str | Path,
+              settings: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``settings``: the summarize stage's (statistics settings and each benchmark's corpus reader)."""
     out_dir = Path(out_dir)
+    settings = settings or {"statistics": {}, "benchmarks": {}}
     results = read_results(metric_paths)
     metrics = metric_names(results)
     written: dict[str, Path] = {}
@@ -321,9 +391,14 @@ def summarize(metric_paths: Sequence[str | Path], log_paths: Sequence[str | Path
     written["csv"] = out_dir / "summary.csv"
     write_csv(written["csv"], summary_rows(results, metrics), columns)
 
+    stats_rows = study_rows(results, settings.get("statistics") or {})
+    written["statistics"] = out_dir / "statistics.csv"
+    write_csv(written["statistics"], stats_rows, STAT_COLUMNS)
+
     written["markdown"] = out_dir / "summary.md"
     with atomic_write(written["markdown"]) as handle:
         handle.write(summary_markdown(results, [Path(p) for p in survival_paths]))
+        handle.write(statistics_markdown(stats_rows, settings))
 
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -338,21 +413,24 @@ def summarize(metric_paths: Sequence[str | Path], log_paths: Sequence[str | Path
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", nargs="*", default=[], metavar="JSON",
-                        help="evaluation results (results/eval/<experiment>/<benchmark>.json)")
+                        help="evaluation results (results/eval/<experiment>/seed-<n>/<benchmark>.json)")
     parser.add_argument("--train-logs", nargs="*", default=[], metavar="TSV",
-                        help="training logs (results/train/<experiment>/log.tsv)")
+                        help="training logs (results/train/<experiment>/seed-<n>/log.tsv)")
     parser.add_argument("--survival", nargs="*", default=[], metavar="TSV",
                         help="download survival tables (results/download/<corpus>/survival.tsv), optional")
     parser.add_argument("--out-dir", default="results", help="where summary.csv, summary.md and plots/ go")
     parser.add_argument("--survival-chart", metavar="PNG",
                         help="where the download survival chart goes (default: <out-dir>/plots/download_survival.png; "
                              "written when --survival is given)")
+    add_settings_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    written = summarize(args.metrics, args.train_logs, args.survival, args.out_dir)
+    settings = settings_from_args(args, "summarize")
+    written = summarize(args.metrics, args.train_logs, args.survival, args.out_dir, settings)
     print(f"summary table: {written['csv']}")
     print(f"report: {written['markdown']}")
+    print(f"statistics: {written['statistics']}")
     print(f"plots: {Path(args.out_dir) / 'plots'}")
     if args.survival:
         chart = Path(args.survival_chart or Path(args.out_dir) / "plots" / "download_survival.png")

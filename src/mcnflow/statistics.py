@@ -98,3 +98,57 @@ def paired_values(experiment: Mapping[str, float], reference: Mapping[str, float
     """The two experiments' values on the queries both scored, in one order."""
     keys = sorted(set(experiment) & set(reference))
     return [experiment[k] for k in keys], [reference[k] for k in keys]
+
+
+# --- the study's table: one row per (benchmark, experiment, metric) -------------------------------------
+
+STAT_COLUMNS = ("benchmark", "experiment", "metric", "n_seeds", "mean", "std", "ci_low", "ci_high", "confidence",
+                "n_queries", "reference", "difference", "p_value")
+
+
+def per_query(record: Mapping) -> dict[str, dict[str, float]]:
+    """metric -> {query key: value} of one evaluation record (empty when it has none)."""
+    data = record.get("per_query") or {}
+    keys = data.get("keys") or []
+    return {metric: dict(zip(keys, map(float, values))) for metric, values in (data.get("values") or {}).items()}
+
+
+def aggregate_of(records: Sequence[Mapping], metric: str) -> str:
+    for record in records:
+        name = ((record.get("per_query") or {}).get("aggregate") or {}).get(metric)
+        if name:
+            return name
+    return "mean"
+
+
+def study_rows(results: Sequence[Mapping], settings: Mapping) -> list[dict]:
+    """Mean +- std over seeds, the bootstrap interval over queries (seeds pooled per query) and the
+    paired test against ``settings["reference"]``, for every benchmark, experiment and metric."""
+    confidence, resamples = settings.get("confidence", 0.95), settings.get("resamples", 9999)
+    method, seed, reference = settings.get("method", "percentile"), settings.get("seed", 0), settings.get("reference")
+    rows = []
+    by_cell: dict[tuple[str, str], list[Mapping]] = {}
+    for record in results:
+        if record.get("metrics"):
+            by_cell.setdefault((record["benchmark"], record["experiment"]), []).append(record)
+    for (benchmark, experiment), records in sorted(by_cell.items()):
+        metrics = list(dict.fromkeys(name for r in records for name in r["metrics"]))
+        reference_records = by_cell.get((benchmark, reference), []) if reference else []
+        for metric in metrics:
+            spread = seed_summary([r["metrics"].get(metric) for r in records])
+            aggregate = aggregate_of(records, metric)
+            pooled = pool_seeds({r.get("seed", i): per_query(r).get(metric, {}) for i, r in enumerate(records)})
+            row = {"benchmark": benchmark, "experiment": experiment, "metric": metric, "n_seeds": spread.n,
+                   "mean": spread.mean, "std": spread.std, "confidence": confidence, "n_queries": len(pooled),
+                   "reference": reference if reference_records and experiment != reference else ""}
+            if pooled:
+                interval = bootstrap_interval(list(pooled.values()), aggregate, confidence, resamples, seed, method)
+                row.update(ci_low=interval.low, ci_high=interval.high)
+            if row["reference"]:
+                base = pool_seeds({r.get("seed", i): per_query(r).get(metric, {})
+                                   for i, r in enumerate(reference_records)})
+                a, b = paired_values(pooled, base)
+                if a:
+                    row["difference"], row["p_value"] = paired_test(a, b, aggregate, resamples, seed)
+            rows.append(row)
+    return rows

@@ -18,6 +18,11 @@ rule summarize:
             "results/summary.csv", caption="../report/summary.rst", category="Results"
         ),
         markdown="results/summary.md",
+        statistics=report(
+            "results/statistics.csv",
+            caption="../report/statistics.rst",
+            category="Results",
+        ),
         plots=report(
             directory("results/plots"),
             patterns=["{name}.png"],
@@ -29,6 +34,8 @@ rule summarize:
     conda:
         "../../envs/report.yaml"
     threads: 1
+    params:
+        settings=stage_settings("summarize"),
     shell:
         "python -m mcnflow summarize --metrics {input.metrics} --train-logs {input.train_logs}"
-        " --survival {input.survival} --out-dir results > {log} 2>&1"
+        " --survival {input.survival} --out-dir results --settings-file {params.settings} > {log} 2>&1"

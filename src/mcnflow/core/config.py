@@ -122,6 +122,11 @@ def _check_cross_references(config: dict) -> None:
         if name is not None and name not in corpora:
             raise ConfigError(f"config key '{role_key}': {name!r} is not a corpus; allowed values: "
                               + ", ".join(map(repr, sorted(corpora))))
+    reference = (config.get("statistics") or {}).get("reference")
+    experiments = config.get("experiments") or {}
+    if reference is not None and experiments and reference not in experiments:
+        raise ConfigError(f"config key 'statistics.reference': {reference!r} is not an experiment; allowed values: "
+                          + ", ".join(map(repr, sorted(experiments))))
     for bench, spec in (config.get("evaluation", {}).get("benchmarks") or {}).items():
         corpus = spec.get("corpus")
         if corpus not in corpora:

@@ -35,8 +35,15 @@ ID_SOURCE_KEY = {
     "youcook2": "annotations",
     "msrvtt": "csv",
     "crosstask": "videos",
+    "mining_youtube": "videos",
 }
 CROSSTASK_FILES = ("videos", "steps", "annotations")
+MINING_YOUTUBE_FILES = ("videos", "annotations")
+# The corpus reader each step-localization task evaluates.
+STEP_TASK_READERS = {"crosstask": "crosstask", "mining_youtube": "mining_youtube"}
+# Tasks whose benchmark leaves out the train corpus's videos unless exclude_videos_of says otherwise
+# (MCN's YouCook2 protocol); step localization evaluates every test video, as MCN.
+EXCLUDE_TRAIN_VIDEOS_BY_DEFAULT = ("retrieval", "localization")
 
 # Files `mcnflow demo-corpus` writes, relative to demo.corpus_dir.
 DEMO_CORPUS_FILES = (
@@ -46,6 +53,7 @@ DEMO_CORPUS_FILES = (
     "msrvtt/MSRVTT_JSFUSION_test.csv",
     "crosstask/videos.csv",
     "crosstask/tasks_primary.txt",
+    "mining_youtube/videos_test.txt",
 )
 
 # Where the workflow writes the settings files it hands to jobs.
@@ -177,6 +185,8 @@ class Plan:
         bench = self._benchmark(benchmark)
         evaluation = self.config["evaluation"]
         corpus = bench["corpus"]
+        if bench["task"] in STEP_TASK_READERS:
+            self.step_localization_files(benchmark)  # the corpus's reader must be the task's
         return {
             "benchmark": benchmark,
             "task": bench["task"],
@@ -184,11 +194,58 @@ class Plan:
             "spec": copy.deepcopy(self._corpus(corpus)),
             "tie_policy": evaluation["tie_policy"],
             "batch_size": evaluation["batch_size"],
-            "audio_frames": evaluation["audio_frames"],
+            # a benchmark's own audio_frames (MCN: MSR-VTT 3072) overrides evaluation.audio_frames
+            "audio_frames": bench.get("audio_frames") or evaluation["audio_frames"],
+            "convention": bench.get("convention", "present"),
+            "exclude": self._exclusion(benchmark),
             "localization": copy.deepcopy(evaluation["localization"]),
-            "crosstask": self.crosstask_files(corpus) if bench["task"] == "crosstask" else None,
+            "crosstask": copy.deepcopy(evaluation.get("crosstask") or {}),
             "experiment": self.experiment_settings(experiment, seed),
         }
+
+    def excluded_corpus(self, benchmark: str) -> str | None:
+        """The corpus whose video ids benchmark ``benchmark`` leaves out (``exclude_videos_of``;
+        absent: the train corpus for retrieval and localization, as MCN's YouCook2; null: none)."""
+        bench = self._benchmark(benchmark)
+        if "exclude_videos_of" in bench:
+            name = bench["exclude_videos_of"]
+        else:
+            name = self.train_corpus if bench["task"] in EXCLUDE_TRAIN_VIDEOS_BY_DEFAULT else None
+        if name is not None and name not in self.corpora:
+            raise ConfigError(f"config key 'evaluation.benchmarks.{benchmark}.exclude_videos_of': {name!r} is not "
+                              "a corpus; allowed values: " + ", ".join(map(repr, sorted(self.corpora))) + ", null")
+        return name
+
+    def excluded_id_file(self, benchmark: str) -> str | None:
+        """The id file of :meth:`excluded_corpus` (an input of the benchmark's evaluation jobs)."""
+        name = self.excluded_corpus(benchmark)
+        return self.id_file(name) if name is not None else None
+
+    def _exclusion(self, benchmark: str) -> dict | None:
+        name = self.excluded_corpus(benchmark)
+        if name is None:
+            return None
+        spec = copy.deepcopy(dict(self._corpus(name)))
+        spec["limit"] = None  # the whole corpus's list: MCN leaves out every video of HowTo100M
+        return {"corpus": name, "spec": spec}
+
+    def step_localization_files(self, benchmark: str) -> dict[str, str]:
+        """The corpus files a crosstask / mining_youtube benchmark reads (its reader must match the task)."""
+        bench = self._benchmark(benchmark)
+        task, corpus = bench["task"], bench["corpus"]
+        reader = self._corpus(corpus)["reader"]
+        if reader != STEP_TASK_READERS[task]:
+            raise ConfigError(f"config key 'evaluation.benchmarks.{benchmark}.corpus': a {task} benchmark needs a "
+                              f"corpus with reader {STEP_TASK_READERS[task]}, not {corpus!r} (reader {reader!r})")
+        if task == "crosstask":
+            return self.crosstask_files(corpus)
+        return {key: self._corpus(corpus)[key] for key in MINING_YOUTUBE_FILES}
+
+    def _summarize(self) -> dict:
+        return {"statistics": copy.deepcopy(dict(self.config.get("statistics") or {})),
+                "benchmarks": {name: {"task": bench["task"], "corpus": bench["corpus"],
+                                      "reader": self._corpus(bench["corpus"])["reader"]}
+                               for name, bench in self.benchmarks.items()}}
 
     def _demo(self) -> dict:
         if not self.demo:
@@ -282,12 +339,22 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
         "tie_policy": _ref(*_EVALUATION, "tie_policy"),
         "batch_size": _ref(*_EVALUATION, "batch_size"),
         "audio_frames": _ref(*_EVALUATION, "audio_frames"),
+        "convention": _ref(*_EVALUATION, "benchmarks", "additionalProperties", "properties", "convention"),
+        "exclude": {"type": ["object", "null"], "additionalProperties": False,
+                    "description": "the corpus whose video ids the benchmark leaves out (null: none)",
+                    "properties": {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA},
+                    "required": ["corpus", "spec"]},
         "localization": _ref(*_EVALUATION, "localization"),
-        "crosstask": {"type": ["object", "null"], "additionalProperties": False,
-                      "properties": {k: {"type": "string"} for k in CROSSTASK_FILES},
-                      "required": list(CROSSTASK_FILES)},
+        "crosstask": _ref(*_EVALUATION, "crosstask"),
         "experiment": _experiment_schema(root),
     })(root)),
+    "summarize": (Plan._summarize, (), _object({
+        "statistics": _ref("properties", "statistics"),
+        "benchmarks": {"type": "object", "additionalProperties": {
+            "type": "object", "additionalProperties": False, "required": ["task", "corpus", "reader"],
+            "properties": {"task": {"type": "string"}, "corpus": {"type": "string"},
+                           "reader": _ref("$defs", "corpus", "properties", "reader")}}},
+    })),
     "demo": (Plan._demo, (), lambda root: {**copy.deepcopy(root["properties"]["demo"]), "type": "object"}),
 }
 

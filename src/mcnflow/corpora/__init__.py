@@ -1,4 +1,5 @@
-"""Corpus readers: the real file formats of HowTo100M, YouCook2 and MSR-VTT behind one interface.
+"""Corpus readers: the real file formats of HowTo100M, YouCook2, MSR-VTT, CrossTask and Mining YouTube
+behind one interface.
 
 ``open_corpus(name, spec)`` returns a :class:`~mcnflow.corpora.base.Corpus` whose
 ``video_ids()`` (validated, de-duplicated, in file order), ``source(video_id)`` (a URL or a local
@@ -10,11 +11,12 @@ from __future__ import annotations
 from mcnflow.corpora.base import Caption, Corpus, CorpusError, Segment
 from mcnflow.corpora.crosstask import CrossTask
 from mcnflow.corpora.howto100m import HowTo100M
+from mcnflow.corpora.mining_youtube import MiningYouTube
 from mcnflow.corpora.msrvtt import MSRVTT
 from mcnflow.corpora.youcook2 import YouCook2
 
 READERS: dict[str, type[Corpus]] = {"howto100m": HowTo100M, "youcook2": YouCook2, "msrvtt": MSRVTT,
-                                    "crosstask": CrossTask}
+                                    "crosstask": CrossTask, "mining_youtube": MiningYouTube}
 
 
 def open_corpus(name: str, spec: dict, base_dir: str = ".") -> Corpus:

@@ -1,9 +1,11 @@
 """``mcnflow demo-corpus``: an offline, synthetic "HowTo100M" with known ground truth.
 
-Every video is a sequence of steps. A step shows one *ingredient* as a full-frame colour and plays one
-*action* as a pure tone, and its ASR-like caption names both ("now we chop the tomato"). So:
-video tells the ingredient, audio tells the action, and only text + video + audio together pin down a
-step uniquely. The evaluation sets use every (action, ingredient) combination at most once per set,
+Every video is a sequence of steps, narrated as in HowTo100M. A step shows one *ingredient* as a
+texture (a pattern in the ingredient's colour) that the step's *action* moves (a motion pattern); the
+audio plays the action as a pure tone with the step's ASR-like caption ("now we chop the tomato")
+spoken over it by espeak-ng, under background noise at ``demo.noise_snr_db``. So: each frame tells the
+ingredient, the motion and the tone tell the action, the speech says both, and only text + video +
+audio together pin down a step uniquely. The evaluation sets use every (action, ingredient) combination at most once per set,
 so text -> video retrieval has exactly one right answer per query and chance is 1 / n_queries.
 
 Written in the real formats, read back by the real readers:
@@ -17,22 +19,28 @@ The ``gone`` ids are listed but have no file (the server answers 404); ``flaky``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import math
 import random
+import shutil
 import subprocess
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mcnflow.core.atomic import atomic_path, atomic_write
-from mcnflow.core.config import add_settings_arguments, settings_from_args
+from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 
 log = logging.getLogger(__name__)
 
-# ingredient -> frame colour (ffmpeg colour name); action -> tone (Hz). Octave-spaced tones land in
-# clearly different mel bins; the colours stay separable even through a randomly initialised ResNet.
+# ingredient -> colour of its texture (ffmpeg colour name); action -> tone (Hz). Octave-spaced tones
+# land in clearly different mel bins.
 INGREDIENTS = {"tomato": "red", "cucumber": "green", "blueberry": "blue", "lemon": "yellow",
                "eggplant": "purple", "carrot": "orange", "coconut": "white", "radish": "magenta"}
 ACTIONS = {"chop": 220, "stir": 440, "peel": 880, "wash": 1760}
@@ -89,30 +97,238 @@ def _plan(demo: dict) -> dict[str, dict[str, list[Step]]]:
     return plan
 
 
+# --- what a step looks like ---------------------------------------------------------------------------
+# A randomly initialised ResNet152 (zero_init_residual: every residual block starts as the identity) is
+# about one random 7x7 convolution, ReLUs and random 1x1 projections, averaged over the frame. Flat
+# colours give it one constant patch each, and their features differ little along a nearly shared
+# direction; local patterns (edge orientation, spacing, shape) reach the average through many different
+# filters. So each ingredient is a texture: its own pattern, in its colour, on a dark background, with
+# spacing, phase and brightness drawn per step. Each action moves the texture (a translation, so every
+# frame still shows the ingredient; the action is in the motion over time and in the audio).
+# benchmarks/demo_separability.py measures both looks through the feature extractor.
+COLOUR_RGB = {"red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+              "purple": (128, 0, 128), "orange": (255, 165, 0), "white": (255, 255, 255), "magenta": (255, 0, 255)}
+INGREDIENT_PATTERNS = {"tomato": "dots", "cucumber": "rings", "blueberry": "checker", "lemon": "vstripes",
+                       "eggplant": "hstripes", "carrot": "diagonal", "coconut": "grid", "radish": "zigzag"}
+ACTION_MOTIONS = {"chop": "bounce", "stir": "circle", "peel": "sweep", "wash": "shake"}
+PATTERN_PERIOD = (1 / 14, 1 / 9)   # texture period, fraction of the frame height (drawn per step)
+MOTION_AMPLITUDE = 0.15            # largest displacement, fraction of the frame height
+
+# --- what a step sounds like --------------------------------------------------------------------------
+AUDIO_RATE = 16000        # Hz the track is made at: the pipeline's rate (normalize.audio_rate), so the
+                          # noise's band and the stated SNR are the ones the audio features see
+TONE_AMPLITUDE = 0.05     # the action tone's peak (RMS 0.035): the speech stays on top, as in HowTo100M
+SPEECH_RMS = 0.1          # the spoken caption's RMS, ~9 dB above the tone
+SPEECH_MARGIN = 0.1       # fraction of the step left without speech at its start and at its end
+ESPEAK = "espeak-ng"
+ESPEAK_VOICE = "en-us"
+MAX_SPEECH_WPM = 450      # espeak-ng's fastest documented rate
+DEFAULT_SPEECH_WPM = 175  # espeak-ng's own default (the schema's default for demo.speech_wpm)
+DEFAULT_NOISE_SNR_DB = 15.0
+
+
+class MissingTool(ConfigError):
+    """A program the demo corpus needs is not installed; the message says how to install it."""
+
+
+def require_espeak() -> str:
+    """The espeak-ng executable, or a :class:`MissingTool` error that names it."""
+    executable = shutil.which(ESPEAK)
+    if executable is None:
+        raise MissingTool("espeak-ng is not installed (not on PATH): the demo corpus speaks every caption "
+                          "with it. Install it with `make system-deps` or `apt-get install -y espeak-ng`")
+    return executable
+
+
+def _pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where the texture has the ingredient's colour; ``u``, ``v``: coordinates in texture periods."""
+    fu, fv = u - np.floor(u), v - np.floor(v)
+
+    def stripes(w: np.ndarray) -> np.ndarray:
+        return (w - np.floor(w)) < 0.5
+
+    if pattern == "hstripes":
+        return fv < 0.5
+    if pattern == "vstripes":
+        return fu < 0.5
+    if pattern == "diagonal":
+        return stripes((u + v) / math.sqrt(2))
+    if pattern == "checker":
+        return (np.floor(u) + np.floor(v)) % 2 == 0
+    if pattern == "dots":
+        return (fu - 0.5) ** 2 + (fv - 0.5) ** 2 < 0.3 ** 2
+    if pattern == "grid":
+        return (fu < 0.2) | (fv < 0.2)
+    if pattern == "rings":
+        return stripes(np.hypot(u - u.mean(), v - v.mean()))
+    if pattern == "zigzag":
+        return stripes(v + np.abs(fu - 0.5))
+    raise ValueError(f"unknown pattern {pattern!r}")
+
+
+def step_texture(ingredient: str, width: int, height: int, margin: int, rng: np.random.Generator) -> np.ndarray:
+    """The ingredient's texture, ``margin`` pixels larger than the frame on every side: uint8 (H, W, 3)."""
+    period = height * rng.uniform(*PATTERN_PERIOD)
+    phase_x, phase_y = rng.uniform(0, 1, size=2)
+    y, x = np.mgrid[0:height + 2 * margin, 0:width + 2 * margin].astype(np.float32)
+    mask = _pattern_mask(INGREDIENT_PATTERNS[ingredient], x / period + phase_x, y / period + phase_y)
+    colour = np.array(COLOUR_RGB[INGREDIENTS[ingredient]], dtype=np.float32) * rng.uniform(0.75, 1.0)
+    background = np.full(3, rng.uniform(0, 50), dtype=np.float32)
+    return np.where(mask[..., None], colour, background).round().astype(np.uint8)
+
+
+def motion_offset(action: str, seconds: float, step_seconds: float, amplitude: float,
+                  phase: float) -> tuple[float, float]:
+    """(dx, dy) in pixels of the texture at ``seconds`` into the step; |dx|, |dy| <= ``amplitude``."""
+    motion = ACTION_MOTIONS[action]
+    if motion == "bounce":    # chop: the texture jumps up and comes down, twice a second
+        return 0.0, -amplitude * abs(math.sin(2 * math.pi * seconds + phase))
+    if motion == "circle":    # stir: goes round a circle, once every two seconds
+        angle = math.pi * seconds + phase
+        return amplitude * math.cos(angle), amplitude * math.sin(angle)
+    if motion == "sweep":     # peel: one steady slide from left to right over the step
+        return amplitude * (2 * seconds / step_seconds - 1), 0.0
+    if motion == "shake":     # wash: fast small shake sideways, three times a second
+        return 0.5 * amplitude * math.sin(6 * math.pi * seconds + phase), 0.0
+    raise ValueError(f"unknown motion {motion!r}")
+
+
+def step_frames(step: Step, width: int, height: int, fps: int, step_seconds: float, rng: np.random.Generator):
+    """The frames of one step (uint8 (H, W, 3) each): its ingredient's texture, moved by its action."""
+    amplitude = MOTION_AMPLITUDE * height
+    margin = math.ceil(amplitude) + 1
+    texture = step_texture(step.ingredient, width, height, margin, rng)
+    phase = rng.uniform(0, 2 * math.pi)
+    for k in range(round(step_seconds * fps)):
+        dx, dy = motion_offset(step.action, k / fps, step_seconds, amplitude, phase)
+        x0, y0 = margin + round(dx), margin + round(dy)
+        yield texture[y0:y0 + height, x0:x0 + width]
+
+
+# --- speech, tone and noise ---------------------------------------------------------------------------
+
+def speech_span(step_seconds: float) -> tuple[float, float]:
+    """(start, longest duration) of the spoken caption within its step, in seconds."""
+    return SPEECH_MARGIN * step_seconds, (1 - 2 * SPEECH_MARGIN) * step_seconds
+
+
+def _espeak_samples(text: str, wpm: int) -> np.ndarray:
+    """espeak-ng's speech of ``text`` at ``wpm`` words per minute, float32 at AUDIO_RATE, silence trimmed."""
+    from scipy.signal import resample_poly
+
+    done = subprocess.run([require_espeak(), "-v", ESPEAK_VOICE, "-s", str(wpm), "--stdout", text],
+                          capture_output=True, stdin=subprocess.DEVNULL)
+    wav = done.stdout
+    if done.returncode != 0 or wav[:4] != b"RIFF" or b"data" not in wav[:100]:
+        raise RuntimeError(f"espeak-ng failed on {text!r}: "
+                           f"{done.stderr.decode('utf-8', 'replace').strip() or 'no WAV on stdout'}")
+    # espeak-ng streams a 16-bit mono WAV whose header cannot know its length: read the samples directly
+    channels, rate, bits = (int.from_bytes(wav[22:24], "little"), int.from_bytes(wav[24:28], "little"),
+                            int.from_bytes(wav[34:36], "little"))
+    if (channels, bits) != (1, 16):
+        raise RuntimeError(f"espeak-ng wrote {channels} channel(s) of {bits}-bit samples, expected 16-bit mono")
+    start = wav.index(b"data") + 8
+    samples = np.frombuffer(wav[start:start + (len(wav) - start) // 2 * 2], dtype="<i2").astype(np.float32) / 32768
+    gcd = math.gcd(AUDIO_RATE, rate)
+    samples = resample_poly(samples, AUDIO_RATE // gcd, rate // gcd).astype(np.float32)
+    loud = np.flatnonzero(np.abs(samples) > 0.01 * np.abs(samples).max(initial=0.0))
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng produced silence for {text!r}")
+    return samples[loud[0]:loud[-1] + 1]
+
+
+@functools.lru_cache(maxsize=1024)
+def synthesize_speech(text: str, max_seconds: float, wpm: int = DEFAULT_SPEECH_WPM) -> np.ndarray:
+    """``text`` spoken by espeak-ng, at most ``max_seconds`` long: float32 at AUDIO_RATE, RMS SPEECH_RMS.
+
+    Spoken at ``wpm`` words per minute, faster when that would not fit (up to MAX_SPEECH_WPM).
+    Deterministic; the result is cached and read-only.
+    """
+    rate = int(wpm)
+    while True:
+        samples = _espeak_samples(text, rate)
+        seconds = samples.size / AUDIO_RATE
+        if seconds <= max_seconds:
+            break
+        if rate >= MAX_SPEECH_WPM:
+            raise ConfigError(f"the caption {text!r} takes {seconds:.2f} s even at {MAX_SPEECH_WPM} words per "
+                              f"minute, more than the {max_seconds:.2f} s a step leaves for speech; raise "
+                              "demo.step_seconds")
+        rate = min(MAX_SPEECH_WPM, max(rate + 5, math.ceil(rate * seconds / max_seconds * 1.03)))
+    samples = samples * (SPEECH_RMS / float(np.sqrt(np.mean(samples ** 2))))
+    samples.setflags(write=False)
+    return samples
+
+
+def audio_track(steps: list[Step], step_seconds: float, speech: list[str] | None, speech_wpm: int,
+                noise_snr_db: float | None, rng: np.random.Generator) -> np.ndarray:
+    """The clip's sound, float32 mono at AUDIO_RATE: per step its action's tone with its caption spoken
+    over it (``speech``: one text per step, None: tones only), then white noise at ``noise_snr_db`` dB
+    below the whole clean track's power (None: no noise)."""
+    if speech is not None and len(speech) != len(steps):
+        raise ValueError(f"{len(speech)} spoken captions for {len(steps)} steps")
+    per_step = round(step_seconds * AUDIO_RATE)
+    start, longest = speech_span(step_seconds)
+    t = np.arange(per_step, dtype=np.float64) / AUDIO_RATE
+    track = np.zeros(per_step * len(steps), dtype=np.float64)
+    for k, step in enumerate(steps):
+        track[k * per_step:(k + 1) * per_step] = TONE_AMPLITUDE * np.sin(2 * np.pi * ACTIONS[step.action] * t)
+        if speech is not None:
+            spoken = synthesize_speech(speech[k], longest, speech_wpm)
+            offset = k * per_step + round(start * AUDIO_RATE)
+            track[offset:offset + spoken.size] += spoken
+    if noise_snr_db is not None:
+        noise_power = np.mean(track ** 2) / 10 ** (noise_snr_db / 10)
+        track += rng.standard_normal(track.size) * math.sqrt(noise_power)
+    peak = np.abs(track).max(initial=0.0)
+    if peak > 0.99:   # scale the whole track (the SNR stays): AAC must not clip
+        track *= 0.99 / peak
+    return track.astype(np.float32)
+
+
+def _video_seed(seed: int, video_id: str) -> int:
+    """Each video's own random stream (textures, motion phases, noise), stable across runs and machines."""
+    return zlib.crc32(f"{seed}:{video_id}".encode())
+
+
 def render_video(path: Path, steps: list[Step], step_seconds: float, size: str, fps: int,
-                 with_audio: bool = True) -> None:
-    """Encode the steps with ffmpeg lavfi sources into a small h264/aac mp4 (atomically)."""
-    inputs: list[str] = []
-    for step in steps:
-        inputs += ["-f", "lavfi", "-i", f"color=c={INGREDIENTS[step.ingredient]}:s={size}:d={step_seconds}:r={fps}"]
-    if with_audio:
-        for step in steps:
-            inputs += ["-f", "lavfi", "-i",
-                       f"sine=frequency={ACTIONS[step.action]}:duration={step_seconds}:sample_rate=44100"]
-    n = len(steps)
-    video_in = "".join(f"[{i}:v]" for i in range(n))
-    if with_audio:
-        audio_in = "".join(f"[{n + i}:a]" for i in range(n))
-        graph = f"{video_in}concat=n={n}:v=1:a=0[v];{audio_in}concat=n={n}:v=0:a=1[a]"
-        maps = ["-map", "[v]", "-map", "[a]", "-c:a", "aac", "-b:a", "64k"]
-    else:
-        graph = f"{video_in}concat=n={n}:v=1:a=0[v]"
-        maps = ["-map", "[v]"]
-    with atomic_path(path) as tmp:
-        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs,
-               "-filter_complex", graph, *maps, "-c:v", "libx264", "-preset", "ultrafast",
-               "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
-        subprocess.run(cmd, check=True)
+                 with_audio: bool = True, speech: list[str] | None = None,
+                 speech_wpm: int = DEFAULT_SPEECH_WPM, noise_snr_db: float | None = DEFAULT_NOISE_SNR_DB,
+                 seed: int = 0) -> None:
+    """Encode the steps into a small h264/aac mp4 (atomically).
+
+    Frames are made with numpy and piped to ffmpeg; the audio (:func:`audio_track`, made at 16 kHz) is
+    encoded at 44.1 kHz like a web video's. ``speech``: the text spoken in each step (None: no speech).
+    ``seed`` draws the textures, motion phases and noise, so a video is the same on every run.
+    """
+    width, height = (int(n) for n in size.split("x"))
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="mcnflow-demo-") as scratch, atomic_path(path) as tmp:
+        inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps),
+                  "-i", "pipe:"]
+        maps = ["-map", "0:v"]
+        if with_audio:
+            from scipy.io import wavfile
+
+            wav = Path(scratch) / "audio.wav"
+            wavfile.write(wav, AUDIO_RATE, audio_track(steps, step_seconds, speech, speech_wpm, noise_snr_db,
+                                                       np.random.default_rng([seed, 1])))
+            inputs += ["-i", str(wav)]
+            maps += ["-map", "1:a", "-c:a", "aac", "-b:a", "64k", "-ar", "44100"]
+        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, *maps,
+               "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
+        encoder = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        try:
+            for step in steps:
+                for frame in step_frames(step, width, height, fps, step_seconds, rng):
+                    encoder.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg stopped early: its exit status below says why
+        finally:
+            encoder.stdin.close()
+            returncode = encoder.wait()
+        if returncode != 0:
+            raise subprocess.CalledProcessError(returncode, cmd)
 
 
 def _caption(step: Step, rng: random.Random) -> str:
@@ -126,6 +342,7 @@ def _sentence(step: Step) -> str:
 def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
     """Write the three demo corpora under ``out_dir``; return the number of video files per corpus."""
     out = Path(out_dir)
+    require_espeak()  # before any file is written: every caption is spoken
     rng = random.Random(demo["seed"] + 1)
     plan = _plan(demo)
     gone = set(demo.get("gone", []))
@@ -187,9 +404,16 @@ def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
             handle.write(f"{task}\n{CROSSTASK_TASKS[task]}\nhttps://www.wikihow.com/demo\n{len(steps)}\n"
                          + ",".join(_sentence(step) for step in steps) + "\n\n")
 
+    # Narration: a training video speaks its caption.json texts; the others get ASR-like captions of their
+    # own (drawn for every job, rendered or not, so each video's narration never depends on what exists).
+    speech_rng = random.Random(demo["seed"] + 2)
+    speech_wpm = demo.get("speech_wpm", DEFAULT_SPEECH_WPM)
+    noise_snr_db = demo.get("noise_snr_db", DEFAULT_NOISE_SNR_DB)
     for path, steps, size, fps, with_audio in tqdm(jobs, desc="demo videos", unit="video"):
+        spoken = captions[path.stem]["text"] if path.stem in captions else [_caption(s, speech_rng) for s in steps]
         if not path.exists():
-            render_video(path, steps, step_s, size, fps, with_audio)
+            render_video(path, steps, step_s, size, fps, with_audio, speech=spoken, speech_wpm=speech_wpm,
+                         noise_snr_db=noise_snr_db, seed=_video_seed(demo["seed"], path.stem))
     for name, corpus_dir in ((TRAIN_CORPUS, train_dir), (YOUCOOK_CORPUS, yc_dir), (MSRVTT_CORPUS, ms_dir),
                              (CROSSTASK_CORPUS, ct_dir)):
         counts[name] = len(list((corpus_dir / "videos").glob("*.mp4")))
