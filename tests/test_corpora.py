@@ -119,3 +119,55 @@ def test_manifest_settings_are_checked_against_the_schema(tmp_path, msrvtt_csv, 
     assert main(["manifest", "--corpus", "msrvtt", "--settings", json.dumps(settings),
                  "--output", str(tmp_path / "m.tsv")]) == 2
     assert "settings key 'spec.source': 'ftp' is not allowed; allowed values: 'url', 'local'" in capsys.readouterr().err
+
+
+SRT = ("\ufeff1\r\n00:00:10,294 --> 00:00:11,095\r\nadd_oil\r\n\r\n"
+       "3\r\n00:01:02,300 --> 00:01:05,090\r\nadd_powder_turmeric \r\n\r\n"
+       "2\r\n00:00:12,300 --> 00:00:15,090\r\nadd_chilis_green\r\n")
+
+
+def test_mining_youtube_reader_real_format(tmp_path):
+    """The release's test/: videos_test.txt and annotations/<id>.srt (UTF-8 with BOM, CRLF, as shipped)."""
+    (tmp_path / "videos_test.txt").write_text("X7NlnFZXsy8\n-2TGG1WFF3A\n\nX7NlnFZXsy8\nbad id")
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "X7NlnFZXsy8.srt").write_bytes(SRT.encode("utf-8"))
+    spec = {"reader": "mining_youtube", "videos": "videos_test.txt", "annotations": "annotations", "source": "url",
+            "url_template": "https://www.youtube.com/watch?v={video_id}"}
+    corpus = open_corpus("mining_youtube", spec, base_dir=str(tmp_path))
+    assert corpus.video_ids() == ["X7NlnFZXsy8", "-2TGG1WFF3A"]
+    assert corpus.rejected == [("bad id", "not a valid youtube video id")]
+    steps = corpus.steps("X7NlnFZXsy8")
+    # sorted by start time; labels as sentences
+    assert [(s.label, s.start, s.end) for s in steps] == [
+        ("add_oil", 10.294, 11.095), ("add_chilis_green", 12.3, 15.09), ("add_powder_turmeric", 62.3, 65.09)]
+    assert [c.text for c in corpus.captions("X7NlnFZXsy8")] == ["add oil", "add chilis green", "add powder turmeric"]
+    assert corpus.evaluation_files() == {"videos": str(tmp_path / "videos_test.txt"), "annotations": str(annotations)}
+    with pytest.raises(CorpusError, match="annotation: file not found"):
+        corpus.steps("-2TGG1WFF3A")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("one\n00:00:01,000 --> 00:00:02,000\nadd_oil\n", "line 1: expected a subtitle number"),
+    ("1\n00:00:01 --> 00:00:02\nadd_oil\n", "line 2: expected 'HH:MM:SS,mmm --> HH:MM:SS,mmm'"),
+    ("1\n00:00:01,000 --> 00:00:02,000\n\n", "subtitle without a label"),
+    ("1\n00:00:05,000 --> 00:00:02,000\nadd_oil\n", "ends"),
+])
+def test_mining_youtube_malformed_annotations_name_the_line(tmp_path, text, message):
+    from mcnflow.corpora.mining_youtube import read_srt
+
+    (tmp_path / "v.srt").write_text(text)
+    with pytest.raises(CorpusError, match=message):
+        read_srt(tmp_path / "v.srt")
+
+
+def test_mining_youtube_corpus_in_the_config_needs_its_files(repo_root):
+    from mcnflow.core.config import ConfigError, load_config
+
+    corpus = {"reader": "mining_youtube", "videos": "v.txt", "source": "url", "url_template": "x/{video_id}"}
+    with pytest.raises(ConfigError, match="annotations"):
+        load_config([repo_root / "config.yaml"], overrides={"corpora": {"mining_youtube": corpus}})
+    config = load_config([repo_root / "config.yaml"],
+                         overrides={"corpora": {"mining_youtube": {**corpus, "annotations": "a/"}}})
+    from mcnflow.core.plan import Plan
+    assert Plan(config).id_file("mining_youtube") == "v.txt"

@@ -93,3 +93,22 @@ def test_server_serves_404s_and_fails_flaky_ids_once(corpus_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_mining_youtube_set_is_read_by_its_reader(corpus_dir, demo_settings):
+    """The Mining-YouTube-format set: videos_test.txt and one .srt per video, read by the real reader."""
+    config, demo = demo_settings
+    ids = planned_video_ids(demo)["mining_youtube"]
+    assert len(ids) == demo["mining_youtube_videos"] > 0
+    corpus = open_corpus("mining_youtube", dict(config["corpora"]["mining_youtube"],
+                                                videos=str(corpus_dir / "mining_youtube/videos_test.txt"),
+                                                annotations=str(corpus_dir / "mining_youtube/annotations")))
+    assert corpus.video_ids() == ids
+    for vid in ids:
+        steps = corpus.steps(vid)
+        assert [(s.start, s.end) for s in steps] == [(k * 1.0, (k + 1) * 1.0) for k in range(demo["steps_per_video"])]
+        action, ingredient = steps[0].sentence.split()
+        assert action in ACTIONS and ingredient in INGREDIENTS
+        assert len({s.label for s in steps}) == len(steps)
+        info = _probe(corpus_dir / "mining_youtube/videos" / f"{vid}.mp4")
+        assert float(info["format"]["duration"]) == pytest.approx(len(steps) * 1.0, abs=0.1)

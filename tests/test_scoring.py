@@ -183,8 +183,16 @@ def test_a_clip_without_a_needed_modality_is_a_failed_query(benchmark):
     outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 4, torch.device("cpu"))
     assert (outcome.n_queries, outcome.n_missing) == (6, 2)
     assert outcome.missing_reasons == {"audio: no_audio": 2}
-    assert outcome.metrics["recall_at_1"] == pytest.approx(100 * 4 / 6)
-    assert outcome.metrics["mean_rank"] == pytest.approx((4 * 1 + 2 * 6) / 6)   # failures get rank 6
+    # MCN's YouCook2 convention (the default): ranked among the 4 clips present, over those 4 queries
+    assert outcome.convention == "present" and outcome.metrics == outcome.by_convention["present"]
+    assert outcome.metrics["recall_at_1"] == 100.0 and outcome.metrics["mean_rank"] == 1.0
+    # missing queries as failures (MCN's MSR-VTT): never a hit, and the worst rank
+    failures = outcome.by_convention["failures"]
+    assert failures["recall_at_1"] == pytest.approx(100 * 4 / 6)
+    assert failures["mean_rank"] == pytest.approx((4 * 1 + 2 * 6) / 6)   # failures get rank 6
+    again = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 4, torch.device("cpu"),
+                               convention="failures")
+    assert again.metrics == failures and again.by_convention == outcome.by_convention
 
 
 def test_queries_outside_the_manifest_or_misaligned_with_the_text_are_missing(benchmark):
@@ -227,7 +235,8 @@ def _settings(b, task, pairs, space):
     settings = json.loads(json.dumps(Plan(config).settings("evaluate", experiment="tv", seed=1,
                                                            benchmark="youcook2_retrieval")))
     settings.update(benchmark="bench", task=task, corpus="youcook2", spec=b["spec"], batch_size=32,
-                    localization={"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]})
+                    localization={"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]},
+                    exclude=None)   # tests/test_eval_protocols.py runs the HowTo100M exclusion
     settings["experiment"].update(pairs=pairs, space=space)
     settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM)
     return settings
@@ -294,9 +303,14 @@ def test_oracle_recalls_every_crosstask_step(benchmark):
     outcome = evaluate_crosstask(OracleModel(), choose_scoring(["tv"], "shared"), files, _features(benchmark), 8,
                                  torch.device("cpu"))
     assert (outcome.n_queries, outcome.n_missing) == (4, 1)
-    # task 101: video 1 recall 1, video 2 recall 0 -> 50; task 202: video 3 recall 1, missing video 0 -> 50
-    assert outcome.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(50.0)}
-    assert outcome.metrics == {"crosstask_recall": pytest.approx(50.0)}
+    # task 101: video 1 recall 1, video 2 recall 0 -> 50; task 202: video 3 recall 1 -> 100 over the
+    # videos present (MCN's loader lists only videos with features), 50 with the missing one as recall 0
+    assert outcome.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(100.0)}
+    assert outcome.metrics == {"crosstask_recall": pytest.approx(75.0)}
+    assert outcome.by_convention["failures"] == {"crosstask_recall": pytest.approx(50.0)}
+    failures = evaluate_crosstask(OracleModel(), choose_scoring(["tv"], "shared"), files, _features(benchmark), 8,
+                                  torch.device("cpu"), convention="failures")
+    assert failures.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(50.0)}
 
 
 def test_msrvtt_whole_clip_queries(tmp_path):
@@ -321,7 +335,9 @@ def test_msrvtt_whole_clip_queries(tmp_path):
                                  video=[tmp_path / "video.h5"])
     scoring = choose_scoring(["tv"], "shared")
     queries = align_queries(corpus.segments(), features, scoring.clip_modalities)
-    outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 2, torch.device("cpu"))
+    outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 2, torch.device("cpu"),
+                                 convention="failures")
     assert (outcome.n_queries, outcome.n_missing) == (4, 1)
     assert outcome.missing_reasons == {"video: not extracted": 1}
     assert outcome.metrics["recall_at_1"] == pytest.approx(75.0)
+    assert outcome.by_convention["present"]["recall_at_1"] == 100.0

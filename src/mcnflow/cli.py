@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("mcnflow.download.cli", "download one shard of videos with yt-dlp (or take local files)"),
     "survival": ("mcnflow.download.survival", "summarize download ledgers: how many videos survived, and why not"),
     "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
+    "media": ("mcnflow.media.stage", "decode one shard once: normalize ledger, video + audio features (+ kept videos)"),
     "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
     "feature-stats": ("mcnflow.features.stats", "count feature outcomes and stored lengths per modality"),
     "train": ("mcnflow.training.cli", "train MCN for one experiment"),

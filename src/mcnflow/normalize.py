@@ -1,5 +1,11 @@
 """``mcnflow normalize``: re-encode one shard's downloads to one frame size, frame rate and audio format.
 
+The workflow does not run this stage any more: ``mcnflow media`` (:mod:`mcnflow.media`) decodes each
+download once and makes the normalized file (when ``normalize.keep`` is true), the 2D/3D video
+frames and the 16 kHz audio from that one decode, with this module's filters, probing, failure
+classification and verification. ``mcnflow normalize`` stays for users who want only the normalized
+videos (e.g. to hand them to another tool, or to re-extract features from them later).
+
 Every downloaded video becomes ``<out-dir>/<video_id>.mp4`` (``normalize.width`` x ``height`` at a
 constant ``fps``, H.264 yuv420p, AAC mono at ``audio_rate`` when the input has audio) or a ledger row
 saying why not. One ffmpeg run per video; its output is written under a ``.tmp-`` name and renamed
@@ -65,19 +71,27 @@ class NormalizeSettings:
     audio_bitrate: str
     threads: int
     duration_tolerance: float
+    # Keyframes exactly at the frames a ``sample_fps`` sampler (features.video.fps) takes, one closed
+    # GOP per sampling period, so a later 2D re-extraction decodes keyframes only (see keyframe_options).
+    align_keyframes: bool = True
+    sample_fps: float = 1.0
 
     @classmethod
     def from_mapping(cls, settings: Mapping) -> "NormalizeSettings":
-        missing = [name for name in cls.__dataclass_fields__ if name not in settings]
+        optional = {"align_keyframes", "sample_fps"}
+        missing = [name for name in cls.__dataclass_fields__ if name not in settings and name not in optional]
         if missing:
             raise ConfigError(f"config key 'normalize': missing key(s) {', '.join(missing)}")
-        values = {name: settings[name] for name in cls.__dataclass_fields__}
+        values = {name: settings[name] for name in cls.__dataclass_fields__ if name in settings}
         if values["resize_mode"] not in RESIZE_MODES:
             raise ConfigError(f"config key 'normalize.resize_mode': {values['resize_mode']!r} is not allowed; "
                               f"allowed values: {', '.join(map(repr, RESIZE_MODES))}")
         if values["video_codec"] not in CODEC_NAMES:
             raise ConfigError(f"config key 'normalize.video_codec': {values['video_codec']!r} is not allowed; "
                               f"allowed values: {', '.join(map(repr, CODEC_NAMES))}")
+        if "sample_fps" in values and not float(values["sample_fps"]) > 0:
+            raise ConfigError(f"normalize settings: sample_fps {values['sample_fps']!r} must be > 0 "
+                              "(it is features.video.fps)")
         return cls(**values)
 
 
@@ -110,8 +124,9 @@ def scaled_size(display_size: tuple[float, float], width: int, height: int, cove
     return _even(display_width * factor), _even(display_height * factor)
 
 
-def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
-    """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
+def picture_filters(video, info: MediaInfo, settings: NormalizeSettings):
+    """Resize to exactly width x height (as resize_mode says) with square pixels: the per-frame part
+    of the normalization (it commutes with the frame-rate filters, which only pick frames)."""
     width, height = settings.width, settings.height
     if settings.resize_mode == "stretch":
         video = video.filter("scale", width, height)
@@ -123,29 +138,82 @@ def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
     else:  # crop
         video = (video.filter("scale", *scaled_size(info.display_size, width, height, cover=True))
                  .filter("crop", width, height))  # crop centres by default
+    return video.filter("setsar", 1)
+
+
+def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
+    """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
     # The fps filter (not input -r) keeps timestamps: output frame k shows input time k / fps.
-    return video.filter("setsar", 1).filter("fps", fps=settings.fps)
+    return picture_filters(video, info, settings).filter("fps", fps=settings.fps)
+
+
+def sampler_frame_indices_expr(fps: float, sample_fps: float) -> str:
+    """An ffmpeg expression of ``n`` (frame number of a ``fps`` constant-rate stream) that is true
+    exactly for the frames an ffmpeg ``fps=sample_fps`` filter (default ``round=near``) keeps.
+
+    That filter gives input frame ``n`` the output time ``floor(n * sample_fps / fps + 0.5)`` and
+    keeps, per output time, the *last* input frame that rounds to it (measured: at 30 -> 1 fps it
+    keeps frames 14, 44, 74, ...): frame ``n`` is kept when frame ``n + 1`` rounds to a later time.
+    Integer arithmetic (rates as fractions) so no floating-point tie is decided wrongly.
+    """
+    rate, sample = Fraction(fps).limit_denominator(1_000_000), Fraction(sample_fps).limit_denominator(1_000_000)
+    ratio = sample / rate  # output ticks per input frame
+    a, b = ratio.numerator, ratio.denominator
+    # floor(n * a / b + 1/2) = floor((2 a n + b) / (2 b))
+    def tick(n: str) -> str:
+        return f"floor((2*{a}*({n})+{b})/{2 * b})"
+    return f"gt({tick('n+1')},{tick('n')})"
+
+
+def sampler_frame_indices(n_frames: int, fps: float, sample_fps: float) -> list[int]:
+    """The frame numbers of a ``fps`` stream of ``n_frames`` frames that :func:`sampler_frame_indices_expr`
+    selects (the same arithmetic, for tests and for decoders that pick frames by index)."""
+    ratio = Fraction(sample_fps).limit_denominator(1_000_000) / Fraction(fps).limit_denominator(1_000_000)
+    a, b = ratio.numerator, ratio.denominator
+    return [n for n in range(n_frames) if (2 * a * (n + 1) + b) // (2 * b) > (2 * a * n + b) // (2 * b)]
+
+
+def keyframe_options(settings: NormalizeSettings) -> dict:
+    """x264 options of the normalized file: with ``align_keyframes`` a closed GOP per sampling period
+    whose keyframe is the frame the ``sample_fps`` sampler takes (scene-cut keyframes off), so
+    ``-skip_frame nokey`` + the same sampler gives exactly the sampler's frames; else x264's own GOPs.
+
+    Frame 0 is always a keyframe too; the sampler drops it (a later keyframe rounds to the same time),
+    so a keyframe-only decode followed by the ``fps`` filter still yields exactly the sampler's frames.
+    """
+    if not settings.align_keyframes:
+        return {}
+    period = Fraction(settings.fps).limit_denominator(1_000_000) / Fraction(settings.sample_fps).limit_denominator(1_000_000)
+    # keyint above the period: x264 never adds a keyframe of its own between two forced ones
+    return {"force_key_frames": f"expr:{sampler_frame_indices_expr(settings.fps, settings.sample_fps)}",
+            "g": max(2, math.ceil(period) * 2), "sc_threshold": 0, "flags": "+cgop"}
 
 
 def build_command(info: MediaInfo, output: str | Path, settings: NormalizeSettings):
     """The ffmpeg-python graph that normalizes ``info.path`` into ``output`` (not yet run)."""
     source = ffmpeg.input(ffmpeg_path(info.path), threads=settings.threads)
     streams = [_video_filters(source[str(info.video_stream_index)], info, settings)]
-    options = dict(
-        format=OUTPUT_FORMAT,
-        vcodec=settings.video_codec, preset=settings.preset, crf=settings.crf, pix_fmt=OUTPUT_PIX_FMT,
-        threads=settings.threads, movflags="+faststart",
-    )
     if info.has_audio:
         # Map one audio stream by index: "0:a" would map every audio track of the input.
         streams.append(source[str(info.audio_stream_index)])
-        options.update(acodec="aac", ac=1, ar=settings.audio_rate, audio_bitrate=settings.audio_bitrate)
-    else:
-        options.update(an=None)
-    return (ffmpeg.output(*streams, ffmpeg_path(output), **options)
+    return (ffmpeg.output(*streams, ffmpeg_path(output), **output_options(info, settings))
             .global_args("-nostdin", "-hide_banner", "-loglevel", "error",
                          "-filter_complex_threads", str(settings.threads))
             .overwrite_output())
+
+
+def output_options(info: MediaInfo, settings: NormalizeSettings) -> dict:
+    """The encoder and muxer options of the normalized file (shared with mcnflow.media's decode graph)."""
+    options = dict(
+        format=OUTPUT_FORMAT,
+        vcodec=settings.video_codec, preset=settings.preset, crf=settings.crf, pix_fmt=OUTPUT_PIX_FMT,
+        threads=settings.threads, movflags="+faststart", **keyframe_options(settings),
+    )
+    if info.has_audio:
+        options.update(acodec="aac", ac=1, ar=settings.audio_rate, audio_bitrate=settings.audio_bitrate)
+    else:
+        options.update(an=None)
+    return options
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -176,14 +244,7 @@ def verify_output(out: MediaInfo, settings: NormalizeSettings, *, duration: floa
     if out.n_frames == 0:
         problems.append("output has no frames")
 
-    frame = 1.0 / settings.fps
-    if duration is not None and duration < frame:
-        # Shorter than one output frame: the fps filter still emits one frame; that is enough.
-        if out.duration is None or out.duration < frame * (1 - FPS_REL_TOL):
-            problems.append(f"duration {out.duration} s, expected at least one frame ({frame:.6g} s)")
-    elif duration is not None:
-        if out.duration is None or abs(out.duration - duration) > tolerance:
-            problems.append(f"duration {out.duration} s, expected {duration} s ± {tolerance} s")
+    problems += duration_problems(out.duration, settings, duration=duration, tolerance=tolerance)
 
     if has_audio:
         if not out.has_audio:
@@ -194,6 +255,21 @@ def verify_output(out: MediaInfo, settings: NormalizeSettings, *, duration: floa
     elif out.has_audio:
         problems.append("output has an audio stream, input has none")
     return problems
+
+
+def duration_problems(out_duration: float | None, settings: NormalizeSettings, *, duration: float | None,
+                      tolerance: float) -> list[str]:
+    """The duration check of :func:`verify_output`: ``out_duration`` (what was made) against the input's
+    ``duration`` (None: not checked) within ``tolerance`` seconds."""
+    frame = 1.0 / settings.fps
+    if duration is not None and duration < frame:
+        # Shorter than one output frame: the fps filter still emits one frame; that is enough.
+        if out_duration is None or out_duration < frame * (1 - FPS_REL_TOL):
+            return [f"duration {out_duration} s, expected at least one frame ({frame:.6g} s)"]
+    elif duration is not None:
+        if out_duration is None or abs(out_duration - duration) > tolerance:
+            return [f"duration {out_duration} s, expected {duration} s ± {tolerance} s"]
+    return []
 
 
 def check_existing_output(path: Path, row: Mapping[str, str], settings: NormalizeSettings) -> list[str]:
@@ -223,13 +299,10 @@ def _ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
     return NormalizeFailure(NormalizeStatus.ERROR, f"ffmpeg failed: {message}")
 
 
-def normalize_video(source_path: str | Path, output: str | Path, settings: NormalizeSettings) -> MediaInfo:
-    """Normalize one video into ``output``; return the verified output's facts.
-
-    Raises :class:`NormalizeFailure` (with a ledger status) if the input is bad or the result does not
-    verify; ``output`` then does not exist and no temporary file is left behind.
-    """
-    source_path, output = Path(source_path), Path(output)
+def probe_source(source_path: str | Path) -> MediaInfo:
+    """The facts of one download, or :class:`NormalizeFailure` with the ledger status of what is wrong
+    with it (missing: error; zero bytes: empty_input; unreadable: corrupt; no video stream: no_video)."""
+    source_path = Path(source_path)
     if not source_path.is_file():
         raise NormalizeFailure(NormalizeStatus.ERROR, f"input file is missing: {source_path}")
     if source_path.stat().st_size == 0:
@@ -243,31 +316,53 @@ def normalize_video(source_path: str | Path, output: str | Path, settings: Norma
         raise NormalizeFailure(NormalizeStatus.NO_VIDEO, f"input has no video stream ({streams})")
     if source.display_size is None:
         raise NormalizeFailure(NormalizeStatus.CORRUPT, "the video stream reports no frame size")
+    return source
+
+
+def ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
+    """The failure of an ffmpeg run on ``path``: corrupt when its stderr says the input is bad, else error."""
+    return _ffmpeg_failure(stderr, ffmpeg_path(path))
+
+
+def verify_file(tmp: str | Path, source: MediaInfo, settings: NormalizeSettings) -> MediaInfo:
+    """Probe a just-written normalized file and check it against ``source``; raise verify_failed if not."""
+    try:
+        result = probe(tmp)
+    except MediaProbeError as exc:
+        raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, f"output unreadable: {exc.reason}") from None
+    problems = verify_output(result, settings, duration=source.duration, has_audio=source.has_audio)
+    if problems:
+        raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
+    return result
+
+
+def normalize_video(source_path: str | Path, output: str | Path, settings: NormalizeSettings) -> MediaInfo:
+    """Normalize one video into ``output``; return the verified output's facts.
+
+    Raises :class:`NormalizeFailure` (with a ledger status) if the input is bad or the result does not
+    verify; ``output`` then does not exist and no temporary file is left behind.
+    """
+    source_path, output = Path(source_path), Path(output)
+    source = probe_source(source_path)
 
     with atomic_path(output) as tmp:
         try:
             build_command(source, tmp, settings).run(capture_stdout=True, capture_stderr=True)
         except ffmpeg.Error as exc:
             raise _ffmpeg_failure(exc.stderr or b"", ffmpeg_path(source_path)) from None
-        try:
-            result = probe(tmp)
-        except MediaProbeError as exc:
-            raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, f"output unreadable: {exc.reason}") from None
-        problems = verify_output(result, settings, duration=source.duration, has_audio=source.has_audio)
-        if problems:
-            raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
+        result = verify_file(tmp, source, settings)
     return dataclasses.replace(result, path=str(output))
 
 
 # --- one shard --------------------------------------------------------------------------------
 
-def _ok_row(video_id: str, output: Path, result: MediaInfo) -> dict:
+def ok_row(video_id: str, output: Path, result: MediaInfo) -> dict:
     return dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=result.has_audio,
                 duration=result.duration, width=result.width, height=result.height, fps=result.fps,
                 path=str(output))
 
 
-def _failure_row(video_id: str, status: str, message: str) -> dict:
+def failure_row(video_id: str, status: str, message: str) -> dict:
     return dict(video_id=video_id, status=status, message=message)
 
 
@@ -282,7 +377,7 @@ def _shard_order(download_rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def _is_safe_id(video_id: str) -> bool:
+def is_safe_id(video_id: str) -> bool:
     """The id becomes a file name: accept only ids that are safe as one (YouTube or local style)."""
     return is_valid_video_id(video_id, "youtube") or is_valid_video_id(video_id, "local")
 
@@ -305,16 +400,13 @@ def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    download_rows = read_ledger(download_ledger)
-    if download_rows and not {"video_id", "status", "path"} <= set(download_rows[0]):
-        raise ValueError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
-    rows = _shard_order(download_rows)
+    rows = read_download_ledger(download_ledger)
 
     def output_of(video_id: str) -> Path:
         return out_dir / f"{video_id}.mp4"
 
     # Temporaries of *this* shard only (its ledger's and its videos'): ShardRun leaves the rest alone.
-    outputs = [output_of(row["video_id"]) for row in rows if _is_safe_id(row["video_id"])]
+    outputs = [output_of(row["video_id"]) for row in rows if is_safe_id(row["video_id"])]
     run = ShardRun(ledger, NORMALIZE_COLUMNS, outputs=outputs,
                    trust=lambda video_id, row: _settled(row, output_of(video_id), settings))
     for download in tqdm(rows, desc=f"normalize {Path(ledger).stem}", unit="video"):
@@ -330,24 +422,42 @@ def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: st
     return final
 
 
+def download_failure(download: Mapping[str, str]) -> dict | None:
+    """The normalize-ledger row of a download row that gives nothing to normalize (unsafe id, not
+    downloaded, no path), or None when there is a file to try."""
+    video_id = download["video_id"]
+    if not is_safe_id(video_id):
+        return failure_row(video_id, NormalizeStatus.ERROR, f"unsafe video id {video_id!r}")
+    if download["status"] != DownloadStatus.OK:
+        return failure_row(video_id, NormalizeStatus.NOT_DOWNLOADED, f"download status: {download['status']}")
+    if not download["path"]:
+        return failure_row(video_id, NormalizeStatus.ERROR, "download ledger row is ok but has no path")
+    return None
+
+
+def read_download_ledger(download_ledger: str | Path) -> list[dict[str, str]]:
+    """The shard's download rows, one per video id (first wins), checked to be a download ledger."""
+    download_rows = read_ledger(download_ledger)
+    if download_rows and not {"video_id", "status", "path"} <= set(download_rows[0]):
+        raise ValueError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
+    return _shard_order(download_rows)
+
+
 def _normalize_row(download: Mapping[str, str], output: Path, settings: NormalizeSettings) -> dict:
     video_id = download["video_id"]
-    if not _is_safe_id(video_id):
-        return _failure_row(video_id, NormalizeStatus.ERROR, f"unsafe video id {video_id!r}")
-    if download["status"] != DownloadStatus.OK:
-        return _failure_row(video_id, NormalizeStatus.NOT_DOWNLOADED, f"download status: {download['status']}")
-    if not download["path"]:
-        return _failure_row(video_id, NormalizeStatus.ERROR, "download ledger row is ok but has no path")
+    failure = download_failure(download)
+    if failure is not None:
+        return failure
     try:
         result = normalize_video(download["path"], output, settings)
     except NormalizeFailure as failure:
         log.debug("%s: %s: %s", video_id, failure.status, failure.message)
-        row = _failure_row(video_id, failure.status, failure.message)
+        row = failure_row(video_id, failure.status, failure.message)
     except Exception as exc:  # one bad video must not end the shard
         log.exception("%s: unexpected failure", video_id)
-        row = _failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")
+        row = failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")
     else:
-        return _ok_row(video_id, output, result)
+        return ok_row(video_id, output, result)
     # An output from an earlier run must not sit beside a row that says there is none.
     output.unlink(missing_ok=True)
     return row

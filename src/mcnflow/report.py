@@ -5,7 +5,8 @@ training logs (results/train/<experiment>/log.tsv) and, optionally, the download
 Outputs (all written atomically):
 
 - ``summary.csv``: one row per experiment and benchmark (pairs, space, scoring, every metric,
-  n_queries, n_missing, note);
+  n_queries, n_missing, protocol, convention, n_excluded, the other convention's metrics as
+  ``<metric>_<convention>``, note);
 - ``summary.md``: a markdown table per benchmark, with the chance level of each retrieval benchmark
   (R@K of a random ranking = K / n_queries), then the download survival tables;
 - ``plots/<metric>.png``: the metric of every experiment, grouped by benchmark;
@@ -36,9 +37,15 @@ log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("experiment", "seed", "pairs", "space", "benchmark", "task", "scoring")
 COUNT_COLUMNS = ("n_queries", "n_missing")
+# which protocol and convention a result's `metrics` follow, and the queries its benchmark left out
+PROTOCOL_COLUMNS = ("protocol", "convention", "n_excluded")
+CONVENTION_LABELS = {"present": "ranked among the clips present, over the queries present (MCN's YouCook2)",
+                     "failures": "queries without features count as failures (MCN's MSR-VTT)"}
+PROTOCOL_LABELS = {"mcn": "MCN's protocol", "mcnflow": "mcnflow's own protocol, not an MCN one"}
 # how metric names read in the markdown table and on plot axes
 LABELS = {"recall_at_1": "R@1", "recall_at_5": "R@5", "recall_at_10": "R@10", "median_rank": "MedR",
-          "mean_rank": "MeanR", "mean_iou": "mIoU", "crosstask_recall": "CrossTask recall"}
+          "mean_rank": "MeanR", "mean_iou": "mIoU", "crosstask_recall": "CrossTask recall",
+          "mining_youtube_recall": "Mining YouTube recall"}
 LOWER_IS_BETTER = {"median_rank", "mean_rank"}
 LOSS_COLUMNS = ("total", "loss")  # the training log's total-loss column, first found
 X_COLUMNS = ("step", "epoch")  # the training log's x axis, first found
@@ -125,6 +132,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def other_conventions(result: dict[str, Any]) -> dict[str, Any]:
+    """``{<metric>_<convention>: value}`` for the convention(s) other than the one ``metrics`` follows."""
+    headline = result.get("convention")
+    return {f"{name}_{convention}": value
+            for convention, values in (result.get("metrics_by_convention") or {}).items() if convention != headline
+            for name, value in values.items()}
+
+
+def convention_columns(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The other conventions' metric columns, in first-seen order."""
+    return list(dict.fromkeys(name for result in results for name in other_conventions(result)))
+
+
 def summary_rows(results: Sequence[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
@@ -134,6 +154,9 @@ def summary_rows(results: Sequence[dict[str, Any]], metrics: Sequence[str]) -> l
             row[name] = result["metrics"].get(name)
         for key in COUNT_COLUMNS:
             row[key] = result.get(key)
+        for key in PROTOCOL_COLUMNS:
+            row[key] = result.get(key)
+        row.update(other_conventions(result))
         row["note"] = result.get("note") or ""
         rows.append(row)
     return rows
@@ -159,20 +182,44 @@ def chance_line(n_queries: int) -> str:
             + f", MedR = {(n_queries + 1) / 2:.1f}.")
 
 
+def _convention_label(column: str) -> str:
+    """``recall_at_1_failures`` -> ``R@1 (failures)``."""
+    name, _, convention = column.rpartition("_")
+    return f"{label(name)} ({convention})"
+
+
+def protocol_line(rows: Sequence[dict[str, Any]]) -> str:
+    """Whose protocol and which convention a benchmark's metrics follow, and what it left out ('' when unknown)."""
+    parts = []
+    protocols = sorted({r["protocol"] for r in rows if r.get("protocol")})
+    conventions = sorted({r["convention"] for r in rows if r.get("convention")})
+    excluded = sorted({(r.get("excluded_by"), r.get("n_excluded")) for r in rows if r.get("n_excluded")},
+                      key=lambda pair: (str(pair[0]), pair[1]))
+    parts += [f"Protocol: {PROTOCOL_LABELS.get(p, p)}." for p in protocols]
+    parts += [f"Metrics: {CONVENTION_LABELS.get(c, c)}." for c in conventions]
+    parts += [f"Left out: {n} queries of videos in {corpus}." for corpus, n in excluded]
+    return " ".join(parts) + "\n\n" if parts else ""
+
+
 def summary_markdown(results: Sequence[dict[str, Any]], survival: Sequence[Path]) -> str:
     out = io.StringIO()
     out.write("# mcnflow results\n\n")
     out.write("Retrieval metrics are in percent (R@K) and ranks (MedR, MeanR); localization metrics in percent. "
-              "Queries whose clip has no features count as failures (n_missing).\n")
+              "Queries whose clip has no features (n_missing) count as failures, or, where a benchmark's convention "
+              "is `present`, are left out; the other convention's columns are marked (present) / (failures).\n")
     benchmarks = sorted({r["benchmark"] for r in results})
     for benchmark in benchmarks:
         rows = [r for r in results if r["benchmark"] == benchmark]
         names = metric_names(rows)
         task = rows[0].get("task", "")
         out.write(f"\n## {benchmark} ({task})\n\n")
-        header = ["experiment", "pairs", "space", "scoring", *[label(n) for n in names], "n_queries", "n_missing", "note"]
+        out.write(protocol_line(rows))
+        others = convention_columns(rows)
+        header = ["experiment", "pairs", "space", "scoring", *[label(n) for n in names],
+                  *[_convention_label(n) for n in others], "n_queries", "n_missing", "note"]
         table = [[r["experiment"], r.get("pairs") or [], r.get("space", ""), r.get("scoring", ""),
-                  *[r["metrics"].get(n) for n in names], r.get("n_queries"), r.get("n_missing"), r.get("note", "")]
+                  *[r["metrics"].get(n) for n in names], *[other_conventions(r).get(n) for n in others],
+                  r.get("n_queries"), r.get("n_missing"), r.get("note", "")]
                  for r in rows]
         out.write(markdown_table(header, table) + "\n")
         if task == "retrieval":
@@ -387,7 +434,7 @@ def summarize(metric_paths: Sequence[str | Path], log_paths: Sequence[str | Path
     metrics = metric_names(results)
     written: dict[str, Path] = {}
 
-    columns = [*ID_COLUMNS, *metrics, *COUNT_COLUMNS, "note"]
+    columns = [*ID_COLUMNS, *metrics, *COUNT_COLUMNS, *PROTOCOL_COLUMNS, *convention_columns(results), "note"]
     written["csv"] = out_dir / "summary.csv"
     write_csv(written["csv"], summary_rows(results, metrics), columns)
 

@@ -143,6 +143,10 @@ def evaluation_inputs(wildcards):
     )
     files["manifest"] = f"results/manifest/{corpus}.tsv"
     files["word2vec"] = WORD2VEC
+    excluded = PLAN.excluded_id_file(wildcards.benchmark)
+    if excluded:
+        # the video ids the benchmark leaves out (MCN's YouCook2: those of HowTo100M)
+        files["excluded_ids"] = excluded
     return files
 
 

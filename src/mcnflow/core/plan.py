@@ -159,7 +159,18 @@ class Plan:
         return copy.deepcopy(self.config["download"])
 
     def _normalize(self) -> dict:
-        return copy.deepcopy(self.config["normalize"])
+        # sample_fps: the 2D sampler the kept videos' keyframes are aligned to (normalize.align_keyframes)
+        return {**copy.deepcopy(self.config["normalize"]), "sample_fps": self.config["features"]["video"]["fps"]}
+
+    def _media(self) -> dict:
+        """One decode per video (mcnflow media): the normalization, the 2D video and audio features,
+        and the 3D video features when media.video3d is true."""
+        media = copy.deepcopy(self.config.get("media") or {})
+        settings = {"normalize": self._normalize(), "media": media,
+                    "video": self._features("video"), "audio": self._features("audio")}
+        if media.get("video3d"):
+            settings["video3d"] = self._features("video3d")
+        return settings
 
     def _features(self, modality: str) -> dict:
         return {**copy.deepcopy(self.config["features"][modality]),
@@ -318,9 +329,22 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
     "manifest": (Plan._manifest, ("corpus",), _object(
         {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA, "shard_size": _ref("properties", "shard_size")})),
     "download": (Plan._download, (), _flat("download")),
-    "normalize": (Plan._normalize, (), _flat("normalize")),
+    "normalize": (Plan._normalize, (), _flat("normalize", extra={"sample_fps": _ref(
+        "properties", "features", "properties", "video", "properties", "fps")})),
+    "media": (Plan._media, (), lambda root: _object({
+        "normalize": _flat("normalize", extra={"sample_fps": _ref(
+            "properties", "features", "properties", "video", "properties", "fps")})(root),
+        "media": _ref("properties", "media"),
+        "video": _flat("features", "video", extra={"compression": _COMPRESSION})(root),
+        "audio": _flat("features", "audio", extra={"compression": _COMPRESSION})(root),
+        # present only when media.video3d is true: no default may fill it in
+        "video3d": {key: value for key, value in _flat("features", "video3d", extra={"compression": _COMPRESSION})(
+            root).items() if key != "default"},
+    }, required=["normalize", "media", "video", "audio"])(root)),
     "features.video": (lambda plan: plan._features("video"), (), _flat("features", "video",
                                                                        extra={"compression": _COMPRESSION})),
+    "features.video3d": (lambda plan: plan._features("video3d"), (), _flat("features", "video3d",
+                                                                           extra={"compression": _COMPRESSION})),
     "features.audio": (lambda plan: plan._features("audio"), (), _flat("features", "audio",
                                                                        extra={"compression": _COMPRESSION})),
     "features.text": (Plan._text, ("corpus",), _object(
@@ -380,7 +404,7 @@ def validate_stage_settings(stage: str, settings: Any, origin: str = "--settings
     errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         # Keys of a stage that is one config section are named as in the config (features.video.device).
-        prefix = f"{stage}." if stage in ("download", "normalize", "features.video", "features.audio") else ""
+        prefix = f"{stage}." if stage in ("download", "normalize", "features.video", "features.video3d", "features.audio") else ""
         messages = [describe_error(e).replace("config key '<top level>'", f"settings key '{prefix.rstrip('.') or '<top level>'}'", 1)
                     .replace("config key '", f"settings key '{prefix}", 1) for e in errors[:10]]
         raise ConfigError(f"{origin}: invalid settings for stage {stage!r}:\n  " + "\n  ".join(messages))

@@ -13,6 +13,7 @@ Written in the real formats, read back by the real readers:
   youcook2/youcookii_annotations_trainval.json, youcook2/videos/<id>.mp4         (served over HTTP)
   msrvtt/MSRVTT_JSFUSION_test.csv, msrvtt/videos/<id>.mp4                         (a local folder)
   crosstask/videos.csv, tasks_primary.txt, annotations/<task>_<id>.csv, videos/    (served over HTTP)
+  mining_youtube/videos_test.txt, annotations/<id>.srt, videos/<id>.mp4           (served over HTTP)
 The ``gone`` ids are listed but have no file (the server answers 404); ``flaky`` ids fail once.
 """
 
@@ -48,6 +49,7 @@ FILLERS = ["now we", "okay so we", "next we", "then we", "and we", "so you"]
 
 TRAIN_CORPUS, YOUCOOK_CORPUS, MSRVTT_CORPUS, CROSSTASK_CORPUS = "howto100m", "youcook2", "msrvtt", "crosstask"
 CROSSTASK_TASKS = {"90001": "Make a fruit salad", "90002": "Prepare vegetables"}
+MINING_CORPUS = "mining_youtube"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def planned_video_ids(demo: dict) -> dict[str, list[str]]:
         YOUCOOK_CORPUS: [f"yc2v{i:07d}" for i in range(demo["eval_videos"])],
         MSRVTT_CORPUS: [f"video{9000 + i}" for i in range(demo["msrvtt_videos"])],
         CROSSTASK_CORPUS: [f"ctsk{i:07d}" for i in range(demo.get("crosstask_videos", 0))],
+        MINING_CORPUS: [f"mytb{i:07d}" for i in range(demo.get("mining_youtube_videos", 0))],
     }
 
 
@@ -339,6 +342,32 @@ def _sentence(step: Step) -> str:
     return f"{step.action} the {step.ingredient}"
 
 
+def _srt_time(seconds: float) -> str:
+    millis = int(round(seconds * 1000))
+    return f"{millis // 3600000:02d}:{millis // 60000 % 60:02d}:{millis // 1000 % 60:02d},{millis % 1000:03d}"
+
+
+def write_mining_youtube(demo: dict, out: Path) -> list[tuple[Path, list[Step], str, int, bool]]:
+    """The Mining-YouTube-format set (the release's ``test/``): ``videos_test.txt`` and one SubRip
+    ``annotations/<id>.srt`` per video labelling its steps ``<action>_<ingredient>``; returns the
+    videos to render. Each video shows distinct combinations, drawn from their own random stream
+    (so the other demo sets never change with this one)."""
+    rng = random.Random(demo["seed"] + 7)
+    step_s = demo["step_seconds"]
+    mining_dir = out / MINING_CORPUS
+    jobs = []
+    ids = planned_video_ids(demo)[MINING_CORPUS]
+    with atomic_write(mining_dir / "videos_test.txt") as handle:
+        handle.write("".join(f"{vid}\n" for vid in ids))
+    for vid in ids:
+        steps = rng.sample(_all_steps(), demo["steps_per_video"])
+        with atomic_write(mining_dir / "annotations" / f"{vid}.srt") as handle:
+            handle.write("\n".join(f"{k + 1}\n{_srt_time(k * step_s)} --> {_srt_time((k + 1) * step_s)}\n"
+                                   f"{step.action}_{step.ingredient}\n" for k, step in enumerate(steps)))
+        jobs.append((mining_dir / "videos" / f"{vid}.mp4", steps, "640x360", 30, True))
+    return jobs
+
+
 def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
     """Write the three demo corpora under ``out_dir``; return the number of video files per corpus."""
     out = Path(out_dir)
@@ -404,6 +433,8 @@ def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
             handle.write(f"{task}\n{CROSSTASK_TASKS[task]}\nhttps://www.wikihow.com/demo\n{len(steps)}\n"
                          + ",".join(_sentence(step) for step in steps) + "\n\n")
 
+    jobs += write_mining_youtube(demo, out)  # last: the other videos' narration draws come first
+
     # Narration: a training video speaks its caption.json texts; the others get ASR-like captions of their
     # own (drawn for every job, rendered or not, so each video's narration never depends on what exists).
     speech_rng = random.Random(demo["seed"] + 2)
@@ -415,7 +446,7 @@ def make_demo_corpus(demo: dict, out_dir: str | Path) -> dict[str, int]:
             render_video(path, steps, step_s, size, fps, with_audio, speech=spoken, speech_wpm=speech_wpm,
                          noise_snr_db=noise_snr_db, seed=_video_seed(demo["seed"], path.stem))
     for name, corpus_dir in ((TRAIN_CORPUS, train_dir), (YOUCOOK_CORPUS, yc_dir), (MSRVTT_CORPUS, ms_dir),
-                             (CROSSTASK_CORPUS, ct_dir)):
+                             (CROSSTASK_CORPUS, ct_dir), (MINING_CORPUS, out / MINING_CORPUS)):
         counts[name] = len(list((corpus_dir / "videos").glob("*.mp4")))
     log.info("demo corpus in %s: %s video files; %d gone ids listed without a file", out, counts, len(gone))
     return counts

@@ -2,11 +2,17 @@
 
 Settings: the ``evaluate`` stage of :mod:`mcnflow.core.plan` (``--settings-file``, what the workflow
 passes; or computed from ``--config`` files with ``--experiment`` and ``--benchmark``):
-``{"benchmark", "task": retrieval|localization|crosstask, "corpus", "spec", "tie_policy", "batch_size",
-"audio_frames", "localization": {...}, "crosstask": {annotations, steps, videos} | null,
-"experiment": {pairs, space, losses, training}}``.
-The experiment's ``training`` section gives the clip cutting (``max_words``, ``audio_frames``) and the
-``device``, so evaluation sees clips exactly as training did.
+``{"benchmark", "task": retrieval|localization|crosstask|mining_youtube, "corpus", "spec", "tie_policy",
+"batch_size", "audio_frames", "convention": present|failures, "exclude": {corpus, spec} | null,
+"localization": {...}, "crosstask": {audio_window, max_words, pool}, "experiment": {pairs, space, losses,
+training}}``. The experiment's ``training`` section gives the clip cutting (``max_words``,
+``audio_frames``) and the ``device``, so evaluation sees clips exactly as training did; ``audio_frames``
+(the benchmark's, else evaluation's) lengthens evaluation clips as MCN does (YouCook2 5120, MSR-VTT 3072).
+
+The result JSON holds ``metrics`` in the benchmark's ``convention`` and ``metrics_by_convention``
+with both (:data:`mcnflow.evaluation.metrics.CONVENTIONS`), ``protocol`` (``mcn``, or ``mcnflow``
+for the YouCook2 IoU localization, which is mcnflow's own), and ``n_excluded`` / ``excluded_by``: the
+queries (clips, or step-localization videos) left out because their video is in another corpus.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from mcnflow.evaluation.scoring import check_model, choose_scoring
 
 log = logging.getLogger(__name__)
 
-TASKS = ("retrieval", "localization", "crosstask")
+TASKS = ("retrieval", "localization", "crosstask", "mining_youtube")
+STEP_TASKS = ("crosstask", "mining_youtube")  # step localization recall (mcnflow.evaluation.crosstask)
+# whose protocol a task's metrics follow: MCN's, or mcnflow's own (the YouCook2 IoU decoder)
+PROTOCOLS = {"retrieval": "mcn", "localization": "mcnflow", "crosstask": "mcn", "mining_youtube": "mcn"}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +68,15 @@ def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, no
     record = {
         "experiment": args.experiment, "seed": experiment["training"]["seed"], "pairs": list(experiment["pairs"]),
         "space": experiment.get("space", "shared"), "benchmark": args.benchmark, "task": settings["task"],
+        "protocol": PROTOCOLS.get(settings["task"], ""),
+        "convention": settings["convention"],
         "metrics": outcome.metrics if outcome else {},
+        "metrics_by_convention": outcome.by_convention if outcome else {},
         "n_queries": outcome.n_queries if outcome else None,
         "n_missing": outcome.n_missing if outcome else None,
         "missing_reasons": outcome.missing_reasons if outcome else {},
+        "n_excluded": outcome.extra.get("n_excluded", 0) if outcome else None,
+        "excluded_by": (settings.get("exclude") or {}).get("corpus"),
         "scoring": scoring.label, "tie_policy": settings["tie_policy"], "note": note,
         "checkpoint": str(args.checkpoint),
     }
@@ -96,7 +110,7 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
     for modality in scoring.clip_modalities:
         if not shards[modality]:
             raise ConfigError(f"scoring {scoring.label} needs --{modality} feature shards")
-    if task != "crosstask" and not args.text:
+    if task not in STEP_TASKS and not args.text:
         raise ConfigError("--text feature shards are needed: they hold the query sentences")
     fingerprint = (meta.get("word2vec") or {}).get("fingerprint", "")
     try:
@@ -108,43 +122,81 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
                                      audio=args.audio if "audio" in scoring.clip_modalities else ())
     except WordSourceMismatch as exc:
         raise ConfigError(f"{args.checkpoint}: {exc}") from exc
-    batch_size = settings["batch_size"]
     try:
-        if task == "crosstask":
-            from mcnflow.evaluation.crosstask import evaluate_crosstask
-            files = settings.get("crosstask")
-            if not files:
-                raise ConfigError("task crosstask needs evaluation.crosstask {annotations, steps, videos}")
-            outcome = evaluate_crosstask(model, scoring, files, features, batch_size, device)
+        excluded = excluded_ids(settings)
+        if task in STEP_TASKS:
+            outcome = _evaluate_steps(settings, model, scoring, features, excluded, device)
         else:
-            outcome = _evaluate_corpus(args, settings, model, scoring, features, device)
+            outcome = _evaluate_corpus(args, settings, model, scoring, features, excluded, device)
     except (CorpusError, CrossTaskError) as exc:  # a benchmark file is missing or malformed
         raise ConfigError(str(exc)) from exc
     finally:
         features.close()
-    note = ""
+    return result_record(args, settings, scoring, outcome, outcome_note(settings, outcome))
+
+
+def outcome_note(settings: Mapping[str, Any], outcome) -> str:
+    parts = []
+    n_excluded = outcome.extra.get("n_excluded", 0)
+    if n_excluded:
+        what = "videos" if settings["task"] in STEP_TASKS else "clips"
+        parts.append(f"{n_excluded} {what} of videos in {settings['exclude']['corpus']} excluded")
     if outcome.n_missing:
-        note = f"{outcome.n_missing} of {outcome.n_queries} queries had no scorable clip and count as failures"
-    return result_record(args, settings, scoring, outcome, note)
+        parts.append(f"{outcome.n_missing} of {outcome.n_queries} queries had no scorable clip: left out "
+                     "(convention present), failures (convention failures)")
+    return "; ".join(parts)
 
 
-def _evaluate_corpus(args, settings, model, scoring, features, device):
+def excluded_ids(settings: Mapping[str, Any]) -> set[str]:
+    """The video ids of the corpus ``settings['exclude']`` names (empty when null)."""
+    from mcnflow.corpora import open_corpus
+
+    exclude = settings.get("exclude")
+    if not exclude:
+        return set()
+    ids = set(open_corpus(exclude["corpus"], dict(exclude["spec"])).video_ids())
+    log.info("%s: leaving out the videos of %s (%d ids)", settings["benchmark"], exclude["corpus"], len(ids))
+    return ids
+
+
+def _evaluate_steps(settings, model, scoring, features, excluded, device):
+    from mcnflow.corpora import open_corpus
+    from mcnflow.evaluation.crosstask import evaluate_steps
+
+    task, corpus, spec = settings["task"], settings["corpus"], dict(settings["spec"])
+    if spec["reader"] != task:
+        raise ConfigError(f"benchmark {settings['benchmark']!r}: task {task} needs a corpus with reader {task}, "
+                          f"not {corpus!r} (reader {spec['reader']!r})")
+    files = open_corpus(corpus, spec).evaluation_files()
+    return evaluate_steps(model, scoring, task, files, features, settings["batch_size"], device,
+                          settings=settings["crosstask"], convention=settings["convention"], excluded=excluded)
+
+
+def _evaluate_corpus(args, settings, model, scoring, features, excluded, device):
     from mcnflow.corpora import open_corpus
     from mcnflow.manifest import read_manifest
     from mcnflow.evaluation.localization import evaluate_localization
-    from mcnflow.evaluation.core import align_queries, evaluate_retrieval
+    from mcnflow.evaluation.core import align_queries, evaluate_retrieval, exclude_videos
 
     corpus = settings["corpus"]
-    segments = open_corpus(corpus, dict(settings["spec"])).segments()
+    segments, n_excluded = exclude_videos(open_corpus(corpus, dict(settings["spec"])).segments(), excluded)
+    if n_excluded:
+        log.info("%s: %d clips of videos in %s excluded, %d kept", settings["benchmark"], n_excluded,
+                 settings["exclude"]["corpus"], len(segments))
     if not segments:
-        raise ConfigError(f"corpus {corpus!r} has no evaluation segments")
+        raise ConfigError(f"corpus {corpus!r} has no evaluation segments"
+                          + (f" outside {settings['exclude']['corpus']}" if n_excluded else ""))
     known = {row["video_id"] for row in read_manifest(args.manifest)} if args.manifest else None
     queries = align_queries(segments, features, scoring.clip_modalities, known)
+    convention = settings["convention"]
     if settings["task"] == "retrieval":
-        return evaluate_retrieval(model, scoring, queries, features, settings["tie_policy"],
-                                  settings["batch_size"], device)
-    return evaluate_localization(model, scoring, queries, features, settings["localization"],
-                                 settings["batch_size"], device)
+        outcome = evaluate_retrieval(model, scoring, queries, features, settings["tie_policy"],
+                                     settings["batch_size"], device, convention=convention)
+    else:
+        outcome = evaluate_localization(model, scoring, queries, features, settings["localization"],
+                                        settings["batch_size"], device, convention=convention)
+    outcome.extra["n_excluded"] = n_excluded
+    return outcome
 
 
 def main(args: argparse.Namespace) -> int:
@@ -162,6 +214,6 @@ def main(args: argparse.Namespace) -> int:
         json.dump(record, handle, indent=2, sort_keys=False)
         handle.write("\n")
     shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items()) or record["note"]
-    print(f"{args.experiment} on {args.benchmark} ({record['scoring']}): {shown}")
+    print(f"{args.experiment} on {args.benchmark} ({record['scoring']}, {record['convention']}): {shown}")
     print(f"wrote {output}")
     return 0

@@ -7,9 +7,14 @@ The query's caption tokens come from the text shards, whose captions are the cor
 that video in the same order (:mod:`mcnflow.features.text`); the order and start times are checked.
 
 A query is *missing* when its video has no features of a modality the scoring needs, or its text
-does not line up with the corpus: it is not ranked and counts as a failure (see
-:mod:`mcnflow.evaluation.metrics`). Missing clips are not candidates either, like MCN's MSR-VTT
-evaluation where 968 of the 1,000 clips have audio.
+does not line up with the corpus: it is not ranked, and missing clips are not candidates either (like
+MCN's MSR-VTT evaluation, where 968 of the 1,000 clips have audio). Both conventions are reported
+(:data:`mcnflow.evaluation.metrics.CONVENTIONS`): over the queries present (MCN's YouCook2) and
+with the missing queries counted as failures (MCN's MSR-VTT).
+
+*Excluded* queries are not part of the benchmark at all: :func:`exclude_videos` drops the segments of
+videos listed by another corpus (MCN's YouCook2 set leaves out the validation videos that are in
+HowTo100M, 3,350 of 3,492 clips kept).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from mcnflow.features.store import FeatureIndex, check_rate
 from mcnflow.features.text_index import TextIndex, WordSourceMismatch
 from mcnflow.features.word2vec import WordVectors, read_rows, read_word_vectors
 from mcnflow.model import inputs as clips
-from mcnflow.evaluation.metrics import retrieval_metrics, target_ranks
+from mcnflow.evaluation.metrics import check_convention, retrieval_conventions, target_ranks
 from mcnflow.evaluation.scoring import Scoring, embed_clips, embed_text, similarity
 
 log = logging.getLogger(__name__)
@@ -70,10 +75,12 @@ class EvalFeatures:
                    video=FeatureIndex(video) if video else None, audio=FeatureIndex(audio) if audio else None,
                    word2vec_path=str(word2vec), word2vec=words)
 
-    def sentence_tokens(self, sentence: str) -> np.ndarray:
-        """A free sentence (e.g. a CrossTask step) as word vectors, tokenized as the captions are."""
+    def sentence_tokens(self, sentence: str, max_words: int | None = None) -> np.ndarray:
+        """A free sentence (e.g. a CrossTask step) as word vectors, tokenized as the captions are
+        (at most ``max_words`` words; default the training's)."""
         assert self.word2vec is not None
-        ids = [self.word2vec.ids[w] for w in tokenize(sentence, self.word2vec.ids, self.max_words)]
+        limit = self.max_words if max_words is None else max_words
+        ids = [self.word2vec.ids[w] for w in tokenize(sentence, self.word2vec.ids, limit)]
         return read_rows(self.word2vec_path, ids) if ids else np.zeros((0, self.word_dim), np.float32)
 
     def index(self, modality: str) -> FeatureIndex | None:
@@ -111,8 +118,8 @@ class EvalFeatures:
             return int(data.shape[0] / clips.VIDEO_FEATURES_PER_SECOND)
         return int(math.ceil(data.shape[1] / clips.AUDIO_FRAMES_PER_SECOND))
 
-    def text_item(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
-        return clips.text_item(tokens, self.max_words, self.word_dim)
+    def text_item(self, tokens: np.ndarray, max_words: int | None = None) -> dict[str, np.ndarray]:
+        return clips.text_item(tokens, self.max_words if max_words is None else max_words, self.word_dim)
 
     def close(self) -> None:
         for index in (self.text, self.video, self.audio):
@@ -133,13 +140,34 @@ class Query:
 
 @dataclass
 class Outcome:
-    """What a benchmark run produced: its metrics and how many queries were (not) scored."""
+    """What a benchmark run produced: its metrics and how many queries were (not) scored.
+
+    ``by_convention`` holds the metrics of both conventions (``present``, ``failures``);
+    ``metrics`` is the one the benchmark reports first (its ``convention``).
+    """
 
     metrics: dict[str, float]
     n_queries: int
     n_missing: int
     missing_reasons: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    by_convention: dict[str, dict[str, float]] = field(default_factory=dict)
+    convention: str = ""
+
+    @classmethod
+    def of(cls, by_convention: dict[str, dict[str, float]], convention: str, n_queries: int, n_missing: int,
+           missing_reasons: dict[str, int] | None = None, extra: dict[str, Any] | None = None) -> "Outcome":
+        check_convention(convention)
+        return cls(dict(by_convention[convention]), n_queries, n_missing, dict(missing_reasons or {}),
+                   dict(extra or {}), {name: dict(values) for name, values in by_convention.items()}, convention)
+
+
+def exclude_videos(items: Sequence[Any], excluded: Iterable[str]) -> tuple[list[Any], int]:
+    """``items`` (segments or step-localization videos, each with a ``video_id``) whose video is not in
+    ``excluded``, and how many were left out."""
+    excluded = set(excluded)
+    kept = [item for item in items if item.video_id not in excluded]
+    return kept, len(items) - len(kept)
 
 
 def _same_time(a: float, b: float) -> bool:
@@ -192,11 +220,13 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
 
 
 def embed_queries(model: Any, scoring: Scoring, features: EvalFeatures, tokens: Sequence[np.ndarray],
-                  batch_size: int, device: torch.device, desc: str = "text") -> dict[str | None, torch.Tensor]:
-    """Text embeddings of every query, per space the scoring uses (on ``device``)."""
+                  batch_size: int, device: torch.device, desc: str = "text",
+                  max_words: int | None = None) -> dict[str | None, torch.Tensor]:
+    """Text embeddings of every query, per space the scoring uses (on ``device``); ``max_words``
+    word slots per query (default the training's)."""
     parts: dict[str | None, list[torch.Tensor]] = defaultdict(list)
     for chunk in tqdm(list(_chunks(len(tokens), batch_size)), desc=desc, unit="batch", leave=False):
-        batch = _to(clips.collate([features.text_item(t) for t in tokens[chunk]]), device)
+        batch = _to(clips.collate([features.text_item(t, max_words) for t in tokens[chunk]]), device)
         for space, embedding in embed_text(model, scoring, batch).items():
             parts[space].append(embedding)
     return {space: torch.cat(chunks) for space, chunks in parts.items()}
@@ -245,8 +275,10 @@ def embed_seconds(model: Any, scoring: Scoring, features: EvalFeatures, video_id
 
 
 def evaluate_retrieval(model: Any, scoring: Scoring, queries: Sequence[Query], features: EvalFeatures,
-                       tie_policy: str, batch_size: int, device: torch.device) -> Outcome:
-    """Rank every scorable query's own clip among all scorable clips; missing queries are failures."""
+                       tie_policy: str, batch_size: int, device: torch.device, convention: str = "present") -> Outcome:
+    """Rank every scorable query's own clip among all scorable clips. ``present``: metrics over the
+    scored queries; ``failures``: missing queries are misses with the worst rank (``convention``
+    picks ``metrics``; both are in ``by_convention``)."""
     scored = [q for q in queries if q.missing is None]
     reasons = Counter(q.missing for q in queries if q.missing is not None)
     n_queries, n_missing = len(queries), len(queries) - len(scored)
@@ -261,5 +293,5 @@ def evaluate_retrieval(model: Any, scoring: Scoring, queries: Sequence[Query], f
             targets = np.arange(chunk.start, chunk.stop)
             ranks_parts.append(target_ranks(scores.double().cpu().numpy(), targets, tie_policy))
         ranks = np.concatenate(ranks_parts)
-    metrics = retrieval_metrics(ranks, n_missing=n_missing, worst_rank=n_queries)
-    return Outcome(metrics, n_queries, n_missing, dict(reasons))
+    by_convention = retrieval_conventions(ranks, n_missing=n_missing, worst_rank=n_queries)
+    return Outcome.of(by_convention, convention, n_queries, n_missing, dict(reasons))

@@ -1,40 +1,67 @@
-"""CrossTask step localization recall (Zhukov et al., CVPR 2019), as MCN's ``eval_cross.py`` computes it.
+"""Step localization recall on CrossTask (Zhukov et al., CVPR 2019) and Mining YouTube (Kuehne et al.
+2019), as MCN's ``eval_cross.py`` runs them (Multimodal-Clustering-Network @808948b).
 
-Files (``evaluation.crosstask``), in the formats of the CrossTask release and of MCN's evaluation:
+Files, in the formats of the releases and of MCN's evaluation:
 
-- ``videos``: a csv of the test videos, either CrossTask's ``videos.csv`` (``task,video_id,url`` lines,
-  no header) or a csv with a header naming ``task`` and ``video_id`` columns (MCN's ``cvpr19_test.csv``);
-- ``steps``: the step descriptions per task, either CrossTask's ``tasks_primary.txt`` (blocks of
-  task id / title / url / number of steps / comma-separated steps / blank line) or a JSON object
-  ``{task: [step, ...]}`` (MCN's ``step.json``);
-- ``annotations``: a folder with one file per video, ``<task>_<video_id>.npy`` (a seconds x steps
-  0/1 matrix, MCN) or ``<task>_<video_id>.csv`` (``step,start,end`` lines, steps numbered from 1,
-  CrossTask), the latter rasterised to the video's length in seconds as CrossTask does.
+- CrossTask (:mod:`mcnflow.corpora.crosstask`): ``videos``, a csv of the test videos, either CrossTask's
+  ``videos.csv`` (``task,video_id,url`` lines, no header) or a csv with a header naming ``task`` and
+  ``video_id`` columns (MCN's ``cvpr19_test.csv``); ``steps``, CrossTask's ``tasks_primary.txt``
+  (blocks of task id / title / url / number of steps / comma-separated steps / blank line) or a JSON
+  object ``{task: [step, ...]}`` (MCN's ``step.json``); ``annotations``, a folder with one file per
+  video, ``<task>_<video_id>.npy`` (a seconds x steps 0/1 matrix, MCN) or ``<task>_<video_id>.csv``
+  (``step,start,end`` lines, steps numbered from 1, CrossTask), the latter rasterised to the video's
+  length in seconds as CrossTask does;
+- Mining YouTube (:mod:`mcnflow.corpora.mining_youtube`): ``videos_test.txt`` and ``annotations/<id>.srt``;
+  a video's steps are its annotated segments in time order, rasterised like CrossTask's csv.
 
-Scoring: every step sentence against every second of the video (the per-second clips of
-:mod:`mcnflow.evaluation.localization`), then :func:`assign_steps` places each step exactly once,
-in the task's order, by dynamic programming (CrossTask's ``dp(..., exactly_one=True)`` with zero
-background cost). A step is recalled when its frame falls inside one of its annotated seconds;
-recall = recalled steps / annotated steps, averaged over a task's videos, then over tasks.
+The protocol (``evaluation.crosstask`` settings; MCN's value in brackets):
+
+1. **Clips**: one per second of the annotation's length ``T``. Video: the per-second features are
+   max-pooled to ``T`` rows (``adaptive_max_pool1d``) and each row L2-normalised
+   (cvpr19_dataloader.py:233-237) [``pool: features``]. Audio: second ``i`` is scored with an
+   ``audio_window``-second window centred on it, shifted to stay inside ``[0, T]``
+   (cvpr19_dataloader.py:147-160) [``audio_window: 8``]. ``pool: scores`` instead scores each feature
+   second and max-pools the score matrix to ``T`` (what mcnflow did before).
+2. **Scores**: every step sentence (at most ``max_words`` words [30], cvpr19_dataloader.py:34) against
+   every clip, scored as in retrieval (:mod:`mcnflow.evaluation.scoring`). Mining YouTube takes
+   the log-softmax over the steps of each second first (eval_cross.py:235-239); CrossTask the raw scores.
+3. **Decoding**: :func:`assign_steps` places each step exactly once, in the steps' order, maximising
+   the summed score (CrossTask's ``dp(..., exactly_one=True)`` with zero background cost, as
+   eval_cross.py:111-115 calls it).
+4. **Recall**: a step is recalled when its second is one of its annotated seconds; a video's recall is
+   recalled steps / annotated steps (eval_cross.py:124-129). CrossTask averages it over each task's
+   videos, then over tasks (eval_cross.py:252-257, 279, 341-351); Mining YouTube over all videos
+   (eval_cross.py:266-267, 288). A video with no annotated step is skipped (MCN divides 0 by 0).
+
+A video without features is a missing query: left out (convention ``present``, MCN's loaders only
+list videos with features) or recall 0 (``failures``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mcnflow.corpora.crosstask import CrossTaskError, CrossTaskVideo, read_steps, read_videos
-from mcnflow.evaluation.core import EvalFeatures, Outcome, embed_queries, embed_seconds
-from mcnflow.evaluation.scoring import Scoring, similarity
+from mcnflow.corpora.mining_youtube import MiningStep, read_srt, read_video_list
+from mcnflow.evaluation.core import EvalFeatures, Outcome, _chunks, _to, embed_queries, exclude_videos
+from mcnflow.evaluation.metrics import FAILURES, PRESENT
+from mcnflow.evaluation.scoring import Scoring, embed_clips, similarity
+from mcnflow.model import inputs as clips
+
+# MCN's values (cvpr19_dataloader.py); evaluation.crosstask in the config.
+MCN_SETTINGS = {"audio_window": 8.0, "max_words": 30, "pool": "features"}
+POOLS = ("features", "scores")
+# MCN's CrossTask loader pads each audio window to 1024 frames (num_audio_frames); longer windows keep all.
+MCN_AUDIO_FRAMES = 1024
+PROTOCOL = "mcn"
 
 
 def read_annotation(directory: str | Path, video: CrossTaskVideo, n_steps: int,
@@ -126,46 +153,219 @@ def crosstask_metrics(video_recalls: Mapping[str, Sequence[float]]) -> tuple[dic
     return {"crosstask_recall": float(np.mean(list(per_task.values())))}, per_task
 
 
+def audio_window(second: int, length: int, window: float) -> tuple[float, float]:
+    """The audio ``(start, end)`` seconds scoring ``second`` of a ``length``-second annotation: a
+    ``window``-second span centred on it, shifted to stay inside ``[0, length]`` (MCN
+    cvpr19_dataloader.py:147-160: the first ``window / 2`` seconds take ``[0, window]``, the last
+    ones ``[length - window, length]``; a start before 0 reads from 0)."""
+    half = window / 2.0
+    if second < half:
+        return 0.0, float(window)
+    if second > length - half:
+        return max(0.0, float(length) - window), float(length)
+    return float(second) - half, float(second) + half
+
+
+def pool_rows(features: np.ndarray, length: int) -> np.ndarray:
+    """(rows, dim) per-second features -> (length, dim): adaptive max pooling over time, then each
+    row L2-normalised (MCN cvpr19_dataloader.py:233-237; a zero row stays zero)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32).T)[None]
+    pooled = torch.nn.functional.adaptive_max_pool1d(tensor, int(length))[0].T
+    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
 def pool_scores(scores: np.ndarray, n_seconds: int) -> np.ndarray:
     """Resample a (seconds, steps) score matrix to the annotation's length by adaptive max pooling
-    over time (MCN adaptive-max-pools the features to the annotation's length instead)."""
+    over time (``pool: scores``; MCN pools the features instead, :func:`pool_rows`)."""
     if scores.shape[0] == n_seconds:
         return scores
     tensor = torch.from_numpy(np.ascontiguousarray(scores.T, dtype=np.float64))[None]
     return torch.nn.functional.adaptive_max_pool1d(tensor, n_seconds)[0].T.numpy()
 
 
-def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
-                       batch_size: int, device: Any) -> Outcome:
-    """Step recall over the CrossTask test videos; a video without features scores recall 0."""
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-softmax over the steps (columns) of each second (MCN's Mining YouTube, eval_cross.py:235-239)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    return scores - top - np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
+
+
+def second_items(modality: str, data: np.ndarray, length: int, settings: Mapping[str, Any],
+                 pooled: bool) -> list[dict[str, np.ndarray]]:
+    """The ``length`` clips of one video's ``modality`` features: video rows pooled to ``length``
+    (``pooled``) or taken one per second; audio windows of ``settings['audio_window']`` seconds."""
+    if modality == "video":
+        if pooled:
+            return [{"video": row} for row in pool_rows(data, length)]
+        return [clips.video_item(data, i, i) for i in range(length)]
+    window = float(settings["audio_window"])
+    frames = max(MCN_AUDIO_FRAMES, int(math.ceil(window * clips.AUDIO_FRAMES_PER_SECOND)))
+    return [clips.audio_item(data, *audio_window(i, length, window), frames) for i in range(length)]
+
+
+def embed_step_clips(model: Any, scoring: Scoring, features: EvalFeatures, video_id: str, length: int,
+                     settings: Mapping[str, Any], pooled: bool, batch_size: int,
+                     device: Any) -> dict[Any, torch.Tensor]:
+    """Per-term embeddings of the ``length`` clips of one video (see :func:`second_items`)."""
+    items = {m: second_items(m, features.index(m).read(video_id), length, settings, pooled)
+             for m in scoring.clip_modalities}
+    parts: dict[Any, list[torch.Tensor]] = defaultdict(list)
+    for chunk in _chunks(length, batch_size):
+        batches = {m: _to(clips.collate(items[m][chunk]), device) for m in scoring.clip_modalities}
+        for term, embedding in embed_clips(model, scoring, batches).items():
+            parts[term].append(embedding)
+    return {term: torch.cat(chunks) for term, chunks in parts.items()}
+
+
+def feature_seconds(features: EvalFeatures, scoring: Scoring, video_id: str) -> int:
+    """The video's length in seconds: its video features' when the scoring uses video, else its audio's."""
+    modality = "video" if "video" in scoring.clip_modalities else scoring.clip_modalities[0]
+    return features.seconds(modality, features.index(modality).read(video_id))
+
+
+def video_scores(model: Any, scoring: Scoring, features: EvalFeatures, video_id: str, step_text: Mapping,
+                 length: int, n_seconds: int, settings: Mapping[str, Any], batch_size: int,
+                 device: Any) -> np.ndarray:
+    """The (length, steps) score matrix of one video (protocol steps 1-2, before any log-softmax)."""
+    if settings["pool"] == "features":
+        seconds = embed_step_clips(model, scoring, features, video_id, length, settings, True, batch_size, device)
+        return similarity(scoring, step_text, seconds).T.double().cpu().numpy()
+    seconds = embed_step_clips(model, scoring, features, video_id, n_seconds, settings, False, batch_size, device)
+    return pool_scores(similarity(scoring, step_text, seconds).T.double().cpu().numpy(), length)
+
+
+@dataclass(frozen=True)
+class StepVideo:
+    """One test video: its ``group`` (CrossTask task; Mining YouTube: the video), ordered step
+    sentences, and ``truth(n_seconds)`` -> its (seconds, steps) 0/1 annotation."""
+
+    group: str
+    video_id: str
+    steps: tuple[str, ...]
+    truth: Callable[[int], np.ndarray]
+
+
+def crosstask_videos(files: Mapping[str, str]) -> list[StepVideo]:
     videos = read_videos(files["videos"])
     task_steps = read_steps(files["steps"])
     unknown = sorted({v.task for v in videos} - set(task_steps))
     if unknown:
         raise CrossTaskError(f"{files['videos']}: task(s) {', '.join(unknown)} have no steps in {files['steps']}")
-    step_embeddings: dict[str, dict] = {}
-    recalls: dict[str, list[float]] = defaultdict(list)
+
+    def truth_of(video: CrossTaskVideo, n_steps: int) -> Callable[[int], np.ndarray]:
+        return lambda n_seconds: read_annotation(files["annotations"], video, n_steps, n_seconds)
+
+    return [StepVideo(v.task, v.video_id, tuple(task_steps[v.task]), truth_of(v, len(task_steps[v.task])))
+            for v in videos]
+
+
+def rasterise(steps: Sequence[MiningStep], n_seconds: int) -> np.ndarray:
+    """(n_seconds, steps) 0/1: step k covers seconds ``floor(start) .. ceil(end) - 1`` (as CrossTask's csv)."""
+    matrix = np.zeros((n_seconds, len(steps)), dtype=np.uint8)
+    for k, step in enumerate(steps):
+        matrix[max(int(math.floor(step.start)), 0):max(int(math.ceil(step.end)), 0), k] = 1
+    return matrix
+
+
+def mining_youtube_videos(files: Mapping[str, str]) -> list[StepVideo]:
+    videos = []
+    for video_id in read_video_list(files["videos"]):
+        steps = read_srt(Path(files["annotations"]) / f"{video_id}.srt")
+        videos.append(StepVideo(video_id, video_id, tuple(step.sentence for step in steps),
+                                lambda n_seconds, steps=steps: rasterise(steps, n_seconds)))
+    return videos
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """How a benchmark turns scores into recall: ``normalise`` (log-softmax over steps) and whether
+    recall is averaged per group (task) first."""
+
+    metric: str
+    normalise: bool
+    per_group: bool
+    load: Callable[[Mapping[str, str]], list[StepVideo]]
+
+
+STEP_TASKS = {
+    "crosstask": StepTask("crosstask_recall", normalise=False, per_group=True, load=crosstask_videos),
+    "mining_youtube": StepTask("mining_youtube_recall", normalise=True, per_group=False, load=mining_youtube_videos),
+}
+
+
+def aggregate(task: StepTask, records: Sequence[tuple[str, float | None]]) -> tuple[dict, dict]:
+    """(metrics, per-group recall) in percent from ``(group, recall)`` records; ``None`` = missing video."""
+    if task.per_group:
+        by_group: dict[str, list[float]] = defaultdict(list)
+        for group, recall in records:
+            by_group[group].append(recall)
+        metrics, per_group = crosstask_metrics(by_group)
+        return ({task.metric: metrics["crosstask_recall"]} if metrics else {}), per_group
+    values = [recall for _, recall in records]
+    return ({task.metric: 100.0 * float(np.mean(values))} if values else {}), {}
+
+
+def evaluate_steps(model: Any, scoring: Scoring, task: str, files: Mapping[str, str], features: EvalFeatures,
+                   batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
+                   convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
+    """Step recall of one step-localization benchmark (``task`` crosstask or mining_youtube; see the
+    module doc). ``excluded``: video ids left out of the benchmark."""
+    if task not in STEP_TASKS:
+        raise ValueError(f"task {task!r}; allowed values: {', '.join(STEP_TASKS)}")
+    settings = {**MCN_SETTINGS, **dict(settings or {})}
+    if settings["pool"] not in POOLS:
+        raise ValueError(f"evaluation.crosstask.pool {settings['pool']!r}; allowed values: {', '.join(POOLS)}")
+    protocol = STEP_TASKS[task]
+    videos, n_excluded = exclude_videos(protocol.load(files), excluded)
+    step_text: dict[tuple[str, ...], dict] = {}
+    records: list[tuple[str, float | None]] = []   # None: a missing video
     reasons: Counter = Counter()
-    for video in tqdm(videos, desc="crosstask", unit="video"):
+    for video in tqdm(videos, desc=task, unit="video"):
         reason = features.why_missing(video.video_id, scoring.clip_modalities)
+        n_seconds = 0 if reason else feature_seconds(features, scoring, video.video_id)
+        truth = None
+        if reason is None:
+            truth = video.truth(n_seconds)
+            if n_seconds == 0 or len(truth) == 0:
+                reason = "features: zero seconds"
         if reason is not None:
             reasons[reason] += 1
-            recalls[video.task].append(0.0)
+            records.append((video.group, None))
             continue
-        steps = task_steps[video.task]
-        if video.task not in step_embeddings:
-            tokens = [features.sentence_tokens(step) for step in steps]
-            step_embeddings[video.task] = embed_queries(model, scoring, features, tokens, batch_size, device)
-        n_seconds, seconds = embed_seconds(model, scoring, features, video.video_id, batch_size, device)
-        truth = read_annotation(files["annotations"], video, len(steps), n_seconds)
-        if n_seconds == 0 or len(truth) == 0:
-            reasons["features: zero seconds"] += 1
-            recalls[video.task].append(0.0)
-            continue
-        scores = similarity(scoring, step_embeddings[video.task], seconds).T.double().cpu().numpy()
-        recall = step_recall(truth, assign_steps(pool_scores(scores, len(truth))))
+        if video.steps not in step_text:
+            tokens = [features.sentence_tokens(step, settings["max_words"]) for step in video.steps]
+            step_text[video.steps] = embed_queries(model, scoring, features, tokens, batch_size, device,
+                                                   max_words=settings["max_words"])
+        scores = video_scores(model, scoring, features, video.video_id, step_text[video.steps], len(truth),
+                              n_seconds, settings, batch_size, device)
+        if protocol.normalise:
+            scores = log_softmax(scores)
+        recall = step_recall(truth, assign_steps(scores))
         if recall is not None:  # a video with no annotated step says nothing about recall
-            recalls[video.task].append(recall)
-    metrics, per_task = crosstask_metrics(recalls)
-    n_missing = sum(reasons.values())
-    return Outcome(metrics, len(videos), n_missing, dict(reasons), extra={"per_task": per_task})
+            records.append((video.group, recall))
+    present = [(g, r) for g, r in records if r is not None]
+    failures = [(g, 0.0 if r is None else r) for g, r in records]
+    (metrics_present, groups_present), (metrics_failures, groups_failures) = (
+        aggregate(protocol, present), aggregate(protocol, failures))
+    per_group = groups_present if convention == PRESENT else groups_failures
+    extra: dict[str, Any] = {"protocol": PROTOCOL, "n_excluded": n_excluded}
+    if protocol.per_group:
+        extra["per_task"] = per_group
+    return Outcome.of({PRESENT: metrics_present, FAILURES: metrics_failures}, convention, len(videos),
+                      sum(reasons.values()), dict(reasons), extra=extra)
+
+
+def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
+                       batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
+                       convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
+    """CrossTask step recall (averaged per task, then over tasks)."""
+    return evaluate_steps(model, scoring, "crosstask", files, features, batch_size, device, settings,
+                          convention, excluded)
+
+
+def evaluate_mining_youtube(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
+                            batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
+                            convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
+    """Mining YouTube step recall (log-softmax over steps, averaged over videos)."""
+    return evaluate_steps(model, scoring, "mining_youtube", files, features, batch_size, device, settings,
+                          convention, excluded)

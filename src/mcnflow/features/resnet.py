@@ -195,7 +195,8 @@ class FrameEncoder:
     frame; on GPUs it is what the convolution kernels want) and autocast on CUDA.
     """
 
-    def __init__(self, weights: ResNet152Weights, device: torch.device, l2_normalize: bool):
+    def __init__(self, weights: ResNet152Weights, device: torch.device, l2_normalize: bool,
+                 compile: bool = False, batch_size: int | None = None):
         self.weights = weights
         self.device = device
         self.l2_normalize = l2_normalize
@@ -204,18 +205,27 @@ class FrameEncoder:
         if device.type == "cuda":
             # frame sizes repeat (all normalized videos are 454x256), so cuDNN's per-shape search pays off
             torch.backends.cudnn.benchmark = True
+        # features.video.compile: torch.compile of the trunk (opt-in; the first batch of each shape
+        # compiles for tens of seconds). Partial batches are padded to ``batch_size`` so one shape serves all.
+        self.compiled = bool(compile)
+        self.batch_size = int(batch_size) if batch_size else None
+        self._forward = torch.compile(self.model, dynamic=False) if self.compiled else self.model
 
     @property
     def precision(self) -> str:
-        return f"autocast {str(self.autocast_dtype).removeprefix('torch.')}" if self.autocast_dtype else "float32"
+        text = f"autocast {str(self.autocast_dtype).removeprefix('torch.')}" if self.autocast_dtype else "float32"
+        return text + (", torch.compile" if self.compiled else "")
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        n = int(frames.shape[0])
+        if self.compiled and self.batch_size and n < self.batch_size:
+            frames = torch.cat([frames, frames.new_zeros((self.batch_size - n, *frames.shape[1:]))])
         x = self.weights.preprocess(frames.to(self.device, non_blocking=True))
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            features = self.model(x)
-        features = features.float()
+            features = self._forward(x)
+        features = features[:n].float()
         if self.l2_normalize:
             features = F.normalize(features, dim=1)
         return features

@@ -1,0 +1,161 @@
+"""Can the demo's video branch learn anything? How far apart the demo's step classes are in its video features.
+
+The demo extracts video features with a randomly initialised ResNet152 (``features.video.weights: none``),
+so what the demo draws decides whether text-video can learn. For every (action, ingredient) step class
+this renders ``--repeats`` steps (each with its own seed) twice:
+
+  old   the previous demo's visuals: the ingredient as a flat full-frame colour (ffmpeg lavfi ``color``,
+        exactly as the demo rendered it before);
+  new   the demo generator's visuals (:func:`mcnflow.demo.corpus.render_video`): the ingredient as a
+        texture in its colour, moved by the action.
+
+Each step is a 640x360 30 fps video (the HowTo100M-format size; normalization to 454x256 only rescales it
+by 0.7%), decoded as the pipeline does (:func:`mcnflow.features.frames.decode_frames`, 1 fps, the demo's
+``features.video.short_side``) and encoded by :class:`mcnflow.features.resnet.FrameEncoder` with the
+demo's weights setting and seed (L2-normalised, as configured). A step's clip feature is pooled as
+training pools it (:func:`mcnflow.model.inputs.video_item`: max over its seconds, L2-normalised), over the
+first ``--frames-per-step`` frames (the frame at 1 s by default: mid-motion).
+
+Printed for ingredient classes (what one frame is meant to show), action classes (shown only as motion
+over time, and in the audio) and, with ``--repeats`` >= 2, the full (action, ingredient) step classes:
+  loo_nc   leave-one-out nearest-centroid accuracy (cosine to the other samples' class means), with chance;
+  within   mean cosine between two different samples of one class;
+  between  mean cosine between samples of different classes;
+  gap      within - between: how much closer a class is to itself than to the rest, in the cosine the
+           model's input has (flat colours: between ~1, every clip looks like every other).
+
+    .venv/bin/python benchmarks/demo_separability.py                  # 32 steps per look, 64 frames, ~1 min on 2 cores
+    .venv/bin/python benchmarks/demo_separability.py --repeats 2      # adds the 32 step classes (128 frames)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcnflow.core.config import load_config
+from mcnflow.demo.corpus import ACTIONS, INGREDIENTS, Step, _video_seed, render_video
+from mcnflow.features.frames import decode_frames
+from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
+from mcnflow.model.inputs import video_item
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE, FPS = "640x360", 30
+
+
+def render_flat_colour(path: Path, step: Step, step_seconds: float) -> None:
+    """One step with the previous demo's visuals: a flat full-frame colour (its lavfi source, unchanged)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"color=c={INGREDIENTS[step.ingredient]}:s={SIZE}:d={step_seconds}:r={FPS}",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", str(path)],
+                   check=True)
+
+
+def render_new(path: Path, step: Step, step_seconds: float, seed: int) -> None:
+    render_video(path, [step], step_seconds, SIZE, FPS, with_audio=False, seed=seed)
+
+
+def clip_features(paths: list[Path], encoder: FrameEncoder, short_side: int, frames_per_step: int,
+                  batch_size: int) -> tuple[np.ndarray, int]:
+    """One pooled, L2-normalised feature per step video; and how many frames went through the model."""
+    frames = []
+    for path in paths:
+        decoded = decode_frames(path, 1, short_side)
+        if decoded.n_frames < frames_per_step:
+            raise SystemExit(f"{path}: {decoded.n_frames} frames decoded, --frames-per-step is {frames_per_step}")
+        # one frame: the one at 1 s (mid-motion) when the step lasts that long; two: seconds 0 and 1
+        first = 1 if frames_per_step == 1 and decoded.n_frames > 1 else 0
+        frames.append(decoded.frames[first:first + frames_per_step])
+    stacked = torch.from_numpy(np.concatenate(frames))
+    rows = torch.cat([encoder(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)]).numpy()
+    per_step = rows.reshape(len(paths), frames_per_step, -1)
+    return np.stack([video_item(f, 0, frames_per_step - 1)["video"] for f in per_step]), len(stacked)
+
+
+def separability(features: np.ndarray, labels: list) -> dict[str, float]:
+    """Leave-one-out nearest-centroid accuracy and mean within/between-class cosine of L2-normalised rows."""
+    labels_arr = np.array([str(label) for label in labels])
+    classes = sorted(set(labels_arr))
+    cos = features @ features.T
+    same = labels_arr[:, None] == labels_arr[None, :]
+    off_diagonal = ~np.eye(len(labels_arr), dtype=bool)
+    sums = {c: features[labels_arr == c].sum(axis=0) for c in classes}
+    counts = {c: int((labels_arr == c).sum()) for c in classes}
+    correct = 0
+    for i, (x, label) in enumerate(zip(features, labels_arr)):
+        best, best_score = None, -np.inf
+        for c in classes:
+            n = counts[c] - (c == label)
+            if n == 0:
+                continue
+            centroid = (sums[c] - (x if c == label else 0)) / n
+            score = float(x @ centroid / (np.linalg.norm(centroid) + 1e-12))
+            if score > best_score:
+                best, best_score = c, score
+        correct += best == label
+    within, between = float(cos[same & off_diagonal].mean()), float(cos[~same].mean())
+    return {"loo_nc": correct / len(labels_arr), "chance": 1 / len(classes), "within": within,
+            "between": between, "gap": within - between}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1, help="steps rendered per (action, ingredient) class")
+    parser.add_argument("--frames-per-step", type=int, default=1, choices=(1, 2),
+                        help="1: the step's frame at 1 s; 2: both of its seconds, max-pooled")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    config = load_config([REPO / "config.yaml", REPO / "demo/config.yaml"])
+    video, demo = config["features"]["video"], config["demo"]
+    step_seconds = demo["step_seconds"]
+    torch.set_num_threads(args.threads)
+    weights = ResNet152Weights.resolve(video["weights"], video["seed"])
+    encoder = FrameEncoder(weights, torch.device("cpu"), video["l2_normalize"])
+    steps = [Step(a, i) for a in ACTIONS for i in INGREDIENTS for _ in range(args.repeats)]
+    print(f"features: {weights.description}, short side {video['short_side']}, l2_normalize "
+          f"{video['l2_normalize']}; {len(steps)} steps per look ({args.repeats} per class), "
+          f"{args.frames_per_step} frame(s) per step, {step_seconds:g} s steps")
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="demo-separability-") as scratch:
+        for look in ("old", "new"):
+            started = time.perf_counter()
+            paths = []
+            for n, step in enumerate(steps):
+                path = Path(scratch) / f"{look}-{n:03d}.mp4"
+                if look == "old":
+                    render_flat_colour(path, step, step_seconds)
+                else:
+                    render_new(path, step, step_seconds, _video_seed(demo["seed"], f"separability{n}"))
+                paths.append(path)
+            rendered = time.perf_counter()
+            features, n_frames = clip_features(paths, encoder, video["short_side"], args.frames_per_step,
+                                               video["batch_size"])
+            done = time.perf_counter()
+            print(f"{look}: rendered {len(paths)} steps in {rendered - started:.1f} s, "
+                  f"{n_frames} frames through the model in {done - rendered:.1f} s")
+            groupings = {"ingredient": [s.ingredient for s in steps], "action": [s.action for s in steps]}
+            if args.repeats >= 2:
+                groupings["step"] = [(s.action, s.ingredient) for s in steps]
+            results[look] = {name: separability(features, labels) for name, labels in groupings.items()}
+
+    print()
+    print(f"{'classes':<11} {'look':<4} {'loo_nc':>7} {'chance':>7} {'within':>9} {'between':>9} {'gap':>9}")
+    for name in results["new"]:
+        for look in ("old", "new"):
+            r = results[look][name]
+            print(f"{name:<11} {look:<4} {r['loo_nc']:>7.3f} {r['chance']:>7.3f} {r['within']:>9.5f} "
+                  f"{r['between']:>9.5f} {r['gap']:>9.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

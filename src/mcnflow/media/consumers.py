@@ -1,0 +1,324 @@
+"""What ``mcnflow media`` makes from each video's one decode: one :class:`Consumer` per feature file.
+
+A consumer has two halves:
+
+* the **worker half** runs in the decode worker processes (it must stay cheap to copy there): it
+  names the stream it wants from the decode (:meth:`Consumer.tap`: frames at some rate and size, or
+  16 kHz audio), says when a video has nothing for it (:meth:`Consumer.skip`, e.g. no audio stream),
+  and turns the stream into what the main process needs (:meth:`Consumer.prepare` for a whole video:
+  the 1 fps frames, the log-mel spectrogram; :meth:`Consumer.prepare_chunk` for a *streaming*
+  consumer, whose stream is too large to hold per video: the 24 fps frames of the 3D model);
+* the **main half** (:meth:`Consumer.open` builds the model there, never in a worker) takes the
+  prepared data (:meth:`accept`, :meth:`accept_chunk`, :meth:`end_video`), may batch across videos,
+  and calls ``done(video_id, features, attrs)`` when a video's features are ready; ``discard`` drops a
+  video whose decode failed after its chunks were sent; ``flush`` runs what is left at the end.
+
+The three consumers: :class:`Frames2D` (ResNet-152 at ``features.video.fps``, the frames scaled to
+short side ``features.video.short_side`` by ffmpeg, batched across videos), :class:`LogMel` (DaveNet
+log-mel at 16 kHz) and :class:`Clips3D` (3D ResNeXt-101 at ``features.video3d.fps``, streamed in
+chunks of whole clips). A new model plugs in by subclassing :class:`Consumer` and adding it to
+:func:`mcnflow.media.stage.build_consumers`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from mcnflow.core.media_probe import MediaInfo
+from mcnflow.core.status import FeatureStatus
+from mcnflow.features.frames import output_size
+from mcnflow.media.decode import AudioTap, Tap, VideoTap
+from mcnflow.normalize import NormalizeSettings
+
+Done = Callable[[str, np.ndarray, dict], None]
+
+
+class ConsumerSkip(Exception):
+    """This consumer has no features for the video; ``status`` (a FeatureStatus) and ``message`` say why."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class VideoContext:
+    """What the main half knows about a video besides the prepared data."""
+
+    video_id: str
+    attrs: dict            # per-video facts every consumer records (duration, source, source_checksum, ...)
+    info: MediaInfo | None = None  # the download's probe (used by GPU decode)
+    identity: dict = field(default_factory=dict)  # store.source_identity of the download (checked on resume)
+
+
+class Consumer(abc.ABC):
+    """One feature file (and ledger) made from the decoded streams of each video."""
+
+    name: str               # the output's name: "video", "audio", "video3d"
+    modality: str           # the HDF5 modality attribute ("video" for 2D and 3D, "audio")
+    fingerprint_kind: str   # parts of different consumers never pass for each other
+    streaming = False
+
+    def __init__(self, settings: Mapping[str, Any], normalize: NormalizeSettings):
+        self.settings = dict(settings)
+        self.normalize = normalize
+
+    # --- worker half ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def tap(self) -> Tap:
+        """The stream this consumer needs from the decode."""
+
+    def skip(self, info: MediaInfo) -> ConsumerSkip | None:
+        """Why a video has nothing for this consumer (decided from the probe), or None."""
+        return None
+
+    def prepare(self, data: np.ndarray) -> Any:
+        """Whole-video consumers: the tap's whole stream -> what :meth:`accept` gets (raise ConsumerSkip)."""
+        raise NotImplementedError
+
+    def prepare_chunk(self, chunk: np.ndarray) -> Any:
+        """Streaming consumers: one chunk of the stream -> what :meth:`accept_chunk` gets."""
+        import torch
+
+        return torch.from_numpy(chunk)
+
+    # --- main half ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Build what runs in the main process (models); called once, before any accept."""
+
+    @abc.abstractmethod
+    def root_attrs(self) -> dict:
+        """The HDF5 root attributes of this consumer's shard file (after :meth:`open`)."""
+
+    def accept(self, video: VideoContext, prepared: Any, done: Done) -> None:
+        """A whole video's prepared data; call ``done`` now or later (batching)."""
+        raise NotImplementedError
+
+    def accept_chunk(self, video_id: str, chunk: Any) -> None:
+        raise NotImplementedError
+
+    def end_video(self, video: VideoContext, done: Done) -> None:
+        """Streaming consumers: the last chunk of ``video`` has arrived."""
+        raise NotImplementedError
+
+    def discard(self, video_id: str) -> None:
+        """Forget a video whose decode failed after some of its chunks arrived."""
+
+    def flush(self) -> None:
+        """Finish every pending video (the end of the shard)."""
+
+
+# --- 2D: ResNet-152 ---------------------------------------------------------------------------------
+
+class Frames2D(Consumer):
+    """ResNet-152 features, one row per sampled frame (``features.video``), batched across videos."""
+
+    name = modality = fingerprint_kind = "video"
+
+    def __init__(self, settings, normalize, encoder=None):
+        from mcnflow.features.video import check_settings
+
+        super().__init__(check_settings(settings), normalize)
+        self.encoder = encoder
+        self._pipeline = None
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return output_size(self.normalize.width, self.normalize.height, int(self.settings["short_side"]))
+
+    def tap(self) -> VideoTap:
+        return VideoTap(self.name, float(self.settings["fps"]), size=self.frame_size)
+
+    def prepare(self, data: np.ndarray):
+        import torch
+
+        return torch.from_numpy(data)
+
+    def open(self) -> None:
+        from mcnflow.features.video import build_encoder
+
+        if self.encoder is None:
+            self.encoder = build_encoder(self.settings)
+
+    def root_attrs(self) -> dict:
+        from mcnflow.features.video import root_attrs
+
+        attrs = root_attrs(self.settings, self.encoder)
+        attrs["resize"] = (f"the normalized {self.normalize.width}x{self.normalize.height} picture "
+                           f"(normalize.resize_mode {self.normalize.resize_mode}), then short side "
+                           f"{self.settings['short_side']}: {self.frame_size[0]}x{self.frame_size[1]}")
+        return attrs
+
+    def _pipeline_for(self, done: Done):
+        from mcnflow.features.video import BatchPipeline
+
+        if self._pipeline is None:
+            def finished(video) -> None:
+                done(video.video_id, video.features.astype(np.float16), video.attrs)
+            self._pipeline = BatchPipeline(self.encoder, int(self.settings["batch_size"]), finished)
+        return self._pipeline
+
+    def accept(self, video: VideoContext, prepared, done: Done) -> None:
+        from mcnflow.features.video import _Video
+
+        frames = prepared
+        width, height = int(frames.shape[2]), int(frames.shape[1])
+        attrs = {**video.attrs, "n_frames": int(frames.shape[0]), "frame_width": width, "frame_height": height}
+        row = _Video(video.video_id, np.empty((int(frames.shape[0]), self.encoder.model.feature_dim), np.float32),
+                     attrs, int(frames.shape[0]))
+        self._pipeline_for(done).add(row, frames)
+
+    def flush(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.flush()
+
+
+# --- audio: DaveNet log-mel ---------------------------------------------------------------------------
+
+class LogMel(Consumer):
+    """DaveNet log-mel spectrograms (``features.audio``), computed in the decode workers."""
+
+    name = modality = fingerprint_kind = "audio"
+
+    def __init__(self, settings, normalize):
+        from mcnflow.features.audio import SETTING_KEYS
+
+        missing = [key for key in SETTING_KEYS if key not in settings]
+        unknown = sorted(set(settings) - set(SETTING_KEYS))
+        if missing or unknown:
+            from mcnflow.core.config import ConfigError
+            raise ConfigError(f"audio settings: missing {missing}, unknown {unknown}; allowed keys: "
+                              + ", ".join(SETTING_KEYS))
+        super().__init__(settings, normalize)
+
+    def tap(self) -> AudioTap:
+        return AudioTap(self.name, int(self.settings["sample_rate"]))
+
+    def skip(self, info: MediaInfo) -> ConsumerSkip | None:
+        if not info.has_audio:
+            return ConsumerSkip(FeatureStatus.NO_AUDIO, "the video has no audio stream")
+        return None
+
+    def prepare(self, data: np.ndarray):
+        from mcnflow.features.audio import TooShort, spectrogram_of
+
+        try:
+            spectrogram, n_samples = spectrogram_of(data, self.settings)
+        except TooShort as exc:
+            raise ConsumerSkip(FeatureStatus.TOO_SHORT, str(exc)) from None
+        return spectrogram, n_samples
+
+    def root_attrs(self) -> dict:
+        from mcnflow.features.audio import shard_attrs
+
+        return shard_attrs(self.settings)
+
+    def accept(self, video: VideoContext, prepared, done: Done) -> None:
+        spectrogram, n_samples = prepared
+        sample_rate = int(self.settings["sample_rate"])
+        done(video.video_id, spectrogram, {"duration": n_samples / sample_rate, "n_samples": n_samples})
+
+
+# --- 3D: ResNeXt-101 clips ---------------------------------------------------------------------------
+
+@dataclass
+class _ClipVideo:
+    pending: list = field(default_factory=list)   # uint8 frame chunks not yet cut into clips
+    pending_frames: int = 0
+    rows: list = field(default_factory=list)      # float32 (k, 2048) feature blocks
+    n_frames: int = 0
+
+
+class Clips3D(Consumer):
+    """3D ResNeXt-101 features of non-overlapping clips (``features.video3d``), streamed: the 24 fps
+    frames arrive in chunks and are encoded a batch of whole clips at a time, never held per video."""
+
+    name = fingerprint_kind = "video3d"
+    modality = "video"
+    streaming = True
+
+    def __init__(self, settings, normalize, encoder=None):
+        from mcnflow.features.video3d import check_settings, recipe_from_settings
+
+        super().__init__(check_settings(settings), normalize)
+        self.recipe = recipe_from_settings(self.settings)
+        self.encoder = encoder
+        self._videos: dict[str, _ClipVideo] = defaultdict(_ClipVideo)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return output_size(self.normalize.width, self.normalize.height, self.recipe.short_side)
+
+    def tap(self) -> VideoTap:
+        # ffmpeg scales (short side 112); the encoder takes the centre crop (resnext3d.resize_and_crop)
+        return VideoTap(self.name, float(self.recipe.fps), size=self.frame_size,
+                        chunk_frames=self.recipe.clip_frames * 4)
+
+    def open(self) -> None:
+        if self.encoder is None:
+            from mcnflow.core.device import resolve_device
+            from mcnflow.features.resnext3d import ClipEncoder, ResNeXt3DWeights
+
+            weights = ResNeXt3DWeights.resolve(str(self.settings["weights"]), int(self.settings["seed"]))
+            self.encoder = ClipEncoder(weights, resolve_device(str(self.settings["device"]), "features.video3d.device"),
+                                       bool(self.settings["l2_normalize"]), int(self.settings["batch_size"]),
+                                       self.recipe)
+        elif self.encoder.recipe != self.recipe:
+            raise ValueError(f"the encoder's recipe {self.encoder.recipe} is not the settings' {self.recipe}")
+
+    def root_attrs(self) -> dict:
+        from mcnflow.features.video3d import root_attrs
+
+        attrs = root_attrs(self.settings, self.encoder)
+        attrs["sampling"] = (f"the normalized {self.normalize.width}x{self.normalize.height} picture at "
+                             f"{self.normalize.fps} fps, then " + str(attrs["sampling"]))
+        return attrs
+
+    def _encode(self, frames) -> np.ndarray:
+        import torch
+
+        from mcnflow.features.resnext3d import clip_batches
+
+        blocks = []
+        for _, clips in clip_batches(frames, self.recipe.clip_frames, self.encoder.batch_size):
+            if self.encoder.cuda:
+                clips = clips.pin_memory()
+            blocks.append(self.encoder(clips).cpu().numpy())
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.encoder.feature_dim), np.float32)
+
+    def accept_chunk(self, video_id: str, chunk) -> None:
+        import torch
+
+        state = self._videos[video_id]
+        state.pending.append(chunk)
+        state.pending_frames += int(chunk.shape[0])
+        state.n_frames += int(chunk.shape[0])
+        per_batch = self.recipe.clip_frames * self.encoder.batch_size
+        if state.pending_frames >= per_batch:
+            frames = torch.cat(state.pending)
+            whole = (int(frames.shape[0]) // per_batch) * per_batch
+            state.rows.append(self._encode(frames[:whole]))
+            state.pending = [frames[whole:]] if whole < frames.shape[0] else []
+            state.pending_frames = int(frames.shape[0]) - whole
+
+    def end_video(self, video: VideoContext, done: Done) -> None:
+        import torch
+
+        state = self._videos.pop(video.video_id, _ClipVideo())
+        if state.pending:
+            state.rows.append(self._encode(torch.cat(state.pending)))  # the last clip padded with black
+        features = np.concatenate(state.rows) if state.rows else np.zeros((0, 2048), np.float32)
+        width, height = self.frame_size
+        attrs = {**video.attrs, "n_frames": state.n_frames, "n_clips": len(features),
+                 "padded_frames": len(features) * self.recipe.clip_frames - state.n_frames,
+                 "frame_width": self.recipe.crop, "frame_height": self.recipe.crop}
+        done(video.video_id, features.astype(np.float16), attrs)
+
+    def discard(self, video_id: str) -> None:
+        self._videos.pop(video_id, None)

@@ -1,0 +1,550 @@
+"""``mcnflow media``: one job per shard that decodes each download once and writes, from that decode,
+the normalize ledger, the 2D video features, the audio features, optionally the 3D video features,
+and (``normalize.keep: true``) the normalized videos.
+
+Per video, a decode worker (a DataLoader worker process) probes the download and classifies bad media
+exactly as ``mcnflow normalize`` does (:func:`mcnflow.normalize.probe_source`, the same ffmpeg failure
+markers, the same verification: ffprobe of the kept file, or with ``keep: false`` the counted
+normalized frames and audio samples against the input's duration), runs one ffmpeg process
+(:mod:`.decode`) and prepares each consumer's data (:mod:`.consumers`). The main process runs the
+models, batching frames across videos, writes each finished video's features to a part in the
+shard's work directory and journals its rows (:class:`mcnflow.core.shard_stage.ShardRun`, one run per
+ledger). A video counts as done only when every ledger of the job has a trusted row for it, so the
+rerun of a killed job redoes exactly the videos it had not finished, all outputs at once. At the end
+the HDF5 files are assembled from the parts, then the feature ledgers and the normalize ledger are
+written.
+
+Ledger rows: the normalize ledger as ``mcnflow normalize`` writes it (with ``keep: false`` the path is
+empty: nothing was encoded; duration, size and fps describe the in-memory normalization). Feature
+ledgers as ``mcnflow extract`` writes them: ``no_media`` for a video that did not normalize,
+``no_audio`` for one without an audio stream, ``too_short`` below one log-mel window, ``ok`` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from mcnflow.core.atomic import atomic_path
+from mcnflow.core.checksum import file_sha256
+from mcnflow.core.config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
+from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, NORMALIZE_STATUSES
+from mcnflow.core.media_probe import MediaInfo
+from mcnflow.core.shard_stage import ShardRun
+from mcnflow.core.status import FeatureStatus, NormalizeStatus
+from mcnflow.media import decode as decode_module
+from mcnflow.media.consumers import Clips3D, Consumer, ConsumerSkip, Frames2D, LogMel, VideoContext
+from mcnflow.normalize import (RETRIED_STATUSES, NormalizeFailure, NormalizeSettings, check_existing_output,
+                               download_failure, duration_problems, failure_row, ffmpeg_failure, ok_row,
+                               probe_source, read_download_ledger, verify_file)
+
+log = logging.getLogger(__name__)
+
+STAGE = "media"
+DECODE_CHOICES = ("cpu", "cuda")
+SOURCE_DESCRIPTION = ("mcnflow media: one decode of the download; the normalization's frames and audio "
+                      "in memory (before any x264/AAC encode)")
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MediaSettings:
+    normalize: NormalizeSettings
+    keep: bool
+    decode: str                      # cpu | cuda
+    video: dict                      # features.video + compression
+    audio: dict                      # features.audio + compression
+    video3d: dict | None             # features.video3d + compression, when media.video3d
+    raw: dict                        # the stage settings as given (recorded in the files)
+
+    @property
+    def compression(self):
+        return self.video["compression"]
+
+
+def media_settings(settings: Mapping[str, Any]) -> MediaSettings:
+    """The ``media`` stage settings (see mcnflow.core.plan): normalize, media, video, audio[, video3d]."""
+    missing = [key for key in ("normalize", "media", "video", "audio") if key not in settings]
+    if missing:
+        raise ConfigError(f"media settings: missing key(s) {', '.join(missing)}")
+    media = dict(settings["media"])
+    decode = media.get("decode", "cpu")
+    if decode not in DECODE_CHOICES:
+        raise ConfigError(f"config key 'media.decode': {decode!r} is not allowed; allowed values: "
+                          + ", ".join(map(repr, DECODE_CHOICES)))
+    normalize_section = dict(settings["normalize"])
+    keep = bool(normalize_section.get("keep", True))
+    video3d = dict(settings["video3d"]) if settings.get("video3d") else None
+    if decode == "cuda":
+        if keep:
+            raise ConfigError("config key 'media.decode': 'cuda' decodes only the sampled frames on the GPU, but "
+                              "normalize.keep is true, which needs every frame decoded on the CPU for the x264 "
+                              "encode; set normalize.keep: false or media.decode: cpu")
+        if video3d is not None:
+            raise ConfigError("config key 'media.decode': 'cuda' serves the 2D frames only; set media.video3d: "
+                              "false or media.decode: cpu")
+    return MediaSettings(normalize=NormalizeSettings.from_mapping(normalize_section), keep=keep, decode=decode,
+                         video=dict(settings["video"]), audio=dict(settings["audio"]), video3d=video3d,
+                         raw=dict(settings))
+
+
+def build_consumers(settings: MediaSettings, encoders: Mapping[str, Any] | None = None) -> list[Consumer]:
+    """The consumers of one media job: 2D video, audio, and 3D video when configured."""
+    encoders = dict(encoders or {})
+    consumers: list[Consumer] = [Frames2D(settings.video, settings.normalize, encoder=encoders.get("video")),
+                                 LogMel(settings.audio, settings.normalize)]
+    if settings.video3d is not None:
+        consumers.append(Clips3D(settings.video3d, settings.normalize, encoder=encoders.get("video3d")))
+    return consumers
+
+
+# --- one video, in a decode worker -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Skipped:
+    """A consumer's outcome without features (picklable, unlike an exception with two arguments)."""
+
+    status: str
+    message: str
+
+
+def in_memory_problems(source: MediaInfo, settings: NormalizeSettings, normalized_frames: int | None,
+                       audio_samples: int | None) -> tuple[float | None, list[str]]:
+    """``keep: false`` has no file to probe: check the counted normalized frames and audio samples
+    against the input's duration, as :func:`mcnflow.normalize.verify_output` checks a file's duration."""
+    if not normalized_frames:
+        return None, ["the decode gave no video frames"]
+    durations = [normalized_frames / settings.fps]
+    if source.has_audio and audio_samples is not None:
+        durations.append(audio_samples / settings.audio_rate)
+    duration = max(durations)
+    return duration, duration_problems(duration, settings, duration=source.duration,
+                                       tolerance=settings.duration_tolerance)
+
+
+class VideoWorker:
+    """The decode-worker side of one job: download row in, items for the main process out."""
+
+    def __init__(self, settings: MediaSettings, consumers: Sequence[Consumer], videos_dir: Path | None):
+        self.settings = settings
+        self.normalize = settings.normalize
+        # the worker halves only: no model is ever built in a worker
+        self.consumers = [_worker_copy(c) for c in consumers]
+        self.videos_dir = videos_dir
+
+    def output_of(self, video_id: str) -> Path | None:
+        return self.videos_dir / f"{video_id}.mp4" if self.settings.keep and self.videos_dir else None
+
+    def process(self, download: Mapping[str, str]) -> Iterator[dict]:
+        video_id = download["video_id"]
+        final: dict = {"kind": "video", "video_id": video_id, "prepared": {}, "attrs": {}, "identity": {},
+                       "info": None}
+        failure = download_failure(download)
+        if failure is not None:
+            yield {**final, "normalize": failure}
+            return
+        output = self.output_of(video_id)
+        try:
+            path = Path(download["path"])
+            info = probe_source(path)
+            identity = _identity(path)
+            checksum = file_sha256(path)
+            row, prepared = None, {}
+            for item in self._decode(video_id, info, output, prepared):
+                if item.get("kind") == "row":
+                    row = item["row"]
+                else:
+                    yield item
+            assert row is not None
+        except NormalizeFailure as exc:
+            if output is not None:
+                output.unlink(missing_ok=True)
+            yield {**final, "normalize": failure_row(video_id, exc.status, exc.message)}
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad video must not end the shard
+            log.exception("%s: unexpected failure", video_id)
+            if output is not None:
+                output.unlink(missing_ok=True)
+            yield {**final, "normalize": failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")}
+            return
+        attrs = {"duration": float(row["duration"] or 0.0), "source": path.name, "source_checksum": checksum,
+                 "source_width": self.normalize.width, "source_height": self.normalize.height,
+                 "download_width": int(info.width or 0), "download_height": int(info.height or 0)}
+        yield {**final, "normalize": row, "prepared": prepared, "attrs": attrs, "identity": identity, "info": info}
+
+    def _decode(self, video_id: str, info: MediaInfo, output: Path | None, prepared: dict) -> Iterator[dict]:
+        """Run the one decode; yields chunk items, then ``{"kind": "row"}``; fills ``prepared``."""
+        settings = self.normalize
+        gpu = self.settings.decode == "cuda"
+        taps, whole = [], {}
+        for consumer in self.consumers:
+            skip = consumer.skip(info)
+            if skip is not None:
+                prepared[consumer.name] = Skipped(skip.status, skip.message)
+            elif gpu and consumer.name == "video":
+                prepared[consumer.name] = "gpu"  # decoded by the main process on the GPU
+            else:
+                taps.append(consumer.tap())
+                whole[consumer.name] = []
+        by_name = {c.name: c for c in self.consumers}
+        tap_of = {tap.name: tap for tap in taps}
+        streamed = Counter()
+
+        def run_decode(encode_to):
+            run = decode_module.DecodeRun(info, settings, taps, encode_to=encode_to, video=not gpu)
+            for name, chunk in run:
+                consumer = by_name[name]
+                if consumer.streaming:
+                    streamed[name] += len(chunk)
+                    yield {"kind": "chunk", "video_id": video_id, "consumer": name,
+                           "data": consumer.prepare_chunk(chunk)}
+                else:
+                    whole[name].append(chunk)
+            return run.result
+
+        if gpu and not taps:
+            result = None
+        elif output is not None:
+            with atomic_path(output) as tmp:
+                result = yield from run_decode(tmp)
+                self._check_ffmpeg(result, info)
+                encoded = verify_file(tmp, info, settings)
+            row = ok_row(video_id, output, encoded)
+        else:
+            result = yield from run_decode(None)
+        if output is None:
+            if result is not None:
+                self._check_ffmpeg(result, info)
+            if gpu:
+                duration = info.duration  # checked against the GPU decode in the main process
+                problems = []
+                if result is not None and info.duration:
+                    audio = result.sizes.get("audio", 0) / settings.audio_rate
+                    problems = duration_problems(audio, settings, duration=info.duration,
+                                                 tolerance=settings.duration_tolerance)
+            else:
+                duration, problems = in_memory_problems(info, settings, result.normalized_frames,
+                                                        result.sizes.get("audio"))
+            if problems:
+                raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
+            row = dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=info.has_audio,
+                       duration=duration, width=settings.width, height=settings.height, fps=settings.fps, path="")
+        # whole-stream consumers, and the first-frame fallback of a video too short for one sample
+        for name, tap in tap_of.items():
+            consumer = by_name[name]
+            if isinstance(tap, decode_module.VideoTap):
+                frames = np.concatenate(whole[name]) if whole.get(name) else None
+                got = streamed[name] if consumer.streaming else (0 if frames is None else len(frames))
+                if got == 0 and tap.first_frame_fallback:
+                    first = decode_module.first_frame(info, settings, tap)
+                    if consumer.streaming:
+                        yield {"kind": "chunk", "video_id": video_id, "consumer": name,
+                               "data": consumer.prepare_chunk(first)}
+                        continue
+                    frames = first
+                if not consumer.streaming:
+                    prepared[name] = _prepare(consumer, frames)
+            else:
+                samples = np.concatenate(whole[name]) if whole[name] else np.zeros(0, np.float32)
+                prepared[name] = _prepare(consumer, samples)
+        yield {"kind": "row", "row": row}
+
+    @staticmethod
+    def _check_ffmpeg(result, info: MediaInfo) -> None:
+        if result.returncode != 0:
+            raise ffmpeg_failure(result.stderr, info.path)
+
+
+def _prepare(consumer: Consumer, data: np.ndarray):
+    try:
+        return consumer.prepare(data)
+    except ConsumerSkip as skip:
+        return Skipped(skip.status, skip.message)
+
+
+def _identity(path: Path) -> dict:
+    from mcnflow.features.store import source_identity
+
+    return source_identity(path)
+
+
+def _worker_copy(consumer: Consumer) -> Consumer:
+    clone = copy.copy(consumer)
+    for attribute in ("encoder", "_pipeline"):
+        if hasattr(clone, attribute):
+            setattr(clone, attribute, None)
+    return clone
+
+
+class MediaJobs(IterableDataset):
+    """An iterable dataset over the shard's downloads; each DataLoader worker takes every n-th video."""
+
+    def __init__(self, worker: VideoWorker, jobs: Sequence[Mapping[str, str]]):
+        self.worker = worker
+        self.jobs = list(jobs)
+
+    def __iter__(self) -> Iterator[dict]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        jobs = self.jobs if info is None else self.jobs[info.id::info.num_workers]
+        for job in jobs:
+            yield from self.worker.process(job)
+
+
+def _keep_item(item: dict) -> dict:
+    return item
+
+
+# --- one shard ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where one job writes: the normalize ledger and videos, and per consumer an HDF5 file and a ledger."""
+
+    normalize_ledger: Path
+    videos_dir: Path | None
+    features: Mapping[str, tuple[Path, Path]]   # consumer name -> (h5, ledger)
+
+
+def _feature_row(video_id: str, status: str, message: str = "", length: int = 0) -> dict:
+    return {"video_id": video_id, "status": status, "message": message, "length": length}
+
+
+def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outputs: Outputs,
+                settings: Mapping[str, Any] | MediaSettings, *, progress: bool = True,
+                encoders: Mapping[str, Any] | None = None) -> dict[str, list[dict]]:
+    """Run one media job; return the rows of every ledger it wrote (``"normalize"`` and per consumer)."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, write_part
+
+    settings = settings if isinstance(settings, MediaSettings) else media_settings(settings)
+    for tool in ("ffmpeg", "ffprobe"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} must be on PATH for mcnflow media")
+    if settings.keep and outputs.videos_dir is None:
+        raise ConfigError("normalize.keep is true: mcnflow media needs --videos-dir for the normalized videos")
+    consumers = build_consumers(settings, encoders)
+    missing = [c.name for c in consumers if c.name not in outputs.features]
+    if missing:
+        raise ConfigError(f"mcnflow media: no output given for {', '.join(missing)} "
+                          f"(--{missing[0]}-output and --{missing[0]}-ledger)")
+    downloads = read_download_ledger(download_ledger)
+    order = [row["video_id"] for row in downloads]
+    videos_dir = Path(outputs.videos_dir) if settings.keep else None
+    if videos_dir is not None:
+        videos_dir.mkdir(parents=True, exist_ok=True)
+    worker = VideoWorker(settings, consumers, videos_dir)
+    paths = {row["video_id"]: row.get("path", "") for row in downloads}
+
+    gpu_decoder = None
+    if settings.decode == "cuda":
+        from mcnflow.media.gpu import GpuFrameSampler
+
+        gpu_decoder = GpuFrameSampler.for_settings(settings.normalize, consumers[0].tap())
+
+    # --- the runs: one per ledger; a video is settled when every ledger trusts its row
+    normalize_fp = parts_fingerprint("normalize", {"normalize": canonical_json(settings.raw["normalize"])}, downloads)
+
+    def normalize_trust(video_id: str, row: Mapping[str, str]) -> bool:
+        if row["status"] in RETRIED_STATUSES:
+            return False
+        if row["status"] != NormalizeStatus.OK or not settings.keep:
+            return True
+        problems = check_existing_output(videos_dir / f"{video_id}.mp4", row, settings.normalize)
+        if problems:
+            log.info("%s: redoing, earlier output not usable: %s", video_id, "; ".join(problems))
+        return not problems
+
+    mp4s = [videos_dir / f"{vid}.mp4" for vid in order if videos_dir is not None and _safe(vid)]
+    normalize_run = ShardRun(outputs.normalize_ledger, NORMALIZE_COLUMNS, outputs=mp4s, trust=normalize_trust,
+                             fingerprint=normalize_fp)
+    # the models are built in this process only; the decode workers get the consumers' worker halves
+    for consumer in consumers:
+        consumer.open()
+    extra_attrs = {"decoded_from": SOURCE_DESCRIPTION, "normalize": canonical_json(settings.raw["normalize"]),
+                   "decode_device": settings.decode}
+    attrs = {c.name: {**c.root_attrs(), **extra_attrs} for c in consumers}
+    fingerprints = {c.name: parts_fingerprint(c.fingerprint_kind, attrs[c.name], downloads) for c in consumers}
+    runs: dict[str, ShardRun] = {}
+
+    def feature_trust(consumer: Consumer):
+        def trust(video_id: str, row: Mapping[str, str]) -> bool:
+            if row["status"] == FeatureStatus.ERROR:
+                return False
+            if row["status"] != FeatureStatus.OK:
+                return True
+            problems = part_problems(runs[consumer.name].part_path(video_id), consumer.modality,
+                                     fingerprint=fingerprints[consumer.name], source=paths.get(video_id) or None,
+                                     length=row["length"])
+            if problems:
+                log.info("%s: %s again: %s", video_id, consumer.name, "; ".join(problems))
+            return not problems
+        return trust
+
+    for consumer in consumers:
+        h5, ledger = outputs.features[consumer.name]
+        runs[consumer.name] = ShardRun(ledger, FEATURE_COLUMNS, outputs=[h5], trust=feature_trust(consumer),
+                                       fingerprint=fingerprints[consumer.name])
+    all_runs = [normalize_run, *runs.values()]
+    # settled() is asked of every run for every video (it counts each run's kept rows)
+    settled = {vid: [run.settled(vid) is not None for run in all_runs] for vid in order}
+    jobs = [row for row in downloads if not all(settled[row["video_id"]])]
+    log.info("%s/%s: %d video(s) to decode, %d kept from an earlier run", corpus, shard, len(jobs),
+             len(order) - len(jobs))
+
+    computed = Counter()
+    pending: dict[str, VideoContext] = {}
+
+    def store(consumer: Consumer):
+        def done(video_id: str, features: np.ndarray, video_attrs: dict) -> None:
+            context = pending[video_id]
+            run = runs[consumer.name]
+            write_part(run.part_path(video_id), features, video_attrs,
+                       meta={"fingerprint": fingerprints[consumer.name], **context.identity})
+            length = int(features.shape[0] if consumer.modality == "video" else features.shape[1])
+            run.record(_feature_row(video_id, FeatureStatus.OK, length=length))
+            computed[consumer.name] += 1
+        return done
+
+    loader = DataLoader(MediaJobs(worker, jobs), batch_size=None, num_workers=int(settings.video["decode_workers"]),
+                        collate_fn=_keep_item)
+    started = time.monotonic()
+    with tqdm(total=len(jobs) or None, unit="video", desc=f"media {corpus}/{shard}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for item in (loader if jobs else ()):
+            video_id = item["video_id"]
+            by_name = {c.name: c for c in consumers}
+            if item["kind"] == "chunk":
+                by_name[item["consumer"]].accept_chunk(video_id, item["data"])
+                continue
+            row = item["normalize"]
+            prepared = dict(item["prepared"])
+            if row["status"] == NormalizeStatus.OK and prepared.get("video") == "gpu":
+                row, frames = _gpu_frames(gpu_decoder, item, settings.normalize)
+                if frames is not None:
+                    prepared["video"] = frames
+            bar.update(1)
+            if row["status"] != NormalizeStatus.OK:
+                reason = f"normalize status {row['status']}" + (f": {row['message']}" if row.get("message") else "")
+                for consumer in consumers:
+                    consumer.discard(video_id)
+                    runs[consumer.name].record(_feature_row(video_id, FeatureStatus.NO_MEDIA, reason))
+                normalize_run.record(row)
+                log.debug("%s: %s: %s", video_id, row["status"], row.get("message", ""))
+                continue
+            context = VideoContext(video_id, dict(item["attrs"]), item["info"], dict(item["identity"]))
+            pending[video_id] = context
+            for consumer in consumers:
+                outcome = prepared.get(consumer.name)
+                if isinstance(outcome, Skipped):
+                    consumer.discard(video_id)
+                    runs[consumer.name].record(_feature_row(video_id, outcome.status, outcome.message))
+                elif consumer.streaming:
+                    consumer.end_video(context, store(consumer))
+                else:
+                    consumer.accept(context, outcome, store(consumer))
+            normalize_run.record(row)
+        for consumer in consumers:
+            consumer.flush()
+    elapsed = time.monotonic() - started
+
+    results: dict[str, list[dict]] = {}
+    for consumer in consumers:
+        run = runs[consumer.name]
+        entries = []
+        for video_id in order:
+            status = str(run.rows[video_id]["status"])
+            entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
+        h5, _ = outputs.features[consumer.name]
+        assemble_shard(h5, consumer.modality, corpus, int(shard), entries, attrs=attrs[consumer.name],
+                       compression=settings.compression)
+        results[consumer.name] = run.finish(order)  # a ledger never describes a missing file
+    results["normalize"] = normalize_run.finish(order)
+    counts = Counter(row["status"] for row in results["normalize"])
+    log.info("%s/%s: %d video(s) in %.1f s; normalize: %s; computed %s", corpus, shard, len(order), elapsed,
+             ", ".join(f"{s}={counts[s]}" for s in NORMALIZE_STATUSES if counts[s]) or "none",
+             ", ".join(f"{c.name} {computed[c.name]}" for c in consumers))
+    return results
+
+
+def _safe(video_id: str) -> bool:
+    from mcnflow.normalize import is_safe_id
+
+    return is_safe_id(video_id)
+
+
+def _gpu_frames(decoder, item: dict, settings: NormalizeSettings):
+    """``media.decode: cuda``: the sampled frames of one video, decoded and normalized on the GPU;
+    (normalize row, frames or None). A decode failure is the video's normalize outcome, as on the CPU."""
+    row = dict(item["normalize"])
+    info: MediaInfo = item["info"]
+    try:
+        frames = decoder.sample(info)
+    except Exception as exc:  # noqa: BLE001 - the video's row, not the shard's end
+        return failure_row(row["video_id"], NormalizeStatus.CORRUPT, f"GPU decode: {type(exc).__name__}: {exc}"), None
+    problems = decoder.count_problems(info, int(frames.shape[0]))
+    if problems:
+        return failure_row(row["video_id"], NormalizeStatus.VERIFY_FAILED, "; ".join(problems)), None
+    return row, frames
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download-ledger", required=True, type=Path,
+                        help="the shard's download ledger (results/download/{corpus}/shard-NNNNN.tsv)")
+    parser.add_argument("--corpus", required=True, help="corpus name (recorded in the feature files)")
+    parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
+    parser.add_argument("--normalize-ledger", required=True, type=Path,
+                        help="normalize ledger to write (results/normalize/{corpus}/shard-NNNNN.tsv)")
+    parser.add_argument("--videos-dir", type=Path, default=None,
+                        help="directory for the normalized <video_id>.mp4 (needed when normalize.keep is true)")
+    for name, what in (("video", "2D ResNet-152"), ("audio", "log-mel"), ("video3d", "3D ResNeXt (media.video3d)")):
+        parser.add_argument(f"--{name}-output", type=Path, default=None, metavar="H5",
+                            help=f"the shard's {what} HDF5 file")
+        parser.add_argument(f"--{name}-ledger", type=Path, default=None, metavar="TSV",
+                            help=f"the shard's {what} feature ledger")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"\d+", args.shard):
+        raise ConfigError(f"--shard {args.shard!r}: expected digits such as 00003")
+    settings = media_settings(settings_from_args(args, STAGE))
+    if not args.download_ledger.is_file():
+        log.error("download ledger not found: %s", args.download_ledger)
+        return 1
+    features = {}
+    for name in ("video", "audio", "video3d"):
+        h5, ledger = getattr(args, f"{name}_output"), getattr(args, f"{name}_ledger")
+        if (h5 is None) != (ledger is None):
+            raise ConfigError(f"--{name}-output and --{name}-ledger go together")
+        if h5 is not None:
+            features[name] = (h5, ledger)
+    if "video3d" in features and settings.video3d is None:
+        raise ConfigError("--video3d-output given but media.video3d is false (the settings have no video3d)")
+    outputs = Outputs(args.normalize_ledger, args.videos_dir, features)
+    try:
+        media_shard(args.download_ledger, args.corpus, args.shard, outputs, settings, progress=not args.quiet)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        log.error("%s", exc)
+        return 1
+    return 0
