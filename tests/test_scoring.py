@@ -341,3 +341,28 @@ def test_msrvtt_whole_clip_queries(tmp_path):
     assert outcome.missing_reasons == {"video: not extracted": 1}
     assert outcome.metrics["recall_at_1"] == pytest.approx(75.0)
     assert outcome.by_convention["present"]["recall_at_1"] == 100.0
+
+
+@pytest.mark.parametrize("convention", ["present", "failures"])
+def test_per_query_values_aggregate_to_the_metrics(benchmark, convention):
+    """The per-query values the statistics resample are exactly the metrics' parts, in both conventions."""
+    features = _features(benchmark)
+    scoring = choose_scoring(["tv", "ta"], "shared")   # one video lacks audio: 2 missing queries
+    queries = align_queries(benchmark["segments"], features, scoring.clip_modalities)
+
+    class Noisy(OracleModel):  # imperfect ranks, so R@1 and the ranks are not all trivial
+        def embed(self, modality, batch, space=None):
+            out = super().embed(modality, batch, space)
+            return out + 0.9 * torch.sin(torch.arange(out.numel(), dtype=torch.float32)).reshape(out.shape)
+
+    for outcome in (evaluate_retrieval(Noisy(), scoring, queries, features, "average", 4, torch.device("cpu"),
+                                       convention=convention),
+                    evaluate_localization(Noisy(), scoring, queries, features,
+                                          {"smoothing": 1, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]}, 8,
+                                          torch.device("cpu"), convention=convention)):
+        per_query = outcome.extra["per_query"]
+        assert len(per_query["keys"]) == (6 if convention == "failures" else 4)
+        for metric, value in outcome.metrics.items():
+            values = np.asarray(per_query["values"][metric])
+            aggregate = np.median if per_query["aggregate"][metric] == "median" else np.mean
+            assert aggregate(values) == pytest.approx(value), (metric, convention)

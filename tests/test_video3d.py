@@ -174,10 +174,7 @@ def test_the_published_checkpoint_loads_by_its_key_names(tmp_path):
     assert set(loaded) - {k for k in loaded if k.endswith("num_batches_tracked")} == set(state) - {"fc.weight", "fc.bias"}
     for key in ("conv1.weight", "layer3.22.conv2.weight", "layer4.0.downsample.1.running_var", "layer4.2.bn3.bias"):
         assert torch.equal(loaded[key], state[key]), key
-    features = ClipEncoder(weights, CPU, batch_size=2, recipe=Recipe3D(short_side=32, crop=32)).encode(
-        torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)))
-    assert features.shape == (2, 2048) and features.dtype == np.float32 and np.isfinite(features).all()
-    assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
+    assert all(t.device.type == "cpu" for t in loaded.values())  # nothing left on the meta device
 
 
 def test_a_plain_state_dict_loads_too(tmp_path):
@@ -186,8 +183,13 @@ def test_a_plain_state_dict_loads_too(tmp_path):
     state = published_state(SHALLOW)
     path = tmp_path / "resnext101.pth"
     torch.save(state, path)
-    model = ResNeXt3DWeights.resolve(str(path), seed=0, layers=SHALLOW).build()
-    assert torch.equal(model.state_dict()["layer2.0.conv2.weight"], state["layer2.0.conv2.weight"])
+    weights = ResNeXt3DWeights.resolve(str(path), seed=0, layers=SHALLOW)
+    encoder = ClipEncoder(weights, CPU, batch_size=2, recipe=Recipe3D(short_side=32, crop=32))
+    assert torch.equal(encoder.model.state_dict()["layer2.0.conv2.weight"], state["layer2.0.conv2.weight"])
+    features = encoder.encode(torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8,
+                                            generator=torch.Generator().manual_seed(1)))
+    assert features.shape == (2, 2048) and features.dtype == np.float32 and np.isfinite(features).all()
+    assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
 
 
 def test_wrong_checkpoints_fail_naming_the_file_and_the_key(tmp_path):
@@ -237,13 +239,16 @@ def test_random_init_features_are_not_collapsed(tmp_path):
 
 
 def test_random_init_is_seeded_and_batching_does_not_change_features():
+    same = [ResNeXt3DWeights.random(3, SHALLOW).build().state_dict() for _ in range(2)]
+    other = ResNeXt3DWeights.random(4, SHALLOW).build().state_dict()
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])
+    assert not torch.equal(same[0]["layer1.0.conv2.weight"], other["layer1.0.conv2.weight"])
+    assert not same[0]["layer1.0.bn3.weight"].any()  # the zero-initialised last BN of each block
     frames = torch.randint(0, 256, (40, 40, 56, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    recipe = Recipe3D(short_side=40, crop=32)
-    one = ClipEncoder(ResNeXt3DWeights.random(3, SHALLOW), CPU, batch_size=1, recipe=recipe).encode(frames)
-    three = ClipEncoder(ResNeXt3DWeights.random(3, SHALLOW), CPU, batch_size=3, recipe=recipe).encode(frames)
-    assert one.shape == (3, 2048) and np.allclose(one, three, atol=1e-5)
-    other = ClipEncoder(ResNeXt3DWeights.random(4, SHALLOW), CPU, recipe=recipe).encode(frames)
-    assert not np.allclose(one, other, atol=1e-3)
+    encoder = ClipEncoder(ResNeXt3DWeights.random(3, SHALLOW), CPU, batch_size=1, recipe=Recipe3D(short_side=40, crop=32))
+    one = encoder.encode(frames)
+    encoder.batch_size = 3
+    assert one.shape == (3, 2048) and np.allclose(one, encoder.encode(frames), atol=1e-5)
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -262,7 +267,8 @@ def test_settings_come_from_the_config_and_errors_name_the_key(repo_root):
         check_settings(settings(crop=64))
     with pytest.raises(ConfigError, match="unknown key.*colour"):
         check_settings(settings(colour="red"))
-    with pytest.raises(ConfigError, match=r"features.video3d.device': 'tpu' is not allowed; allowed values: 'auto', 'cpu', 'cuda'"):
+    allowed = r"features.video3d.device': 'tpu' is not allowed; allowed values: 'auto', 'cpu', 'cuda'"
+    with pytest.raises(ConfigError, match=allowed):
         validate_stage_settings("features.video3d", settings(device="tpu"))
 
 
@@ -278,10 +284,8 @@ def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
         ("four", four, "ok", 4.0), ("gone", None, "corrupt", None), ("partial", partial, "ok", 4.3),
         ("broken", broken, "ok", 1.0), ("red", red, "ok", 0.7)])
     out, ledger = tmp_path / "video3d" / "shard-00002.h5", tmp_path / "video3d" / "shard-00002.tsv"
-    code = cli.main(["extract", "video3d", "--normalize-ledger", str(ledger_in), "--corpus", "demo",
-                     "--shard", "00002", "--output", str(out), "--ledger", str(ledger), "--quiet",
-                     "--settings", json.dumps(settings())])
-    assert code == 0
+    extract_shard(read_ledger(ledger_in), "demo", "00002", out, ledger, settings(), progress=False,
+                  encoder=shallow_encoder())
     assert [(r["video_id"], r["status"], r["length"]) for r in read_ledger(ledger)] == [
         ("four", "ok", "6"), ("gone", "no_media", "0"), ("partial", "ok", "7"), ("broken", "error", "0"),
         ("red", "ok", "2")]
@@ -292,6 +296,7 @@ def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
     assert attrs["modality"] == "video" and attrs["features"] == "3d" and attrs["shard"] == 2
     assert attrs["rows_per_second"] == 1.5 and attrs["fps"] == 24 and attrs["clip_frames"] == 16
     assert attrs["pretrained"] == False and "NOT pretrained" in attrs["weights"]  # noqa: E712 (numpy bool)
+    assert attrs["preprocess_mean"].tolist() == [110.6, 103.2, 96.3] and attrs["precision"] == "float32"
     assert attrs["weights_setting"] == "none" and attrs["feature_dim"] == 2048
     assert json.loads(attrs["settings"]) == settings()
     features = {v: reader.read(v) for v in ("four", "partial", "red")}
@@ -310,43 +315,60 @@ def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
     reader.close()
 
 
-class KilledAfter(ClipEncoder):
-    """The real encoder; the job is killed (an exception) when video number ``videos + 1`` starts."""
+@pytest.mark.slow
+def test_cli_extract_video3d_at_full_depth(tmp_path):
+    """`mcnflow extract video3d` builds ResNeXt-101 itself from the settings."""
+    video = make_video(tmp_path / "v.mp4", 0.7)  # 17 frames: 2 clips
+    ledger_in = normalize_ledger(tmp_path / "normalize.tsv", [("v", video, "ok", 0.7)])
+    out, ledger = tmp_path / "shard-00000.h5", tmp_path / "shard-00000.tsv"
+    assert cli.main(["extract", "video3d", "--normalize-ledger", str(ledger_in), "--corpus", "demo",
+                     "--shard", "00000", "--output", str(out), "--ledger", str(ledger), "--quiet",
+                     "--settings", json.dumps(settings(decode_workers=1))]) == 0
+    reader = ShardReader(out)
+    assert reader.read("v").shape == (2, 2048) and reader.attrs["rows_per_second"] == 1.5
+    assert "blocks" not in reader.attrs["weights"]  # the full ResNeXt-101
+    reader.close()
 
-    def __init__(self, videos: int, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.left = videos
-        self.encoded = 0
+
+def shallow_encoder() -> ClipEncoder:
+    return ClipEncoder(ResNeXt3DWeights.random(0, SHALLOW), CPU, batch_size=4, recipe=Recipe3D(short_side=32, crop=32))
+
+
+class KilledAfter:
+    """The real encoder, but the job is killed (an exception) when video number ``videos + 1`` starts."""
+
+    def __init__(self, encoder: ClipEncoder, videos: int):
+        self.encoder, self.left, self.encoded = encoder, videos, 0
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
 
     def encode(self, frames):
         if self.left == 0:
             raise KeyboardInterrupt("killed")
         self.left -= 1
         self.encoded += 1
-        return super().encode(frames)
+        return self.encoder.encode(frames)
 
 
 def test_a_rerun_keeps_the_finished_parts(tmp_path, caplog):
-    videos = [make_video(tmp_path / f"v{i}.mp4", 0.7, source=f"color=c={c}") for i, c in enumerate(("red", "blue"))]
+    videos = [make_video(tmp_path / f"v{i}.mp4", 0.5, source=f"color=c={c}") for i, c in enumerate(("red", "blue"))]
     rows = [{**dict.fromkeys(NORMALIZE_COLUMNS, ""), "video_id": f"v{i}", "status": "ok", "path": str(p),
-             "duration": "0.7"} for i, p in enumerate(videos)]
-    recipe = Recipe3D(short_side=32, crop=32)
-
-    def encoder(videos_before_kill):
-        return KilledAfter(videos_before_kill, ResNeXt3DWeights.random(0, SHALLOW), CPU, batch_size=4, recipe=recipe)
-
+             "duration": "0.5"} for i, p in enumerate(videos)]
+    encoder = shallow_encoder()
     out, ledger = tmp_path / "run" / "shard-00000.h5", tmp_path / "run" / "shard-00000.tsv"
     with pytest.raises(KeyboardInterrupt):
-        extract_shard(rows, "demo", 0, out, ledger, settings(), progress=False, encoder=encoder(1))
+        extract_shard(rows, "demo", 0, out, ledger, settings(), progress=False, encoder=KilledAfter(encoder, 1))
     assert not out.exists() and [p.name for p in (tmp_path / "run" / "shard-00000.tsv.parts").glob("*.npz")] == ["v0.npz"]
 
     caplog.set_level(logging.INFO, logger="mcnflow")
-    rerun = encoder(2)
+    rerun = KilledAfter(encoder, 2)
     extract_shard(rows, "demo", 0, out, ledger, settings(), progress=False, encoder=rerun)
     assert rerun.encoded == 1  # only v1
-    assert "demo/0: 1 video(s) to extract, 1 outcome(s) kept from an earlier run" in [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "demo/0: 1 video(s) to extract, 1 outcome(s) kept from an earlier run" in messages
     assert leftovers(tmp_path / "run") == []
     fresh_out = tmp_path / "fresh" / "shard-00000.h5"
     extract_shard(rows, "demo", 0, fresh_out, tmp_path / "fresh" / "shard-00000.tsv", settings(), progress=False,
-                  encoder=encoder(2))
+                  encoder=encoder)
     assert h5_contents(out) == h5_contents(fresh_out)

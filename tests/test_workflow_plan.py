@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from workflow_utils import copy_workflow, job_counts, snakemake
+from workflow_utils import REPO, copy_workflow, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -12,22 +12,38 @@ def workdir(tmp_path_factory):
     return copy_workflow(tmp_path_factory.mktemp("plan"))
 
 
+def _demo_plan():
+    """What the demo config plans: shards per corpus, experiments x seeds, benchmarks."""
+    from mcnflow.core.config import load_config
+
+    config = load_config([REPO / "config.yaml", REPO / "demo/config.yaml"])
+    demo, size = config["demo"], config["shard_size"]
+    videos = {"howto100m": demo["train_videos"], "youcook2": demo["eval_videos"], "msrvtt": demo["msrvtt_videos"],
+              "crosstask": demo.get("crosstask_videos", 0), "mining_youtube": demo.get("mining_youtube_videos", 0)}
+    shards = sum(max(1, math.ceil(videos[corpus] / size)) for corpus in config["corpora"])
+    branches = sum(len(spec.get("seeds") or config["seeds"]) for spec in config["experiments"].values())
+    return config, shards, branches
+
+
 def test_dry_run_has_one_job_per_shard_per_stage(workdir):
     result = snakemake(workdir, "-n", "--quiet", "rules")
     counts = job_counts(result.stdout + result.stderr)
-    # demo/config.yaml: 16 training videos, 8 YouCook2, 12 MSR-VTT, 4 CrossTask, shard_size 6
-    shards = math.ceil(16 / 6) + math.ceil(8 / 6) + math.ceil(12 / 6) + math.ceil(4 / 6)
+    config, shards, branches = _demo_plan()
+    corpora = len(config["corpora"])
     assert counts["download_shard"] == shards
-    assert counts["normalize_shard"] == shards
-    assert counts["extract_video"] == counts["extract_audio"] == counts["extract_text"] == shards
-    assert counts["manifest"] == 4 and counts["survival"] == 4 and counts["word2vec"] == 1
-    assert counts["train"] == 8 * 2 and counts["evaluate"] == 8 * 2 * 4  # 2 seeds and counts["summarize"] == 1
+    # one decode per shard gives the normalize ledger and the video and audio features
+    assert counts["media_shard"] == counts["extract_text"] == shards
+    assert not {"normalize_shard", "extract_video", "extract_audio"} & set(counts)
+    assert counts["manifest"] == corpora and counts["survival"] == corpora and counts["word2vec"] == 1
+    benchmarks = len(config["evaluation"]["benchmarks"])
+    assert counts["train"] == branches and counts["evaluate"] == branches * benchmarks and counts["summarize"] == 1
 
 
 def test_shard_size_changes_the_number_of_jobs_not_videos(workdir):
     result = snakemake(workdir, "-n", "--quiet", "rules", "--config", "shard_size=1000")
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["download_shard"] == 4  # one shard per corpus
+    corpora = len(_demo_plan()[0]["corpora"])
+    assert counts["download_shard"] == counts["media_shard"] == corpora  # one shard per corpus
 
 
 def test_invalid_config_stops_the_workflow_with_the_key_named(workdir):

@@ -1,51 +1,5 @@
-# Per-shard HDF5 features: ResNet152 video, DaveNet log-mel audio, caption tokens with their word2vec vectors.
-
-
-rule extract_video:
-    input:
-        ledger="results/normalize/{corpus}/shard-{shard}.tsv",
-        videos="results/normalize/{corpus}/shard-{shard}",
-    output:
-        features="results/features/{corpus}/video/shard-{shard}.h5",
-        ledger="results/features/{corpus}/video/shard-{shard}.tsv",
-    log:
-        "logs/features/{corpus}/video/shard-{shard}.log",
-    benchmark:
-        "benchmarks/results/features/{corpus}/video/shard-{shard}.tsv"
-    conda:
-        "../../envs/features.yaml"
-    # the model thread plus the decoding workers
-    threads: config["features"]["video"]["decode_workers"] + 1
-    resources:
-        gpu=1,
-    params:
-        settings=stage_settings("features.video"),
-    shell:
-        "OMP_NUM_THREADS={threads} python -m mcnflow extract video --normalize-ledger {input.ledger}"
-        " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
-        " --ledger {output.ledger} --settings-file {params.settings} > {log} 2>&1"
-
-
-rule extract_audio:
-    input:
-        ledger="results/normalize/{corpus}/shard-{shard}.tsv",
-        videos="results/normalize/{corpus}/shard-{shard}",
-    output:
-        features="results/features/{corpus}/audio/shard-{shard}.h5",
-        ledger="results/features/{corpus}/audio/shard-{shard}.tsv",
-    log:
-        "logs/features/{corpus}/audio/shard-{shard}.log",
-    benchmark:
-        "benchmarks/results/features/{corpus}/audio/shard-{shard}.tsv"
-    conda:
-        "../../envs/features.yaml"
-    threads: 1
-    params:
-        settings=stage_settings("features.audio"),
-    shell:
-        "python -m mcnflow extract audio --normalize-ledger {input.ledger}"
-        " --corpus {wildcards.corpus} --shard {wildcards.shard} --output {output.features}"
-        " --ledger {output.ledger} --settings-file {params.settings} > {log} 2>&1"
+# Per-shard HDF5 features: caption tokens with their word2vec vectors, and the feature tables. The video
+# and audio features come from the media rule (workflow/rules/media.smk: one decode per video).
 
 
 rule word2vec:

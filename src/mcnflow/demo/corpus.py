@@ -101,21 +101,69 @@ def _plan(demo: dict) -> dict[str, dict[str, list[Step]]]:
 
 
 # --- what a step looks like ---------------------------------------------------------------------------
-# A randomly initialised ResNet152 (zero_init_residual: every residual block starts as the identity) is
-# about one random 7x7 convolution, ReLUs and random 1x1 projections, averaged over the frame. Flat
-# colours give it one constant patch each, and their features differ little along a nearly shared
-# direction; local patterns (edge orientation, spacing, shape) reach the average through many different
-# filters. So each ingredient is a texture: its own pattern, in its colour, on a dark background, with
-# spacing, phase and brightness drawn per step. Each action moves the texture (a translation, so every
-# frame still shows the ingredient; the action is in the motion over time and in the audio).
-# benchmarks/demo_separability.py measures both looks through the feature extractor.
+# The demo's video features come from a randomly initialised ResNet152 (zero_init_residual: each residual
+# block starts as the identity), i.e. about one random 7x7 convolution, ReLUs and four random 1x1
+# projections, with no biases, averaged over the frame. That network keeps colours apart (it is positively
+# homogeneous in the normalized pixel values, so a colour is a direction) and, within a colour, the
+# orientation of fine stripes; it nearly loses shapes and coarse patterns. So a step shows stripes in
+# its ingredient's colour, whose orientation and motion are its action's, on the grey that the input
+# normalization maps to zero (the background adds nothing of its own). Flat colours, as the demo had
+# before, showed only the ingredient: the four steps of one ingredient looked the same.
+# benchmarks/demo_separability.py measures both through the real feature extractor.
 COLOUR_RGB = {"red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
               "purple": (128, 0, 128), "orange": (255, 165, 0), "white": (255, 255, 255), "magenta": (255, 0, 255)}
-INGREDIENT_PATTERNS = {"tomato": "dots", "cucumber": "rings", "blueberry": "checker", "lemon": "vstripes",
-                       "eggplant": "hstripes", "carrot": "diagonal", "coconut": "grid", "radish": "zigzag"}
-ACTION_MOTIONS = {"chop": "bounce", "stir": "circle", "peel": "sweep", "wash": "shake"}
-PATTERN_PERIOD = (1 / 14, 1 / 9)   # texture period, fraction of the frame height (drawn per step)
+# action -> (direction the stripes vary along, degrees from the x axis; how they move)
+ACTION_LOOKS = {"chop": (90, "bounce"), "stir": (135, "circle"), "peel": (0, "sweep"), "wash": (45, "shake")}
+BACKGROUND_RGB = (124, 116, 104)   # the ImageNet mean (features.resnet.RECIPE_MEAN): normalized to ~0
+STRIPE_PERIOD = 0.045              # fraction of the frame height (x0.85..1.15 per step): 5 px at short side 112
+STRIPE_DUTY = 0.7                  # fraction of each period in the ingredient's colour
 MOTION_AMPLITUDE = 0.15            # largest displacement, fraction of the frame height
+
+
+def step_texture(step: Step, width: int, height: int, margin: int, rng: np.random.Generator) -> np.ndarray:
+    """The step's stripes, ``margin`` pixels larger than the frame on every side: uint8 (H, W, 3).
+
+    Drawn per step: the period (x0.85..1.15), the phase and the colour's brightness (x0.8..1).
+    """
+    angle = math.radians(ACTION_LOOKS[step.action][0])
+    period = height * STRIPE_PERIOD * rng.uniform(0.85, 1.15)
+    y, x = np.mgrid[0:height + 2 * margin, 0:width + 2 * margin].astype(np.float32)
+    across = (x * math.cos(angle) + y * math.sin(angle)) / period + rng.uniform(0, 1)
+    in_colour = across - np.floor(across) < STRIPE_DUTY
+    colour = np.array(COLOUR_RGB[INGREDIENTS[step.ingredient]], dtype=np.float32) * rng.uniform(0.8, 1.0)
+    return np.where(in_colour[..., None], colour, np.array(BACKGROUND_RGB, dtype=np.float32)).round().astype(np.uint8)
+
+
+def motion_offset(action: str, seconds: float, step_seconds: float, amplitude: float,
+                  phase: float) -> tuple[float, float]:
+    """(dx, dy) in pixels of the stripes at ``seconds`` into the step; |dx|, |dy| <= ``amplitude``."""
+    angle = math.radians(ACTION_LOOKS[action][0])
+    motion = ACTION_LOOKS[action][1]
+    if motion == "circle":    # stir: round a circle, once every two seconds
+        turn = math.pi * seconds + phase
+        return amplitude * math.cos(turn), amplitude * math.sin(turn)
+    if motion == "bounce":    # chop: down and back up, twice a second
+        along = amplitude * (1 - 2 * abs(math.sin(2 * math.pi * seconds + phase)))
+    elif motion == "sweep":   # peel: one steady slide over the step
+        along = amplitude * (2 * seconds / step_seconds - 1)
+    elif motion == "shake":   # wash: a small fast shake, three times a second
+        along = 0.5 * amplitude * math.sin(6 * math.pi * seconds + phase)
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    return along * math.cos(angle), along * math.sin(angle)   # across the stripes, so the motion shows
+
+
+def step_frames(step: Step, width: int, height: int, fps: int, step_seconds: float, rng: np.random.Generator):
+    """The frames of one step (uint8 (H, W, 3) views): its stripes, moved by its action."""
+    amplitude = MOTION_AMPLITUDE * height
+    margin = math.ceil(amplitude) + 1
+    texture = step_texture(step, width, height, margin, rng)
+    phase = rng.uniform(0, 2 * math.pi)
+    for k in range(round(step_seconds * fps)):
+        dx, dy = motion_offset(step.action, k / fps, step_seconds, amplitude, phase)
+        x0, y0 = margin + round(dx), margin + round(dy)
+        yield texture[y0:y0 + height, x0:x0 + width]
+
 
 # --- what a step sounds like --------------------------------------------------------------------------
 AUDIO_RATE = 16000        # Hz the track is made at: the pipeline's rate (normalize.audio_rate), so the
@@ -141,71 +189,6 @@ def require_espeak() -> str:
         raise MissingTool("espeak-ng is not installed (not on PATH): the demo corpus speaks every caption "
                           "with it. Install it with `make system-deps` or `apt-get install -y espeak-ng`")
     return executable
-
-
-def _pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Where the texture has the ingredient's colour; ``u``, ``v``: coordinates in texture periods."""
-    fu, fv = u - np.floor(u), v - np.floor(v)
-
-    def stripes(w: np.ndarray) -> np.ndarray:
-        return (w - np.floor(w)) < 0.5
-
-    if pattern == "hstripes":
-        return fv < 0.5
-    if pattern == "vstripes":
-        return fu < 0.5
-    if pattern == "diagonal":
-        return stripes((u + v) / math.sqrt(2))
-    if pattern == "checker":
-        return (np.floor(u) + np.floor(v)) % 2 == 0
-    if pattern == "dots":
-        return (fu - 0.5) ** 2 + (fv - 0.5) ** 2 < 0.3 ** 2
-    if pattern == "grid":
-        return (fu < 0.2) | (fv < 0.2)
-    if pattern == "rings":
-        return stripes(np.hypot(u - u.mean(), v - v.mean()))
-    if pattern == "zigzag":
-        return stripes(v + np.abs(fu - 0.5))
-    raise ValueError(f"unknown pattern {pattern!r}")
-
-
-def step_texture(ingredient: str, width: int, height: int, margin: int, rng: np.random.Generator) -> np.ndarray:
-    """The ingredient's texture, ``margin`` pixels larger than the frame on every side: uint8 (H, W, 3)."""
-    period = height * rng.uniform(*PATTERN_PERIOD)
-    phase_x, phase_y = rng.uniform(0, 1, size=2)
-    y, x = np.mgrid[0:height + 2 * margin, 0:width + 2 * margin].astype(np.float32)
-    mask = _pattern_mask(INGREDIENT_PATTERNS[ingredient], x / period + phase_x, y / period + phase_y)
-    colour = np.array(COLOUR_RGB[INGREDIENTS[ingredient]], dtype=np.float32) * rng.uniform(0.75, 1.0)
-    background = np.full(3, rng.uniform(0, 50), dtype=np.float32)
-    return np.where(mask[..., None], colour, background).round().astype(np.uint8)
-
-
-def motion_offset(action: str, seconds: float, step_seconds: float, amplitude: float,
-                  phase: float) -> tuple[float, float]:
-    """(dx, dy) in pixels of the texture at ``seconds`` into the step; |dx|, |dy| <= ``amplitude``."""
-    motion = ACTION_MOTIONS[action]
-    if motion == "bounce":    # chop: the texture jumps up and comes down, twice a second
-        return 0.0, -amplitude * abs(math.sin(2 * math.pi * seconds + phase))
-    if motion == "circle":    # stir: goes round a circle, once every two seconds
-        angle = math.pi * seconds + phase
-        return amplitude * math.cos(angle), amplitude * math.sin(angle)
-    if motion == "sweep":     # peel: one steady slide from left to right over the step
-        return amplitude * (2 * seconds / step_seconds - 1), 0.0
-    if motion == "shake":     # wash: fast small shake sideways, three times a second
-        return 0.5 * amplitude * math.sin(6 * math.pi * seconds + phase), 0.0
-    raise ValueError(f"unknown motion {motion!r}")
-
-
-def step_frames(step: Step, width: int, height: int, fps: int, step_seconds: float, rng: np.random.Generator):
-    """The frames of one step (uint8 (H, W, 3) each): its ingredient's texture, moved by its action."""
-    amplitude = MOTION_AMPLITUDE * height
-    margin = math.ceil(amplitude) + 1
-    texture = step_texture(step.ingredient, width, height, margin, rng)
-    phase = rng.uniform(0, 2 * math.pi)
-    for k in range(round(step_seconds * fps)):
-        dx, dy = motion_offset(step.action, k / fps, step_seconds, amplitude, phase)
-        x0, y0 = margin + round(dx), margin + round(dy)
-        yield texture[y0:y0 + height, x0:x0 + width]
 
 
 # --- speech, tone and noise ---------------------------------------------------------------------------

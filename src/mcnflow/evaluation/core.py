@@ -35,7 +35,7 @@ from mcnflow.features.store import FeatureIndex, check_rate
 from mcnflow.features.text_index import TextIndex, WordSourceMismatch
 from mcnflow.features.word2vec import WordVectors, read_rows, read_word_vectors
 from mcnflow.model import inputs as clips
-from mcnflow.evaluation.metrics import check_convention, retrieval_conventions, target_ranks
+from mcnflow.evaluation.metrics import RECALL_KS, check_convention, recall_key, retrieval_conventions, target_ranks
 from mcnflow.evaluation.scoring import Scoring, embed_clips, embed_text, similarity
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,36 @@ class Outcome:
         check_convention(convention)
         return cls(dict(by_convention[convention]), n_queries, n_missing, dict(missing_reasons or {}),
                    dict(extra or {}), {name: dict(values) for name, values in by_convention.items()}, convention)
+
+
+def query_key(index: int, query: Query) -> str:
+    """A query's name, the same for every experiment evaluated on the benchmark (pairs the tests)."""
+    return f"{index}:{query.video_id}"
+
+
+def retrieval_per_query(queries: Sequence[Query], ranks: np.ndarray, convention: str,
+                        ks: Sequence[int] = RECALL_KS) -> dict[str, Any]:
+    """Each query's contribution to every retrieval metric, for intervals and paired tests
+    (:mod:`mcnflow.statistics`): R@K = mean of 100 x [rank <= K], MedR / MeanR = median / mean rank.
+    ``present``: the scored queries; ``failures``: missing ones too, with the worst rank and never a
+    hit (as :func:`mcnflow.evaluation.metrics.retrieval_metrics` counts them)."""
+    keys: list[str] = []
+    query_ranks: list[float] = []
+    hits: dict[str, list[float]] = {recall_key(k): [] for k in ks}
+    scored = iter(np.asarray(ranks, dtype=np.float64).tolist())
+    for i, query in enumerate(queries):
+        if query.missing is None:
+            rank, found = next(scored), True
+        elif convention == "failures":
+            rank, found = float(len(queries)), False
+        else:
+            continue
+        keys.append(query_key(i, query))
+        query_ranks.append(rank)
+        for k in ks:
+            hits[recall_key(k)].append(100.0 if found and rank <= k else 0.0)
+    return {"keys": keys, "values": {**hits, "median_rank": query_ranks, "mean_rank": list(query_ranks)},
+            "aggregate": {**{recall_key(k): "mean" for k in ks}, "median_rank": "median", "mean_rank": "mean"}}
 
 
 def exclude_videos(items: Sequence[Any], excluded: Iterable[str]) -> tuple[list[Any], int]:
@@ -294,4 +324,5 @@ def evaluate_retrieval(model: Any, scoring: Scoring, queries: Sequence[Query], f
             ranks_parts.append(target_ranks(scores.double().cpu().numpy(), targets, tie_policy))
         ranks = np.concatenate(ranks_parts)
     by_convention = retrieval_conventions(ranks, n_missing=n_missing, worst_rank=n_queries)
-    return Outcome.of(by_convention, convention, n_queries, n_missing, dict(reasons))
+    return Outcome.of(by_convention, convention, n_queries, n_missing, dict(reasons),
+                      extra={"per_query": retrieval_per_query(queries, ranks, convention)})

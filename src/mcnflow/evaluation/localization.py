@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from mcnflow.evaluation.core import EvalFeatures, Outcome, Query, embed_queries, embed_seconds
+from mcnflow.evaluation.core import EvalFeatures, Outcome, Query, embed_queries, embed_seconds, query_key
 from mcnflow.evaluation.metrics import FAILURES, PRESENT
 from mcnflow.evaluation.scoring import Scoring, similarity
 
@@ -123,6 +123,8 @@ def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query]
         if query.missing is None:
             by_video[query.video_id].append(query)
     ious: list[float] = []
+    iou_of: dict[int, float] = {}  # query index -> its IoU (the per-query values of the statistics)
+    index_of = {id(query): i for i, query in enumerate(queries)}
     for video_id, mine in tqdm(by_video.items(), desc="localization", unit="video"):
         n_seconds, seconds = embed_seconds(model, scoring, features, video_id, batch_size, device)
         if n_seconds == 0:
@@ -134,8 +136,25 @@ def evaluate_localization(model: Any, scoring: Scoring, queries: Sequence[Query]
             predicted = decode_interval(curve, settings["smoothing"], settings["threshold"])
             end = query.end if math.isfinite(query.end) else float(n_seconds)  # a whole-clip sentence
             ious.append(temporal_iou(predicted, (query.start, max(end, query.start))))
+            iou_of[index_of[id(query)]] = ious[-1]
     n_missing = len(queries) - len(ious)
     by_convention = {PRESENT: localization_metrics(ious, settings["iou_thresholds"]),
                      FAILURES: localization_metrics(ious, settings["iou_thresholds"], n_missing=n_missing)}
     return Outcome.of(by_convention, convention, len(queries), n_missing, dict(reasons),
-                      extra={"protocol": PROTOCOL})
+                      extra={"protocol": PROTOCOL,
+                             "per_query": localization_per_query(queries, iou_of, settings["iou_thresholds"],
+                                                                 convention)})
+
+
+def localization_per_query(queries: Sequence[Query], iou_of: Mapping[int, float], thresholds: Sequence[float],
+                           convention: str) -> dict[str, Any]:
+    """Each query's contribution to mIoU (100 x IoU) and to R@IoU (100 x [IoU >= t]); under
+    ``failures`` an unscored query counts with IoU 0."""
+    keys, ious = [], []
+    for i, query in enumerate(queries):
+        if i in iou_of or convention == "failures":
+            keys.append(query_key(i, query))
+            ious.append(iou_of.get(i, 0.0))
+    values = {"mean_iou": [100.0 * v for v in ious],
+              **{iou_key(t): [100.0 * (v >= t) for v in ious] for t in thresholds}}
+    return {"keys": keys, "values": values, "aggregate": dict.fromkeys(values, "mean")}

@@ -274,7 +274,8 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
             features = encoder.encode(frames).astype(np.float16)
             video_attrs = {key: item[key] for key in ("duration", "n_frames", "source_checksum", "source",
                                                       "source_width", "source_height")}
-            video_attrs.update(n_clips=len(features), padded_frames=len(features) * recipe.clip_frames - item["n_frames"],
+            video_attrs.update(n_clips=len(features),
+                               padded_frames=len(features) * recipe.clip_frames - item["n_frames"],
                                frame_width=recipe.crop, frame_height=recipe.crop)
             write_part(run.part_path(video_id), features, video_attrs,
                        meta={"fingerprint": fingerprint, **item["source_identity"]})

@@ -1,0 +1,55 @@
+# Decode each download once (mcnflow media): the same decode gives the normalize ledger, the 2D video
+# and audio features, the 3D video features (media.video3d) and, with normalize.keep, the normalized
+# 454x256 @ 30 fps videos. One job per shard; the downstream file names are those of the separate
+# normalize / extract stages this rule replaced.
+
+
+# Optional outputs: the normalized videos (normalize.keep) and the 3D features (media.video3d).
+rule media_shard:
+    input:
+        "results/download/{corpus}/shard-{shard}.tsv",
+    output:
+        **(
+            {"videos": directory("results/normalize/{corpus}/shard-{shard}")}
+            if config["normalize"]["keep"]
+            else {}
+        ),
+        **(
+            {
+                "video3d": "results/features/{corpus}/video3d/shard-{shard}.h5",
+                "video3d_ledger": "results/features/{corpus}/video3d/shard-{shard}.tsv",
+            }
+            if config["media"]["video3d"]
+            else {}
+        ),
+        ledger="results/normalize/{corpus}/shard-{shard}.tsv",
+        video="results/features/{corpus}/video/shard-{shard}.h5",
+        video_ledger="results/features/{corpus}/video/shard-{shard}.tsv",
+        audio="results/features/{corpus}/audio/shard-{shard}.h5",
+        audio_ledger="results/features/{corpus}/audio/shard-{shard}.tsv",
+    log:
+        "logs/media/{corpus}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/results/media/{corpus}/shard-{shard}.tsv"
+    conda:
+        "../../envs/features.yaml"
+    # the model thread plus the decoding workers (each runs one single-threaded ffmpeg)
+    threads: config["features"]["video"]["decode_workers"] + 1
+    resources:
+        gpu=1,
+    params:
+        settings=stage_settings("media"),
+        videos=lambda wc, output: (
+            f"--videos-dir {output.videos}" if "videos" in output.keys() else ""
+        ),
+        video3d=lambda wc, output: (
+            f"--video3d-output {output.video3d} --video3d-ledger {output.video3d_ledger}"
+            if "video3d" in output.keys()
+            else ""
+        ),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m mcnflow media --download-ledger {input}"
+        " --corpus {wildcards.corpus} --shard {wildcards.shard} --normalize-ledger {output.ledger}"
+        " --video-output {output.video} --video-ledger {output.video_ledger}"
+        " --audio-output {output.audio} --audio-ledger {output.audio_ledger}"
+        " {params.videos} {params.video3d} --quiet --settings-file {params.settings} > {log} 2>&1"
