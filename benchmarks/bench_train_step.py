@@ -61,7 +61,7 @@ def settings_for(args: argparse.Namespace) -> dict:
         "embd_dim": args.embd_dim, "video_dim": args.video_dim, "word_dim": args.word_dim, "n_pair": args.n_pair,
         "min_time": 10.0, "max_words": 20, "audio_frames": args.audio_frames, "batch_size": args.batch_size,
         "epochs": 1, "lr": 1e-4, "optimizer": "adam", "warmup_steps": 0, "schedule": "constant", "margin": 0.001,
-        "clusters": args.clusters, "queue_batches": 20, "kmeans_iters": 20, "recon_size": args.recon_size,
+        "clusters": args.clusters, "queue_batches": 20, "video_features": ["2d"], "kmeans_iters": 20, "recon_size": args.recon_size,
         "num_workers": args.num_workers, "device": args.device, "amp": args.amp, "seed": 0, "tensorboard": False,
     }
     if args.audio_widths:

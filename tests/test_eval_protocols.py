@@ -311,7 +311,8 @@ def _run_cli(b, task, exclude, convention, name):
     settings.update(benchmark="bench", task=task, corpus="youcook2", spec=b["spec"], batch_size=8,
                     convention=convention, exclude=exclude,
                     localization={"smoothing": 1, "threshold": 0.5, "iou_thresholds": [0.5]})
-    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM)
+    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM,
+                                              video_features=["2d"])
     output = b["dir"] / f"{name}.json"
     code = cli_main(["evaluate", "--experiment", "tv", "--seed", "1", "--benchmark", "bench",
                      "--settings", json.dumps(settings), "--checkpoint", str(_checkpoint(b["dir"] / "m.pt", b["fingerprint"])),
@@ -453,7 +454,8 @@ def test_evaluate_cli_runs_mining_youtube_with_the_real_mcn(step_benchmark, caps
     settings = _plan_settings()
     settings.update(benchmark="myt", task="mining_youtube", corpus="mining_youtube", spec=spec, batch_size=8,
                     exclude=None, convention="present")
-    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM)
+    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM,
+                                              video_features=["2d"])
     output = b["dir"] / "myt.json"
     argv = ["evaluate", "--experiment", "tv", "--seed", "1", "--benchmark", "myt", "--settings", json.dumps(settings),
             "--checkpoint", str(_checkpoint(b["dir"] / "m.pt", b["word2vec"].fingerprint)),

@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from mcnflow.core.config import ConfigError, load_config, load_schema
+from mcnflow.core.config import ConfigError, deep_merge, load_config, load_schema
+from mcnflow.core.frozen import freeze
+from mcnflow.core.plan import Plan
 from mcnflow.model import MCN
 from mcnflow.model.davenet import ResDAVEnet
 from mcnflow.model.gated import SentenceMaxPool
@@ -151,22 +153,20 @@ def test_refits_every_queue_batches_steps_of_an_epoch_and_the_centroids_reset_ea
 
 
 def test_settings_reach_the_kmeans_and_every_departure_defaults_to_off():
-    settings = {"pairs": ["tv", "ta", "va"], "space": "shared", "losses": ALL_TERMS,
-                "training": {"embd_dim": 8, "video_dim": 6, "word_dim": 4, "n_pair": 32, "min_time": 10.0,
-                             "max_words": 3, "audio_frames": 64, "batch_size": 2, "epochs": 1, "lr": 1e-4,
-                             "optimizer": "adam", "warmup_steps": 0, "schedule": "constant", "margin": 0.001,
-                             "clusters": 4, "queue_batches": 20, "kmeans_iters": 100, "recon_size": 5,
-                             "num_workers": 0, "device": "cpu", "amp": False, "seed": 1, "tensorboard": False,
-                             "departures": {"detach_reconstruction_targets": True}}}
+    # The tv_ta_va branch as the workflow builds it from config.yaml, one switch set, read-only.
+    branch = Plan(load_config([REPO / "config.yaml"])).experiment_settings("tv_ta_va", 1)
+    settings = freeze(deep_merge(branch, {"training": {"departures": {"detach_reconstruction_targets": True}}}))
     checked = check_settings(settings)
     assert checked["training"]["departures"] == {**{key: False for key in DEPARTURES},
                                                  "detach_reconstruction_targets": True}
-    assert settings["training"]["departures"] == {"detach_reconstruction_targets": True}   # not mutated
+    assert settings["training"]["departures"] == {**{key: False for key in DEPARTURES},
+                                                  "detach_reconstruction_targets": True}     # untouched
     objective = build_objective(tiny_model(), checked)
     km = objective.kmeans["shared"]
     assert (km.clips_per_video, km.queue_clips, km.queue_batches, km.iters) == (32, 16, 20, 100)
     assert not (km.unit_centroids or km.keep_empty_clusters or km.keep_centroids_across_epochs)
     assert objective.detach_targets
+    assert check_departures(None) == {key: False for key in DEPARTURES}   # settings without the section: MCN
     with pytest.raises(ConfigError, match="unknown key.*'mask_video'.*allowed keys: unit_centroids"):
         check_departures({"mask_video": True})
     with pytest.raises(ConfigError, match="unit_centroids: 'yes' is not allowed; allowed values: true, false"):
@@ -181,8 +181,20 @@ def test_config_yaml_reproduces_mcn_and_the_schema_documents_each_switch():
     raw = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     assert raw["training"]["departures"] == {key: False for key in DEPARTURES}
     config = load_config([REPO / "config.yaml"])
-    assert (config["training"]["n_pair"], config["training"]["queue_batches"]) == (32, 20)
-    assert config["training"]["kmeans_iters"] == 100 and config["training"]["clusters"] == 256
+    training = config["training"]
+    # MCN's README command line (train_tri_kmeans.py --epochs=30 --batch_size=128 --n_pair=32
+    # --embd_dim=6144 --min_time=10.0 --lr=0.0001 --queue_size=20 --recon_size=1024) and args.py defaults.
+    mcn = {"epochs": 30, "batch_size": 128, "n_pair": 32, "embd_dim": 6144, "min_time": 10.0, "lr": 1e-4,
+           "queue_batches": 20, "recon_size": 1024, "warmup_steps": 5000, "schedule": "warmup_cosine",
+           "optimizer": "adam", "margin": 0.001, "clusters": 256, "kmeans_iters": 100, "max_words": 20,
+           "audio_widths": [128, 128, 256, 512, 1024]}
+    assert {key: training[key] for key in mcn} == mcn
+    assert config["seeds"] == [1]
+    for name, entry in config["experiments"].items():
+        losses = entry["losses"]
+        assert (losses["mms"]["weight"], losses["clustering"]["weight"], losses["reconstruction"]["weight"]) \
+            == (1.0, 1.0, 50.0), name
+        assert all(losses[term]["enabled"] for term in ("mms", "clustering", "reconstruction")), name
     # The demo may switch departures on; each one it sets carries a comment saying why.
     demo_lines = (REPO / "demo" / "config.yaml").read_text(encoding="utf-8").splitlines()
     demo = yaml.safe_load("\n".join(demo_lines))
@@ -191,6 +203,23 @@ def test_config_yaml_reproduces_mcn_and_the_schema_documents_each_switch():
         assert "#" in line and len(line.split("#", 1)[1].strip()) > 20, key
     with pytest.raises(ConfigError, match="training.departures"):
         load_config([REPO / "config.yaml"], {"training": {"departures": {"unit_centroid": True}}})
+
+
+def test_heads_and_decoders_are_mcns():
+    # model_kmeans_ICCV.py:32-37 (GEU per modality, the audio one in the trunk's 1024 dimensions, then
+    # a linear projection), :70-87 (decoders Linear-ReLU-Linear-ReLU back to each trunk's output).
+    model = MCN(["tv", "ta", "va"], embd_dim=16, video_dim=6, word_dim=4, recon_size=5, n_mels=4,
+                audio_widths=[4, 4, 4, 4, 8])
+    heads, decoders = model.heads["shared"], model.decoders["shared"]
+    assert (heads["video"].fc.in_features, heads["video"].fc.out_features) == (6, 16)
+    assert (heads["text"].fc.in_features, heads["text"].fc.out_features) == (16, 16)
+    assert (model.text_pool.fc.in_features, model.text_pool.fc.out_features) == (4, 16)
+    assert (heads["audio"].gated.fc.in_features, heads["audio"].gated.fc.out_features) == (8, 8)
+    assert (heads["audio"].projection.in_features, heads["audio"].projection.out_features) == (8, 16)
+    for modality, target in (("video", 6), ("audio", 8), ("text", 16)):
+        layers = list(decoders[modality])
+        assert [type(layer).__name__ for layer in layers] == ["Linear", "ReLU", "Linear", "ReLU"]
+        assert (layers[0].in_features, layers[0].out_features, layers[2].out_features) == (16, 5, target)
 
 
 # --- cluster loss (train_tri_kmeans.py:254-275, :372-375) ---------------------------------------

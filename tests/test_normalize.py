@@ -16,13 +16,15 @@ from mcnflow.core.ledger import (DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, Journal, j
                             write_ledger)
 from mcnflow.core.media_probe import probe
 from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, _ffmpeg_failure, normalize_shard,
-                               normalize_video, scaled_size, verify_output)
+                               normalize_video, sampler_frame_indices, sampler_frame_indices_expr, scaled_size,
+                               verify_output)
 
 REPO = Path(__file__).resolve().parents[1]
 
 # config.yaml's normalize section with the fastest preset (tests check format, not quality).
 SETTINGS = dict(width=454, height=256, fps=30, audio_rate=16000, resize_mode="pad", video_codec="libx264",
-                preset="ultrafast", crf=23, audio_bitrate="48k", threads=1, duration_tolerance=0.5, keep=True)
+                preset="ultrafast", crf=23, audio_bitrate="48k", threads=1, duration_tolerance=0.5, keep=True,
+                align_keyframes=True, sample_fps=1)
 
 
 def settings(**changes) -> NormalizeSettings:
@@ -354,3 +356,57 @@ def test_cli_with_settings_json(inputs, tmp_path):
     missing = ["normalize", "--download-ledger", str(tmp_path / "nope.tsv"), "--ledger", str(ledger),
                "--out-dir", str(tmp_path / "out"), "--settings", json.dumps(SETTINGS)]
     assert cli.main(missing) == 1
+
+
+# --- keyframes aligned to the 1 fps sampler --------------------------------------------------------
+
+def frame_index_video(path: Path, rate: str, frames: int) -> Path:
+    """Lossless grey frames whose value is their own index (ffv1): what a filter keeps is readable."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"nullsrc=s=16x16:r={rate},format=gray,geq=lum='N'", "-frames:v", str(frames),
+                    "-c:v", "ffv1", str(path)], check=True)
+    return path
+
+
+def kept_indices(path: Path, video_filter: str, extra: tuple[str, ...] = ()) -> list[int]:
+    # passthrough: the muxer must not duplicate frames to fill the gaps select leaves
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *extra, "-i", str(path), "-vf", video_filter,
+                          "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:"],
+                         check=True, capture_output=True).stdout
+    return [raw[i * 256] for i in range(len(raw) // 256)]
+
+
+@pytest.mark.parametrize("rate, sample_fps", [(30, 1), (30, 2), (25, 1), (30, 0.5), (24, 1.5)])
+def test_sampler_indices_are_the_frames_ffmpegs_fps_filter_keeps(tmp_path, rate, sample_fps):
+    video = frame_index_video(tmp_path / "index.mkv", str(rate), 250)
+    # fps={rate} first, as in the normalization: exact 1/rate timestamps (matroska rounds them to ms)
+    assert kept_indices(video, f"fps={rate},fps={sample_fps}") == sampler_frame_indices(250, rate, sample_fps)
+    # and ffmpeg's own expression evaluator picks the same frames (what -force_key_frames sees)
+    picked = kept_indices(video, f"select='{sampler_frame_indices_expr(rate, sample_fps)}'")
+    assert picked == sampler_frame_indices(250, rate, sample_fps)
+    assert sampler_frame_indices(90, 30, 1) == [14, 44, 74]  # measured: the last frame that rounds to k
+
+
+def keyframes(path: Path) -> list[int]:
+    flags = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=key_frame",
+                            "-of", "csv=p=0", str(path)], check=True, capture_output=True, text=True).stdout.split()
+    return [i for i, flag in enumerate(flags) if flag.strip(",") == "1"]
+
+
+def rgb_frames(path: Path, extra: tuple[str, ...] = (), video_filter: str = "fps=1,scale=198:112") -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *extra, "-i", str(path), "-an", "-vf", video_filter,
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 112, 198, 3)
+
+
+@pytest.mark.parametrize("name", ["wide", "pal"])
+def test_kept_videos_have_keyframes_exactly_at_the_sampled_frames(inputs, tmp_path, name):
+    aligned = normalize_video(inputs[name], tmp_path / "aligned.mp4", settings())
+    assert keyframes(tmp_path / "aligned.mp4") == [0, *sampler_frame_indices(aligned.n_frames, 30, 1)]
+    full = rgb_frames(tmp_path / "aligned.mp4")
+    keys_only = rgb_frames(tmp_path / "aligned.mp4", ("-skip_frame", "nokey"))
+    assert full.shape[0] == 2 and np.array_equal(full, keys_only)  # bit for bit
+    # x264's own GOPs: the keyframe-only decode misses the sampled frames (so the check above can fail)
+    normalize_video(inputs[name], tmp_path / "plain.mp4", settings(align_keyframes=False))
+    assert keyframes(tmp_path / "plain.mp4") == [0]
+    assert rgb_frames(tmp_path / "plain.mp4", ("-skip_frame", "nokey")).shape[0] != full.shape[0]

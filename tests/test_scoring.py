@@ -238,7 +238,8 @@ def _settings(b, task, pairs, space):
                     localization={"smoothing": 3, "threshold": 0.5, "iou_thresholds": [0.3, 0.5]},
                     exclude=None)   # tests/test_eval_protocols.py runs the HowTo100M exclusion
     settings["experiment"].update(pairs=pairs, space=space)
-    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM)
+    settings["experiment"]["training"].update(max_words=20, audio_frames=300, device="cpu", word_dim=DIM,
+                                              video_features=["2d"])
     return settings
 
 

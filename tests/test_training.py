@@ -87,7 +87,7 @@ def tiny_settings(pairs=("tv", "ta", "va"), space="shared", **training_overrides
         "max_words": 6, "audio_frames": 64, "batch_size": 3, "epochs": 2, "lr": 1e-3, "optimizer": "adam",
         "warmup_steps": 2, "schedule": "warmup_cosine", "margin": 0.001, "clusters": 4, "queue_batches": 2,
         "kmeans_iters": 10, "recon_size": 16, "num_workers": 0, "device": "cpu", "amp": False, "seed": 3,
-        "tensorboard": False, "audio_widths": [8, 8, 8, 16, 16],
+        "tensorboard": False, "audio_widths": [8, 8, 8, 16, 16], "video_features": ["2d"],
     }
     training.update(training_overrides)
     losses = {"mms": {"enabled": True, "weight": 1.0}, "clustering": {"enabled": True, "weight": 1.0},

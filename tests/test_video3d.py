@@ -33,7 +33,7 @@ SHALLOW = (1, 1, 1, 1)
 
 
 def settings(**overrides) -> dict:
-    base = {"weights": "none", "fps": 24, "short_side": 32, "crop": 32, "clip_frames": 16, "batch_size": 4,
+    base = {"weights": "none", "blocks": [3, 4, 23, 3], "fps": 24, "short_side": 32, "crop": 32, "clip_frames": 16, "batch_size": 4,
             "device": "cpu", "decode_workers": 0, "seed": 0, "l2_normalize": True, "compression": None}
     return {**base, **overrides}
 
@@ -257,14 +257,18 @@ def test_settings_come_from_the_config_and_errors_name_the_key(repo_root):
     from mcnflow.core.config import load_config
     from mcnflow.core.plan import Plan, validate_stage_settings
 
+    from mcnflow.core.frozen import thaw
+
     real = Plan(load_config([repo_root / "config.yaml"])).settings("features.video3d")
-    assert dict(real) == settings(weights="data/models/resnext101.pth", short_side=112, crop=112, batch_size=64,
+    assert thaw(real) == settings(weights="data/models/resnext101.pth", short_side=112, crop=112, batch_size=64,
                                   device="auto", decode_workers=2)
     demo = Plan(load_config([repo_root / "config.yaml", repo_root / "demo" / "config.yaml"])).settings("features.video3d")
     assert demo["weights"] == "none"
     assert check_settings(settings()) == settings()
     with pytest.raises(ConfigError, match="features.video3d.crop.*larger than.*short_side"):
         check_settings(settings(crop=64))
+    with pytest.raises(ConfigError, match=r"features.video3d.blocks': \[1, 1, 1, 1\] is not ResNeXt-101"):
+        check_settings(settings(weights="some/checkpoint.pth", blocks=[1, 1, 1, 1]))
     with pytest.raises(ConfigError, match="unknown key.*colour"):
         check_settings(settings(colour="red"))
     allowed = r"features.video3d.device': 'tpu' is not allowed; allowed values: 'auto', 'cpu', 'cuda'"

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "survival": ("mcnflow.download.survival", "summarize download ledgers: how many videos survived, and why not"),
     "normalize": ("mcnflow.normalize", "normalize one shard to 454x256 @ 30 fps, 16 kHz mono audio"),
     "media": ("mcnflow.media.stage", "decode one shard once: normalize ledger, video + audio features (+ kept videos)"),
+    "estimate": ("mcnflow.estimate", "print the expected CPU/GPU hours and bytes per stage of the configured run"),
     "extract": ("mcnflow.features.cli", "extract video / audio / text features of one shard into HDF5"),
     "feature-stats": ("mcnflow.features.stats", "count feature outcomes and stored lengths per modality"),
     "train": ("mcnflow.training.cli", "train MCN for one experiment"),

@@ -44,7 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
     parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/seed-{seed}/model.pt")
     parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
-    parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="video feature shards of the corpus")
+    parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="2D video feature shards of the corpus")
+    parser.add_argument("--video3d", nargs="*", default=[], metavar="H5", help="3D video feature shards of the corpus")
     parser.add_argument("--audio", nargs="*", default=[], metavar="H5", help="audio feature shards of the corpus")
     parser.add_argument("--text", nargs="*", default=[], metavar="H5", help="text feature shards of the corpus")
     parser.add_argument("--word2vec", required=True, help="results/features/word2vec.h5 (the source the "
@@ -106,10 +107,14 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
         return result_record(args, settings, scoring, None, scoring.note)
     check_model(model, scoring)
 
-    shards = {"video": args.video, "audio": args.audio}
+    streams = training["video_features"]
+    shards = {"video": (args.video if "2d" in streams else [1]) and (args.video3d if "3d" in streams else [1]),
+              "audio": args.audio}
     for modality in scoring.clip_modalities:
         if not shards[modality]:
-            raise ConfigError(f"scoring {scoring.label} needs --{modality} feature shards")
+            flags = " and ".join(f"--{'video' if s == '2d' else 'video3d'}" for s in streams)
+            raise ConfigError(f"scoring {scoring.label} needs {flags if modality == 'video' else '--audio'} "
+                              "feature shards")
     if task not in STEP_TASKS and not args.text:
         raise ConfigError("--text feature shards are needed: they hold the query sentences")
     fingerprint = (meta.get("word2vec") or {}).get("fingerprint", "")
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
                                      audio_frames=settings.get("audio_frames") or training["audio_frames"],
                                      word_dim=training["word_dim"], fingerprint=fingerprint,
                                      video=args.video if "video" in scoring.clip_modalities else (),
+                                     video3d=args.video3d if "video" in scoring.clip_modalities else (),
+                                     video_features=training["video_features"],
                                      audio=args.audio if "audio" in scoring.clip_modalities else ())
     except WordSourceMismatch as exc:
         raise ConfigError(f"{args.checkpoint}: {exc}") from exc

@@ -24,7 +24,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from mcnflow.features.captions import tokenize
 from mcnflow.features.store import FeatureIndex, check_rate
 from mcnflow.features.text_index import TextIndex, WordSourceMismatch
+from mcnflow.features.video_index import VideoIndex, video_shards
 from mcnflow.features.word2vec import WordVectors, read_rows, read_word_vectors
 from mcnflow.model import inputs as clips
 from mcnflow.evaluation.metrics import RECALL_KS, check_convention, recall_key, retrieval_conventions, target_ranks
@@ -52,7 +53,7 @@ class EvalFeatures:
     max_words: int
     audio_frames: int
     word_dim: int
-    video: FeatureIndex | None = None
+    video: VideoIndex | None = None
     audio: FeatureIndex | None = None
     word2vec_path: str = ""
     word2vec: WordVectors | None = None
@@ -60,10 +61,13 @@ class EvalFeatures:
     @classmethod
     def open(cls, *, text: Sequence[str | Path], word2vec: str | Path, max_words: int, audio_frames: int,
              word_dim: int, fingerprint: str, video: Sequence[str | Path] = (),
-             audio: Sequence[str | Path] = ()) -> "EvalFeatures":
+             audio: Sequence[str | Path] = (), video3d: Sequence[str | Path] = (),
+             video_features: Sequence[str] = ("2d",)) -> "EvalFeatures":
         """``fingerprint``: the word2vec source the checkpoint was trained with; the text shards and
-        the word2vec file must be that source (else WordSourceMismatch)."""
-        check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "evaluation")
+        the word2vec file must be that source (else WordSourceMismatch). ``video_features``: the
+        video streams the model reads (training.video_features); ``video`` / ``video3d`` their shards."""
+        streams = video_shards(video, video3d, video_features)
+        video_index = VideoIndex(streams, "evaluation") if any(streams.values()) else None
         check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "evaluation")
         words = read_word_vectors(word2vec, vectors=False)
         if fingerprint and words.fingerprint != fingerprint:
@@ -72,7 +76,7 @@ class EvalFeatures:
         index = TextIndex(text)
         index.require(fingerprint or words.fingerprint, "the checkpoint")
         return cls(text=index, max_words=max_words, audio_frames=audio_frames, word_dim=word_dim,
-                   video=FeatureIndex(video) if video else None, audio=FeatureIndex(audio) if audio else None,
+                   video=video_index, audio=FeatureIndex(audio) if audio else None,
                    word2vec_path=str(word2vec), word2vec=words)
 
     def sentence_tokens(self, sentence: str, max_words: int | None = None) -> np.ndarray:
@@ -115,6 +119,9 @@ class EvalFeatures:
     def seconds(self, modality: str, data: np.ndarray) -> int:
         """How many whole or partial seconds one video's features of ``modality`` cover."""
         if modality == "video":
+            if isinstance(data, Mapping):  # 2D and/or 3D streams: the 2D rows are seconds
+                stream = "2d" if "2d" in data else next(iter(data))
+                return int(data[stream].shape[0] / clips.VIDEO_STREAM_RATES[stream])
             return int(data.shape[0] / clips.VIDEO_FEATURES_PER_SECOND)
         return int(math.ceil(data.shape[1] / clips.AUDIO_FRAMES_PER_SECOND))
 

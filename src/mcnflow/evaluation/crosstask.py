@@ -196,7 +196,11 @@ def second_items(modality: str, data: np.ndarray, length: int, settings: Mapping
     (``pooled``) or taken one per second; audio windows of ``settings['audio_window']`` seconds."""
     if modality == "video":
         if pooled:
-            return [{"video": row} for row in pool_rows(data, length)]
+            if isinstance(data, Mapping):  # MCN's 2D + 3D streams: each pooled and normalised, concatenated
+                rows = np.concatenate([pool_rows(data[s], length) for s in clips.VIDEO_STREAM_RATES if s in data], axis=1)
+            else:
+                rows = pool_rows(data, length)
+            return [{"video": row} for row in rows]
         return [clips.video_item(data, i, i) for i in range(length)]
     window = float(settings["audio_window"])
     frames = max(MCN_AUDIO_FRAMES, int(math.ceil(window * clips.AUDIO_FRAMES_PER_SECOND)))

@@ -43,7 +43,7 @@ from mcnflow.features.video import VideoJob, plan_shard
 log = logging.getLogger(__name__)
 
 STAGE = "features.video3d"
-SETTINGS_KEYS = ("weights", "fps", "short_side", "crop", "clip_frames", "batch_size", "device",
+SETTINGS_KEYS = ("weights", "blocks", "fps", "short_side", "crop", "clip_frames", "batch_size", "device",
                  "decode_workers", "seed", "l2_normalize", "compression")
 FINGERPRINT_KIND = "video3d"  # parts of a 2D and a 3D run never pass for each other
 
@@ -65,6 +65,13 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
     for key in ("batch_size", "clip_frames", "crop", "short_side"):
         if int(settings[key]) < 1:
             raise ConfigError(f"config key '{STAGE}.{key}': {settings[key]!r} must be >= 1")
+    from mcnflow.features.resnext3d import LAYERS_101
+
+    if len(settings["blocks"]) != 4 or min(settings["blocks"]) < 1:
+        raise ConfigError(f"config key '{STAGE}.blocks': {list(settings['blocks'])}: four stages of >= 1 block each")
+    if str(settings["weights"]) != "none" and tuple(settings["blocks"]) != LAYERS_101:
+        raise ConfigError(f"config key '{STAGE}.blocks': {list(settings['blocks'])} is not ResNeXt-101's "
+                          f"{list(LAYERS_101)}; a checkpoint ({settings['weights']}) holds ResNeXt-101")
     if int(settings["crop"]) > int(settings["short_side"]):
         raise ConfigError(f"config key '{STAGE}.crop': {settings['crop']!r} is larger than "
                           f"'{STAGE}.short_side' {settings['short_side']!r} (the crop is taken from the scaled frame)")
@@ -229,7 +236,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     plan = plan_shard(normalize_rows)
     recipe = recipe_from_settings(settings)
     if encoder is None:
-        weights = ResNeXt3DWeights.resolve(str(settings["weights"]), int(settings["seed"]))
+        weights = ResNeXt3DWeights.resolve(str(settings["weights"]), int(settings["seed"]), tuple(settings["blocks"]))
         encoder = ClipEncoder(weights, resolve_device(str(settings["device"]), f"{STAGE}.device"),
                               bool(settings["l2_normalize"]), int(settings["batch_size"]), recipe)
     elif encoder.recipe != recipe:

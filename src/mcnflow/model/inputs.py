@@ -3,8 +3,9 @@
 Shared by training and evaluation so both cut features the same way. A clip is a time window
 [start, end] in seconds; every modality is cut to the same window (MCN, random_audio_windows=0):
 
-  video  rows int(start * fps) : int(end * fps) + 1 of the (seconds, 2048) features, max-pooled over
-         time, then L2-normalised (an empty window gives zeros, as MCN);
+  video  rows int(start * fps) : int(end * fps) + 1 of the (rows, 2048) features, max-pooled over
+         time, then L2-normalised (an empty window gives zeros, as MCN); with 2D and 3D features each
+         stream is cut at its own rate (1 and 1.5 rows/s), pooled and normalised, then concatenated;
   audio  frames int(start * 100) : int(end * 100) of the (40, frames) log-mel, cut or zero-padded to
          ``audio_frames``; ``nframes`` = the real frames kept;
   text   the clip's caption token ids (merge order) -> word vectors, the first ``max_words``,
@@ -26,6 +27,8 @@ import torch
 # The feature store's rates (features.store layout): one video row per second, a 10 ms audio hop.
 VIDEO_FEATURES_PER_SECOND = 1.0
 AUDIO_FRAMES_PER_SECOND = 100.0
+# Rows per second of MCN's two video streams: ResNet152 at 1 fps, ResNeXt-101 on 16-frame clips at 24 fps.
+VIDEO_STREAM_RATES = {"2d": 1.0, "3d": 1.5}
 
 BATCH_KEYS = {"video": ("video",), "audio": ("audio", "nframes"), "text": ("words", "mask")}
 
@@ -82,9 +85,8 @@ def _rows(start: float, end: float, rate: float, length: int, inclusive: bool) -
     return slice(first, int(end * rate) + (1 if inclusive else 0))
 
 
-def video_item(features: np.ndarray, start: float, end: float,
-               fps: float = VIDEO_FEATURES_PER_SECOND) -> dict[str, np.ndarray]:
-    """(seconds, dim) per-second features -> {"video": (dim,) max-pooled, L2-normalised float32}."""
+def pool_rows(features: np.ndarray, start: float, end: float, fps: float) -> np.ndarray:
+    """Rows of the window, max-pooled over time and L2-normalised (zeros for an empty window)."""
     window = features[_rows(start, end, fps, len(features), inclusive=True)]
     pooled = np.zeros(features.shape[1], dtype=np.float32)
     if len(window):
@@ -92,7 +94,22 @@ def video_item(features: np.ndarray, start: float, end: float,
         norm = float(np.linalg.norm(pooled))
         if norm > 0:
             pooled /= norm
-    return {"video": pooled}
+    return pooled
+
+
+def video_item(features: np.ndarray | Mapping[str, np.ndarray], start: float, end: float,
+               fps: float = VIDEO_FEATURES_PER_SECOND) -> dict[str, np.ndarray]:
+    """Video features -> {"video": (dim,) float32}.
+
+    ``features`` is one (rows, dim) array at ``fps`` rows per second, or MCN's streams
+    ``{"2d": (seconds, 2048), "3d": (1.5 x seconds, 2048)}``: each stream is pooled and L2-normalised
+    on its own, then they are concatenated in the order 2D, 3D (MCN's 4,096-d input).
+    """
+    if isinstance(features, Mapping):
+        parts = [pool_rows(features[stream], start, end, VIDEO_STREAM_RATES[stream])
+                 for stream in VIDEO_STREAM_RATES if stream in features]
+        return {"video": np.concatenate(parts)}
+    return {"video": pool_rows(features, start, end, fps)}
 
 
 def audio_item(spectrogram: np.ndarray, start: float, end: float, audio_frames: int,

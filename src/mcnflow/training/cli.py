@@ -26,7 +26,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
     parser.add_argument("--text", nargs="+", required=True, metavar="SHARD.h5",
                         help="text feature shards (captions define the clips, so always needed)")
-    parser.add_argument("--video", nargs="*", default=[], metavar="SHARD.h5", help="video feature shards")
+    parser.add_argument("--video", nargs="*", default=[], metavar="SHARD.h5", help="2D (ResNet152) video feature shards")
+    parser.add_argument("--video3d", nargs="*", default=[], metavar="SHARD.h5",
+                        help="3D (ResNeXt-101) video feature shards (read when training.video_features has 3d)")
     parser.add_argument("--audio", nargs="*", default=[], metavar="SHARD.h5", help="audio feature shards")
     parser.add_argument("--out-dir", required=True, help="where checkpoints/, model.pt and log.tsv go")
 
@@ -37,6 +39,6 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed} but the settings are for seed {settings['training']['seed']}")
     from mcnflow.training.trainer import train  # torch is imported only when training runs
 
-    path = train(settings, text=args.text, video=args.video, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment)
+    path = train(settings, text=args.text, video=args.video, video3d=args.video3d, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment)
     log.info("wrote %s", path)
     return 0

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mcnflow.features.store import FeatureIndex, check_rate
 from mcnflow.features.text_index import TextIndex
+from mcnflow.features.video_index import VideoIndex, video_shards
 from mcnflow.model import inputs as clips
 
 
@@ -32,7 +33,8 @@ def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
 
 class ClipDataset(Dataset):
     def __init__(self, *, text: Sequence[str | Path], video: Sequence[str | Path] = (),
-                 audio: Sequence[str | Path] = (),
+                 audio: Sequence[str | Path] = (), video3d: Sequence[str | Path] = (),
+                 video_features: Sequence[str] = ("2d",),
                  modalities: Sequence[str], n_pair: int, min_time: float, max_words: int,
                  audio_frames: int, seed: int):
         self.modalities = list(modalities)
@@ -41,14 +43,15 @@ class ClipDataset(Dataset):
         self.epoch = 0
         if not text:
             raise ValueError("text shards are needed: captions define the clips")
-        self.input_files = sorted(str(p) for p in [*text, *video, *audio])
+        self.video_features = list(video_features)
+        used_video = ([*video] if "2d" in self.video_features else []) + \
+            ([*video3d] if "3d" in self.video_features else [])
+        self.input_files = sorted(str(p) for p in [*text, *(used_video if "video" in modalities else []), *audio])
         self.text = TextIndex(text)
         self.video = self.audio = None
         if "video" in self.modalities:
-            if not video:
-                raise ValueError("video is trained but no video shards were given")
-            check_rate(video, "fps", clips.VIDEO_FEATURES_PER_SECOND, "training")
-            self.video = FeatureIndex(video)
+            # MCN: 2D and 3D features, each pooled and normalised, concatenated (training.video_features)
+            self.video = VideoIndex(video_shards(video, video3d, self.video_features), "training")
         if "audio" in self.modalities:
             if not audio:
                 raise ValueError("audio is trained but no audio shards were given")
@@ -90,7 +93,7 @@ class ClipDataset(Dataset):
         dims: dict[str, int] = {}
         try:
             if self.video is not None:
-                dims["video_dim"] = int(self.video.read(video_id).shape[1])
+                dims["video_dim"] = sum(int(f.shape[1]) for f in self.video.read(video_id).values())
             if self.audio is not None:
                 dims["n_mels"] = int(self.audio.read(video_id).shape[0])
         finally:

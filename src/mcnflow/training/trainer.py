@@ -42,7 +42,7 @@ from mcnflow.training.dataset import ClipDataset, EpochPermutation, collate_vide
 
 log = logging.getLogger(__name__)
 
-TRAINING_KEYS = ("embd_dim", "video_dim", "word_dim", "n_pair", "min_time", "max_words", "audio_frames",
+TRAINING_KEYS = ("embd_dim", "video_dim", "video_features", "word_dim", "n_pair", "min_time", "max_words", "audio_frames",
                  "batch_size", "epochs", "lr", "optimizer", "warmup_steps", "schedule", "margin", "clusters",
                  "queue_batches", "kmeans_iters", "recon_size", "num_workers", "device", "amp", "seed",
                  "tensorboard")
@@ -461,12 +461,14 @@ class Trainer:
 
 
 def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
-          out_dir: str | Path, experiment: str) -> Path:
+          out_dir: str | Path, experiment: str, video3d: list = ()) -> Path:
     """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
     settings = check_settings(thaw(settings))  # plain data: the checkpoint's meta loads with weights_only
     training = settings["training"]
     modalities = modalities_of(settings["pairs"])
     dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
+                          video3d=video3d if "video" in modalities else (),
+                          video_features=training["video_features"],
                           audio=audio if "audio" in modalities else (),
                           modalities=modalities,
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],

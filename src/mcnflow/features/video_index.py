@@ -1,0 +1,75 @@
+"""Reading video features as MCN feeds them: 2D (ResNet152, 1 row/s), 3D (ResNeXt-101, 1.5 rows/s), or both.
+
+MCN's video input is the 2D and the 3D features of a clip, each max-pooled over the clip and
+L2-normalised, then concatenated (4,096-d). :class:`VideoIndex` reads the configured streams of
+every video (``training.video_features``); :func:`mcnflow.model.inputs.video_item` cuts and pools
+them. A video counts as present only when every stream has it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mcnflow.features.store import FeatureIndex, check_rate
+
+# rows per second of each stream, as the extractors record them (attribute, value)
+STREAM_RATES = {"2d": 1.0, "3d": 1.5}
+STREAM_RATE_ATTRS = {"2d": ("fps", 1.0), "3d": ("rows_per_second", 1.5)}
+STREAMS = tuple(STREAM_RATES)
+
+
+class VideoIndex:
+    """video_id -> {stream: (rows, dim) features} over the shards of each stream."""
+
+    def __init__(self, shards: Mapping[str, Sequence[str | Path]], user: str):
+        unknown = sorted(set(shards) - set(STREAMS))
+        if unknown:
+            raise ValueError(f"unknown video feature stream(s) {unknown}; allowed: {', '.join(STREAMS)}")
+        self.streams = [s for s in STREAMS if s in shards]
+        if not self.streams:
+            raise ValueError("no video feature stream given")
+        self.indexes: dict[str, FeatureIndex] = {}
+        for stream in self.streams:
+            if not shards[stream]:
+                raise ValueError(f"{stream} video features are used but no {stream} shards were given")
+            attr, rate = STREAM_RATE_ATTRS[stream]
+            check_rate(shards[stream], attr, rate, user)
+            self.indexes[stream] = FeatureIndex(shards[stream])
+        self.readers = [r for index in self.indexes.values() for r in index.readers]
+        # a video's status: ok when every stream has it, else the first stream's reason it is missing
+        self.status: dict[str, str] = {}
+        for stream in self.streams:
+            for video_id, status in self.indexes[stream].status.items():
+                if status != "ok":
+                    self.status.setdefault(video_id, status if len(self.streams) == 1 else f"{stream}: {status}")
+        for stream in self.streams:
+            for video_id in self.indexes[stream].status:
+                if video_id in self:
+                    self.status[video_id] = "ok"
+                else:
+                    missing = [s for s in self.streams if video_id not in self.indexes[s].status]
+                    if missing:
+                        self.status.setdefault(video_id, f"{'/'.join(missing)}: not extracted")
+
+    def __contains__(self, video_id: str) -> bool:
+        return all(video_id in index for index in self.indexes.values())
+
+    def video_ids(self) -> list[str]:
+        return [v for v in self.indexes[self.streams[0]].video_ids() if v in self]
+
+    def read(self, video_id: str) -> dict[str, np.ndarray]:
+        return {stream: self.indexes[stream].read(video_id) for stream in self.streams}
+
+    def close(self) -> None:
+        for index in self.indexes.values():
+            index.close()
+
+
+def video_shards(video: Iterable[str | Path] = (), video3d: Iterable[str | Path] = (),
+                 streams: Sequence[str] = ("2d",)) -> dict[str, list[str]]:
+    """The shard lists of the streams in use."""
+    given = {"2d": [str(p) for p in video], "3d": [str(p) for p in video3d]}
+    return {stream: given[stream] for stream in streams}
