@@ -53,7 +53,7 @@ SHARDS = {
 wildcard_constraints:
     corpus="|".join(CORPORA),
     shard=r"\d{5}",
-    modality="video|audio|text",
+    modality="video|video3d|audio|text",
     experiment="|".join(EXPERIMENTS),
     seed=r"\d+",
     benchmark="|".join(BENCHMARKS),
@@ -137,7 +137,9 @@ def all_targets():
 
 def evaluation_inputs(wildcards):
     corpus = PLAN.benchmark_corpus(wildcards.benchmark)
-    files = feature_files(corpus, MODALITIES)
+    files = feature_files(
+        corpus, PLAN.feature_sets(wildcards.experiment, training=False)
+    )
     files["checkpoint"] = (
         f"results/train/{wildcards.experiment}/seed-{wildcards.seed}/model.pt"
     )
@@ -161,7 +163,7 @@ def normalized_videos(path):
 
 def training_inputs(wildcards):
     # Only the training corpus's shards: evaluation corpora never rerun or block training.
-    return feature_files(TRAIN_CORPUS, PLAN.training_modalities(wildcards.experiment))
+    return feature_files(TRAIN_CORPUS, PLAN.feature_sets(wildcards.experiment))
 
 
 WORD2VEC = "results/features/word2vec.h5"
@@ -195,8 +197,10 @@ def word2vec_args(inputs):
     )
 
 
-def feature_args(inputs, modalities):
-    return " ".join(f"--{m} " + " ".join(inputs[m]) for m in modalities)
+def feature_args(inputs):
+    """``--video ... --video3d ... --audio ... --text ...`` for the feature sets among the inputs."""
+    sets = [s for s in ("video", "video3d", "audio", "text") if s in inputs.keys()]
+    return " ".join(f"--{s} " + " ".join(inputs[s]) for s in sets)
 
 
 # --- demo mode --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ rule evaluate:
     threads: 1
     params:
         settings=stage_settings("evaluate", "experiment", "seed", "benchmark"),
-        features=lambda wc, input: feature_args(input, MODALITIES),
+        features=lambda wc, input: feature_args(input),
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow evaluate --experiment {wildcards.experiment} --seed {wildcards.seed}"
         " --benchmark {wildcards.benchmark} --settings-file {params.settings} --checkpoint {input.checkpoint}"

@@ -18,9 +18,7 @@ rule train:
         gpu=1,
     params:
         settings=stage_settings("train", "experiment", "seed"),
-        features=lambda wc, input: feature_args(
-            input, PLAN.training_modalities(wc.experiment)
-        ),
+        features=lambda wc, input: feature_args(input),
         out_dir="results/train/{experiment}/seed-{seed}",
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow train --experiment {wildcards.experiment} --seed {wildcards.seed}"

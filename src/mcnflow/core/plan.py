@@ -28,6 +28,8 @@ from mcnflow.core.frozen import FrozenSettings, freeze
 
 PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
 MODALITIES = ("video", "audio", "text")
+# training.video_features streams -> their feature directory (and CLI flag)
+VIDEO_SETS = {"2d": "video", "3d": "video3d"}
 
 # The corpus file that lists a reader's videos (the manifest is read from it).
 ID_SOURCE_KEY = {
@@ -85,6 +87,21 @@ class Plan:
 
     def benchmark_corpus(self, benchmark: str) -> str:
         return self._benchmark(benchmark)["corpus"]
+
+    def feature_sets(self, experiment: str, training: bool = True) -> list[str]:
+        """The feature directories a branch reads (``results/features/<corpus>/<set>/``): text,
+        audio, and for video the streams of ``training.video_features`` (2d -> video, 3d -> video3d).
+        Training reads its modalities only; evaluation reads every modality a scoring may need."""
+        modalities = self.training_modalities(experiment) if training else list(MODALITIES)
+        streams = self.experiment_settings(experiment, self.seeds(experiment)[0])["training"]["video_features"]
+        sets = [m for m in modalities if m != "video"]
+        if "video" in modalities:
+            sets += [VIDEO_SETS[s] for s in streams]
+        return sorted(sets)
+
+    def uses_video3d(self) -> bool:
+        """Whether any experiment reads 3D video features (then the media stage makes them)."""
+        return any("video3d" in self.feature_sets(name, training=False) for name in self.experiments)
 
     def training_modalities(self, experiment: str) -> list[str]:
         """What a training reads: its modalities, plus text, whose caption times define the clips."""

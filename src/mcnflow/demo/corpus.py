@@ -303,8 +303,9 @@ def render_video(path: Path, steps: list[Step], step_seconds: float, size: str, 
             # 96 kb/s: at 64 kb/s AAC drops enough of the white noise to raise the SNR by ~1.5 dB
             maps += ["-map", "1:a", "-c:a", "aac", "-b:a", "96k", "-ar", "44100"]
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, *maps,
-               # superfast, crf 28: ~0.8 MB per 8 s video of moving stripes (ultrafast: ~3 MB) for ~15% more time
-               "-c:v", "libx264", "-preset", "superfast", "-crf", "28", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
+               # crf 28: ~2 MB per 8 s video of moving stripes (the default 23: ~3 MB); slower presets
+               # make smaller files (veryfast: 0.2 MB) but double the corpus's generation time
+               "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
         encoder = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         try:
             for step in steps:
