@@ -378,10 +378,19 @@ def test_3d_features_from_the_same_decode_match_the_two_step_3d_path(moving_with
     once = ShardReader(tmp_path / "video3d" / "shard-00000.h5").read("vid_move").astype(np.float32)
     twice = ShardReader(tmp_path / "3d.h5").read("vid_move").astype(np.float32)
     assert once.shape == twice.shape == (5, 2048)  # 72 frames at 24 fps -> ceil(72 / 16) clips
-    same = np.linalg.norm(once - twice, axis=1)
-    neighbours = np.linalg.norm(once[1:] - once[:-1], axis=1)
-    assert same.max() <= 0.2 * neighbours.min(), (same, neighbours)
+    assert np.abs(once - twice).max() <= 0.02  # a shallow random model: its features barely move anyway
     assert read_ledger(tmp_path / "video3d" / "shard-00000.tsv")[0]["length"] == "5"
+    # what the 3D model sees: the same 24 fps frames as decoding the kept file, before the x264 round trip
+    from mcnflow.features.resnext3d import resize_and_crop
+    from mcnflow.media.consumers import Clips3D
+
+    consumer = Clips3D(settings["video3d"], NormalizeSettings.from_mapping(settings["normalize"]))
+    frames = collect(DecodeRun(probe(moving_with_noise), consumer.normalize, [consumer.tap()]))["video3d"]
+    mine = resize_and_crop(torch.from_numpy(frames), 32, 32).numpy().astype(int)
+    kept = video3d_stage.decode_clip_frames(normalized[0]["path"], 24, 32, 32).frames.astype(int)
+    assert mine.shape == kept.shape == (72, 32, 32, 3)
+    aligned, shifted = np.abs(mine - kept).mean(), np.abs(mine[1:] - kept[:-1]).mean()
+    assert aligned <= 3 and shifted > 2 * aligned, (aligned, shifted)
 
 
 # --- GPU decode -------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """``mcnflow demo-corpus``: an offline, synthetic "HowTo100M" with known ground truth.
 
-Every video is a sequence of steps, narrated as in HowTo100M. A step shows one *ingredient* as a
-texture (a pattern in the ingredient's colour) that the step's *action* moves (a motion pattern); the
-audio plays the action as a pure tone with the step's ASR-like caption ("now we chop the tomato")
-spoken over it by espeak-ng, under background noise at ``demo.noise_snr_db``. So: each frame tells the
-ingredient, the motion and the tone tell the action, the speech says both, and only text + video +
-audio together pin down a step uniquely. The evaluation sets use every (action, ingredient) combination at most once per set,
-so text -> video retrieval has exactly one right answer per query and chance is 1 / n_queries.
+Every video is a sequence of steps, narrated as in HowTo100M. A step shows stripes in its
+*ingredient*'s colour whose orientation and motion are its *action*'s; the audio plays the action as
+a pure tone with the step's ASR-like caption ("now we chop the tomato") spoken over it by espeak-ng,
+under white noise at ``demo.noise_snr_db``. So a frame shows the step (colour: ingredient, stripes:
+action), the tone tells the action, and the speech says both. The evaluation sets use every
+(action, ingredient) combination at most once per set, so text -> video retrieval has exactly one
+right answer per query and chance is 1 / n_queries.
 
 Written in the real formats, read back by the real readers:
   howto100m/HowTo100M_v1.csv, howto100m/caption.json, howto100m/videos/<id>.mp4  (served over HTTP)
@@ -105,7 +105,7 @@ def _plan(demo: dict) -> dict[str, dict[str, list[Step]]]:
 # block starts as the identity), i.e. about one random 7x7 convolution, ReLUs and four random 1x1
 # projections, with no biases, averaged over the frame. That network keeps colours apart (it is positively
 # homogeneous in the normalized pixel values, so a colour is a direction) and, within a colour, the
-# orientation of fine stripes; it nearly loses shapes and coarse patterns. So a step shows stripes in
+# orientation of fine stripes; shapes and coarse patterns it keeps far less apart. So a step shows stripes in
 # its ingredient's colour, whose orientation and motion are its action's, on the grey that the input
 # normalization maps to zero (the background adds nothing of its own). Flat colours, as the demo had
 # before, showed only the ingredient: the four steps of one ingredient looked the same.
@@ -303,8 +303,8 @@ def render_video(path: Path, steps: list[Step], step_seconds: float, size: str, 
             # 96 kb/s: at 64 kb/s AAC drops enough of the white noise to raise the SNR by ~1.5 dB
             maps += ["-map", "1:a", "-c:a", "aac", "-b:a", "96k", "-ar", "44100"]
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, *maps,
-               # crf 28: ~2 MB per 8 s video of moving stripes (the default 23: ~3 MB); slower presets
-               # make smaller files (veryfast: 0.2 MB) but double the corpus's generation time
+               # crf 28: ~3 MB per 8 s 640x360 video of moving stripes (the default 23: ~4.4 MB); slower
+               # presets make far smaller files (veryfast: 0.2 MB) but double the corpus's generation time
                "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
         encoder = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         try:
