@@ -46,9 +46,10 @@ SHORT = 64  # short side of the 2D frames in these tests: ResNet-152 on 113x64 f
 
 
 def stage_settings(keep: bool = True, **normalize) -> dict:
-    """config.yaml's media stage settings, scaled down (random weights, small frames, CPU)."""
+    """config.yaml's media stage settings, scaled down (random weights, small frames, CPU; 2D video only)."""
     config = load_config([REPO / "config.yaml"], {
         "normalize": {"keep": keep, "preset": "ultrafast", **normalize},
+        "training": {"video_features": ["2d"], "video_dim": 2048},
         "features": {"video": {"weights": "none", "short_side": SHORT, "batch_size": 3, "decode_workers": 0,
                                "device": "cpu"}}})
     return json.loads(json.dumps(Plan(config).settings("media")))
@@ -361,10 +362,10 @@ def test_3d_features_from_the_same_decode_match_the_two_step_3d_path(moving_with
     from mcnflow.features.resnext3d import ClipEncoder, Recipe3D, ResNeXt3DWeights
 
     config = load_config([REPO / "config.yaml"], {
-        "normalize": {"keep": True, "preset": "ultrafast"}, "media": {"video3d": True},
+        "normalize": {"keep": True, "preset": "ultrafast"},  # config.yaml trains on 2D + 3D video
         "features": {"video": {"weights": "none", "short_side": SHORT, "batch_size": 3, "decode_workers": 0,
                                "device": "cpu"},
-                     "video3d": {"weights": "none", "short_side": 32, "crop": 32, "batch_size": 2,
+                     "video3d": {"weights": "none", "blocks": [1, 1, 1, 1], "short_side": 32, "crop": 32, "batch_size": 2,
                                  "decode_workers": 0, "device": "cpu"}}})
     settings = json.loads(json.dumps(Plan(config).settings("media")))
     recipe = Recipe3D(fps=24, short_side=32, crop=32, clip_frames=16)
@@ -399,7 +400,7 @@ def test_gpu_decode_is_opt_in_and_refused_where_it_cannot_run():
     settings = stage_settings(keep=True)
     assert media_settings(settings).decode == "cpu"
     with pytest.raises(ConfigError, match="normalize.keep is true"):
-        media_settings({**settings, "media": {"decode": "cuda", "video3d": False}})
+        media_settings({**settings, "media": {"decode": "cuda"}})
     from mcnflow.media.gpu import require_gpu_decode
 
     try:
@@ -465,3 +466,28 @@ def test_estimate_prints_the_cost_of_config_yaml_for_a_full_size_manifest(tmp_pa
     assert f"{videos * 6.5 * 3.5 / 3600:,.0f}" in media_line, media_line
     train_line = next(line for line in text.splitlines() if line.startswith("train "))
     assert f"{8 * 30 * (900_000 // 128):,} steps" in train_line and "not measured" in train_line
+
+
+def test_gpu_decode_stage_path_with_the_cpu_build_of_torchcodec(inputs, monkeypatch, tmp_path):
+    """media.decode: cuda end to end through the stage, its sampler run on the CPU (same code path:
+    torchcodec decode, frame choice, geometry, verification, ledgers); the frames land close to the CPU's."""
+    pytest.importorskip("torchcodec")
+    from mcnflow.media import gpu
+
+    monkeypatch.setattr(gpu.GpuFrameSampler, "for_settings",
+                        classmethod(lambda cls, settings, tap, device="cuda": cls(settings, float(tap.fps), tap.size, "cpu")))
+    settings = stage_settings(keep=False)
+    gpu_settings = {**settings, "media": {"decode": "cuda"}}
+    downloads = download_ledger(tmp_path / "download.tsv", [
+        ("vid_wide", "ok", inputs["wide"]), ("vid_trunc", "ok", inputs["truncated"]), ("vid_silent", "ok", inputs["silent"])])
+    rows = media_shard(downloads, "demo", 0, outputs(tmp_path / "gpu", keep=False), gpu_settings, progress=False)
+    assert [r["status"] for r in rows["normalize"]] == ["ok", "corrupt", "ok"]
+    assert [(r["status"], r["length"]) for r in rows["video"]] == [("ok", "2"), ("no_media", "0"), ("ok", "1")]
+    assert [r["status"] for r in rows["audio"]] == ["ok", "no_media", "no_audio"]
+    media_shard(downloads, "demo", 0, outputs(tmp_path / "cpu", keep=False), settings, progress=False)
+    on_gpu = ShardReader(tmp_path / "gpu" / "video" / "shard-00000.h5")
+    on_cpu = ShardReader(tmp_path / "cpu" / "video" / "shard-00000.h5")
+    assert on_gpu.attrs["decode_device"] == "cuda" and on_cpu.attrs["decode_device"] == "cpu"
+    same = np.linalg.norm(on_gpu.read("vid_wide").astype(np.float32) - on_cpu.read("vid_wide").astype(np.float32), axis=1)
+    cpu_rows = on_cpu.read("vid_wide").astype(np.float32)
+    assert same.max() <= 0.5 * np.linalg.norm(cpu_rows[1] - cpu_rows[0]), same

@@ -154,3 +154,69 @@ def test_load_model_round_trip(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an mcnflow model"):
         load_model(tmp_path / "other.pt")
+
+
+# --- MMV's fine-and-coarse spaces (space: fac) ------------------------------------------------------------
+
+def _fac(pairs=("tv", "ta", "va"), va_space="fine"):
+    from mcnflow.model.mcn import MCN
+    torch.manual_seed(0)
+    return MCN(list(pairs), "fac", embd_dim=12, video_dim=6, word_dim=5, recon_size=8,
+               audio_widths=(4, 4, 4, 4, 8), va_space=va_space)
+
+
+def _fac_batch(n=3):
+    torch.manual_seed(1)
+    return {"video": torch.rand(n, 6), "audio": torch.randn(n, 40, 64), "nframes": torch.full((n,), 64),
+            "words": torch.randn(n, 4, 5), "mask": torch.ones(n, 4, dtype=torch.bool)}
+
+
+def test_fac_video_and_audio_meet_in_the_fine_space_and_text_in_the_coarse_one():
+    model = _fac()
+    assert model.spaces == ["fine", "coarse"]
+    assert model.space_modalities("fine") == ["video", "audio"]
+    assert model.space_modalities("coarse") == ["video", "audio", "text"]
+    assert (model.space_of("va"), model.space_of("tv"), model.space_of("ta")) == ("fine", "coarse", "coarse")
+    assert _fac(va_space="coarse").space_of("va") == "coarse"
+    batch = _fac_batch()
+    output = model(batch)
+    fine, coarse = output.embeddings["fine"], output.embeddings["coarse"]
+    # coarse video / audio = one projection of their fine embeddings (MMV's g_va->vat)
+    torch.testing.assert_close(coarse["video"], model.fine_to_coarse(fine["video"]))
+    torch.testing.assert_close(coarse["audio"], model.fine_to_coarse(fine["audio"]))
+    model.eval()
+    torch.testing.assert_close(model.embed("video", batch, space="coarse"),
+                               model.fine_to_coarse(model.embed("video", batch, space="fine")))
+    with pytest.raises(ValueError, match="no embedding in space 'fine'"):
+        model.embed("text", batch, space="fine")
+    # without text there is no coarse space
+    assert _fac(pairs=("va",)).spaces == ["fine"]
+
+
+def test_fac_text_to_video_scores_use_the_coarse_space():
+    from mcnflow.evaluation.scoring import choose_scoring, embed_clips, embed_text, similarity
+    model = _fac().eval()
+    scoring = choose_scoring(["tv", "ta", "va"], "fac")
+    assert scoring.label == "t.(v+a)[coarse]" and scoring.text_spaces == ("coarse",)
+    assert choose_scoring(["tv", "va"], "fac").label == "t.v[coarse]"
+    batch = _fac_batch()
+    text = embed_text(model, scoring, batch)
+    clips = embed_clips(model, scoring, {"video": batch, "audio": batch})
+    scores = similarity(scoring, text, clips)
+    with torch.no_grad():
+        t = model.embed("text", batch, space="coarse")
+        v = model.fine_to_coarse(model.embed("video", batch, space="fine"))
+        a = model.fine_to_coarse(model.embed("audio", batch, space="fine"))
+    torch.testing.assert_close(scores, t @ (v + a).T)
+
+
+def test_fac_trains_every_pair_in_its_space():
+    from mcnflow.model.losses import MCNObjective
+    model = _fac()
+    losses = {"mms": {"enabled": True, "weight": 1.0}, "clustering": {"enabled": False},
+              "reconstruction": {"enabled": True, "weight": 50.0}}
+    objective = MCNObjective(model, losses, margin=0.001, clusters=2, kmeans_iters=5, queue_batches=1, seed=0)
+    total, terms = objective(model(_fac_batch()), 0)
+    assert {"mms_tv", "mms_ta", "mms_va", "reconstruction"} <= set(terms)
+    total.backward()
+    assert model.fine_to_coarse.weight.grad is not None and model.fine_to_coarse.weight.grad.abs().sum() > 0

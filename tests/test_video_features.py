@@ -262,7 +262,7 @@ def test_extract_video_shard(tmp_path):
     assert attrs["modality"] == "video" and attrs["corpus"] == "demo" and attrs["shard"] == 3
     assert "NOT pretrained" in attrs["weights"] and attrs["weights_setting"] == "none"
     assert attrs["fps"] == 1 and attrs["short_side"] == 224 and attrs["compression"] == "null"
-    assert json.loads(attrs["settings"]) == settings()
+    assert json.loads(attrs["settings"]) == {**settings(), "compile": False}  # the schema fills compile in
     assert {r["video_id"]: (r["status"], r["length"]) for r in reader.index()} == {
         "red": ("ok", 2), "gone": ("no_media", 0), "blue": ("ok", 1), "broken": ("error", 0), "short": ("ok", 1)}
     features = {v: reader.read(v) for v in ("red", "blue", "short")}
@@ -382,3 +382,21 @@ def test_the_documented_h5py_reading_code_reads_captions(tmp_path):
     assert [(c[0], c[1], c[2]) for c in captions] == [(0.5, 2.0, ["onion", "cut", "cut"]), (2.0, 3.0, []),
                                                       (3.0, 4.5, ["slowly"])]
     assert np.array_equal(captions[0][3], vectors[[2, 0, 0]]) and captions[1][3].shape == (0, 3)
+
+
+def test_keyframes_only_decode_of_an_aligned_file_gives_the_same_frames(tmp_path):
+    from mcnflow.normalize import NormalizeSettings, normalize_video
+
+    source = tmp_path / "moving.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=s=640x360:r=30:d=3", "-c:v", "libx264", "-preset", "ultrafast", str(source)], check=True)
+    base = dict(width=454, height=256, fps=30, audio_rate=16000, resize_mode="pad", video_codec="libx264",
+                preset="ultrafast", crf=23, audio_bitrate="48k", threads=1, duration_tolerance=0.5)
+    aligned = normalize_video(source, tmp_path / "aligned.mp4", NormalizeSettings.from_mapping(base)).path
+    full = decode_frames(aligned, fps=1, short_side=112)
+    keys = decode_frames(aligned, fps=1, short_side=112, keyframes_only=True)
+    assert full.n_frames == 3 and np.array_equal(full.frames, keys.frames)
+    plain = normalize_video(source, tmp_path / "plain.mp4",
+                            NormalizeSettings.from_mapping({**base, "align_keyframes": False})).path
+    with pytest.raises(frames_module.DecodeError, match="not aligned"):
+        decode_frames(plain, fps=1, short_side=112, keyframes_only=True)

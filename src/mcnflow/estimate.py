@@ -4,7 +4,7 @@ For every corpus of the config it counts the videos (its manifest under ``result
 that exists, else the corpus's own id file read through :class:`mcnflow.core.plan.Plan`, as the
 workflow does when it plans), then prints per stage the expected CPU core-hours, GPU-hours and bytes:
 downloads, the media stage (one decode per video: the kept normalized videos when ``normalize.keep``,
-ResNet-152 frames, log-mel audio, 3D clips when ``media.video3d``), the HDF5 feature files per
+ResNet-152 frames, log-mel audio, 3D clips when an experiment reads them), the HDF5 feature files per
 modality, training (steps x step time per experiment branch) and its checkpoints.
 
 Rates come from a small YAML file the benchmarks write on *this* machine
@@ -35,11 +35,13 @@ DEFAULT_RATES_FILE = Path("benchmarks/rates.yaml")
 DEFAULTS: dict[str, tuple[float, str]] = {
     "mean_duration_min": (6.5, "HowTo100M's mean video length, ~6.5 min (1.22M videos, ~134k hours)"),
     "download_bytes_per_min": (5.1e6, "assumed 360p H.264 ~0.55 Mbit/s + AAC 128 kbit/s"),
-    "chain_cpu_s_per_min": (7.7, "research note: normalize + two re-decodes, 2-core machine, synthetic 360p"),
-    "media_keep_cpu_s_per_min": (6.9, "research note: normalize (x264 veryfast) ~ decode-once with keep true"),
-    "media_nokeep_cpu_s_per_min": (1.2, "research note: decode-once in memory, 1.18x a bare decode"),
-    "logmel_cpu_s_per_min": (0.4, "assumed: numpy log-mel of 16 kHz audio, one core"),
-    "normalized_bytes_per_min": (6.2e6, "assumed: 454x256 x264 crf 23 with 1 s GOPs (+14%), AAC 48k"),
+    # bench_decode_once.py on the project's 2-core development VM (synthetic noisy 360p, x264 veryfast)
+    "chain_cpu_s_per_min": (11.8, "bench_decode_once.py on the 2-core dev VM: normalize + two re-decodes"),
+    "media_keep_cpu_s_per_min": (8.6, "bench_decode_once.py on the 2-core dev VM, keep true"),
+    "media_nokeep_cpu_s_per_min": (1.9, "bench_decode_once.py on the 2-core dev VM, keep false"),
+    "logmel_cpu_s_per_min": (0.14, "bench_decode_once.py on the 2-core dev VM: numpy log-mel"),
+    "normalized_bytes_per_min": (4.9e6, "bench_decode_once.py: 454x256 x264 veryfast crf 23, 1 s GOPs, noisy "
+                                        "synthetic picture (real footage compresses better)"),
     "resnet152_gpu_frames_per_s": (1100.0, "timm RTX 4090 AMP ResNet-152 1,977 img/s at 224x224 / 1.8 for "
                                            "224x398 frames; no A100/H100 figure; not measured"),
     "resnet152_cpu_frames_per_s": (1 / 0.37, "resnet.py: 0.37 s per 397x224 frame on a 2-core CPU"),
@@ -192,7 +194,9 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
     video_minutes = kept * minutes.value
     video_seconds = video_minutes * 60
     keep = bool(config["normalize"]["keep"])
-    media = config.get("media") or {}
+    from mcnflow.core.plan import Plan
+
+    video3d = Plan(config).uses_video3d()
     video = config["features"]["video"]
     gpu_model = video["device"] in ("auto", "cuda")
     lines: list[Line] = []
@@ -216,7 +220,7 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
     basis = (f"decode {decode.value:.2f} CPU-s/min ({decode.source}); log-mel {logmel.value:.2f} CPU-s/min "
              f"({logmel.source}); ResNet-152 {model_rate.value:,.0f} frames/s on the {'GPU' if gpu_model else 'CPU'} "
              f"({model_rate.source})")
-    if media.get("video3d"):
+    if video3d:
         v3 = config["features"]["video3d"]
         clips_rate = rates.get("resnext3d_gpu_clips_per_s")
         gpu_s += video_seconds * float(v3["fps"]) / float(v3["clip_frames"]) / clips_rate.value
@@ -235,7 +239,7 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
     audio = config["features"]["audio"]
     lines.append(Line("audio features", None, None, video_seconds * int(audio["n_mels"]) * 2 * 1000 / float(audio["hop_ms"]),
                       f"float16 {audio['n_mels']} x {1000 / float(audio['hop_ms']):g} frames/s"))
-    if media.get("video3d"):
+    if video3d:
         v3 = config["features"]["video3d"]
         lines.append(Line("video3d features", None, None,
                           video_seconds * float(v3["fps"]) / float(v3["clip_frames"]) * 2048 * 2,

@@ -1,10 +1,10 @@
 # Decode each download once (mcnflow media): the same decode gives the normalize ledger, the 2D video
-# and audio features, the 3D video features (media.video3d) and, with normalize.keep, the normalized
+# and audio features, the 3D video features (when an experiment reads them) and, with normalize.keep, the normalized
 # 454x256 @ 30 fps videos. One job per shard; the downstream file names are those of the separate
 # normalize / extract stages this rule replaced.
 
 
-# Optional outputs: the normalized videos (normalize.keep) and the 3D features (media.video3d).
+# Optional outputs: the normalized videos (normalize.keep) and the 3D features (training.video_features 3d).
 rule media_shard:
     input:
         "results/download/{corpus}/shard-{shard}.tsv",
@@ -19,7 +19,7 @@ rule media_shard:
                 "video3d": "results/features/{corpus}/video3d/shard-{shard}.h5",
                 "video3d_ledger": "results/features/{corpus}/video3d/shard-{shard}.tsv",
             }
-            if config["media"]["video3d"]
+            if PLAN.uses_video3d()
             else {}
         ),
         ledger="results/normalize/{corpus}/shard-{shard}.tsv",

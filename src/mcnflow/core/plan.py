@@ -181,11 +181,11 @@ class Plan:
 
     def _media(self) -> dict:
         """One decode per video (mcnflow media): the normalization, the 2D video and audio features,
-        and the 3D video features when media.video3d is true."""
+        and the 3D video features when an experiment reads them (training.video_features has 3d)."""
         media = copy.deepcopy(self.config.get("media") or {})
         settings = {"normalize": self._normalize(), "media": media,
                     "video": self._features("video"), "audio": self._features("audio")}
-        if media.get("video3d"):
+        if self.uses_video3d():
             settings["video3d"] = self._features("video3d")
         return settings
 
@@ -354,7 +354,7 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
         "media": _ref("properties", "media"),
         "video": _flat("features", "video", extra={"compression": _COMPRESSION})(root),
         "audio": _flat("features", "audio", extra={"compression": _COMPRESSION})(root),
-        # present only when media.video3d is true: no default may fill it in
+        # present only when an experiment reads 3D features: no default may fill it in
         "video3d": {key: value for key, value in _flat("features", "video3d", extra={"compression": _COMPRESSION})(
             root).items() if key != "default"},
     }, required=["normalize", "media", "video", "audio"])(root)),

@@ -10,6 +10,11 @@ The rule follows what the experiment trained (its ``pairs``) so no untrained bra
 
 With ``space: per_pair`` each pair has its own projection heads: ``t.v`` is computed in the ``tv``
 space and ``t.a`` in the ``ta`` space, and the per-space similarities are summed.
+
+With ``space: fac`` (MMV's fine and coarse spaces) text lives in the coarse space only, so every term
+is computed there: the text's coarse embedding against the clip's video (and audio) embedding
+projected from the fine space into the coarse one (``t.v[coarse]``, ``t.(v+a)[coarse]``). The fine
+space, where video meets audio, never scores text.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch
 
 # text-involving pairs and the clip modality each scores the text against, in scoring order
 TEXT_PAIRS = (("tv", "video"), ("ta", "audio"))
-SPACES = ("shared", "per_pair")
+SPACES = ("shared", "per_pair", "fac")
+COARSE = "coarse"  # the fac space text is embedded in
 NOT_TRAINED_NOTE = "text branch not trained"
 SHORT = {"video": "v", "audio": "a"}
 
@@ -61,6 +67,10 @@ class Scoring:
             return "none"
         if self.space == "per_pair":
             return "+".join(f"t.{SHORT[t.modality]}[{t.space}]" for t in self.terms)
+        if self.space == "fac":
+            inner = (SHORT[self.terms[0].modality] if len(self.terms) == 1
+                     else "(" + "+".join(SHORT[t.modality] for t in self.terms) + ")")
+            return f"t.{inner}[{COARSE}]"
         if len(self.terms) == 1:
             return f"t.{SHORT[self.terms[0].modality]}"
         return "t.(" + "+".join(SHORT[t.modality] for t in self.terms) + ")"
@@ -77,8 +87,8 @@ def choose_scoring(pairs: Sequence[str], space: str) -> Scoring:
     unknown = set(pairs) - {"tv", "ta", "va"}
     if unknown:
         raise ValueError(f"unknown pair(s) {sorted(unknown)}; allowed values: tv, ta, va")
-    terms = tuple(ScoreTerm(pair, modality, pair if space == "per_pair" else None)
-                  for pair, modality in TEXT_PAIRS if pair in pairs)
+    spaces = {"shared": lambda pair: None, "per_pair": lambda pair: pair, "fac": lambda pair: COARSE}[space]
+    terms = tuple(ScoreTerm(pair, modality, spaces(pair)) for pair, modality in TEXT_PAIRS if pair in pairs)
     return Scoring(terms, space)
 
 

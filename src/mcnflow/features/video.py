@@ -230,7 +230,9 @@ class BatchPipeline:
     def _run(self, key: tuple[int, int], n: int) -> None:
         torch = self._torch
         parts, owners = self._take(key, n)
-        if self.cuda:
+        if self.cuda and parts[0].device.type == "cuda":
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)  # decoded on the GPU already
+        elif self.cuda:
             # pinned staging buffer: the host-to-device copy is asynchronous
             batch = torch.empty((n, *parts[0].shape[1:]), dtype=torch.uint8, pin_memory=True)
             torch.cat(parts, out=batch)

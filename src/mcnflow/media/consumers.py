@@ -265,7 +265,8 @@ class Clips3D(Consumer):
             from mcnflow.core.device import resolve_device
             from mcnflow.features.resnext3d import ClipEncoder, ResNeXt3DWeights
 
-            weights = ResNeXt3DWeights.resolve(str(self.settings["weights"]), int(self.settings["seed"]))
+            weights = ResNeXt3DWeights.resolve(str(self.settings["weights"]), int(self.settings["seed"]),
+                                               tuple(self.settings.get("blocks", (3, 4, 23, 3))))
             self.encoder = ClipEncoder(weights, resolve_device(str(self.settings["device"]), "features.video3d.device"),
                                        bool(self.settings["l2_normalize"]), int(self.settings["batch_size"]),
                                        self.recipe)

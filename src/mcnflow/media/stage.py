@@ -66,7 +66,7 @@ class MediaSettings:
     decode: str                      # cpu | cuda
     video: dict                      # features.video + compression
     audio: dict                      # features.audio + compression
-    video3d: dict | None             # features.video3d + compression, when media.video3d
+    video3d: dict | None             # features.video3d + compression, when an experiment reads 3D features
     raw: dict                        # the stage settings as given (recorded in the files)
 
     @property
@@ -93,8 +93,8 @@ def media_settings(settings: Mapping[str, Any]) -> MediaSettings:
                               "normalize.keep is true, which needs every frame decoded on the CPU for the x264 "
                               "encode; set normalize.keep: false or media.decode: cpu")
         if video3d is not None:
-            raise ConfigError("config key 'media.decode': 'cuda' serves the 2D frames only; set media.video3d: "
-                              "false or media.decode: cpu")
+            raise ConfigError("config key 'media.decode': 'cuda' serves the 2D frames only, but an experiment reads "
+                              "3D features (training.video_features has 3d); set media.decode: cpu")
     return MediaSettings(normalize=NormalizeSettings.from_mapping(normalize_section), keep=keep, decode=decode,
                          video=dict(settings["video"]), audio=dict(settings["audio"]), video3d=video3d,
                          raw=dict(settings))
@@ -514,7 +514,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="normalize ledger to write (results/normalize/{corpus}/shard-NNNNN.tsv)")
     parser.add_argument("--videos-dir", type=Path, default=None,
                         help="directory for the normalized <video_id>.mp4 (needed when normalize.keep is true)")
-    for name, what in (("video", "2D ResNet-152"), ("audio", "log-mel"), ("video3d", "3D ResNeXt (media.video3d)")):
+    for name, what in (("video", "2D ResNet-152"), ("audio", "log-mel"), ("video3d", "3D ResNeXt (when configured)")):
         parser.add_argument(f"--{name}-output", type=Path, default=None, metavar="H5",
                             help=f"the shard's {what} HDF5 file")
         parser.add_argument(f"--{name}-ledger", type=Path, default=None, metavar="TSV",
@@ -538,7 +538,8 @@ def main(args: argparse.Namespace) -> int:
         if h5 is not None:
             features[name] = (h5, ledger)
     if "video3d" in features and settings.video3d is None:
-        raise ConfigError("--video3d-output given but media.video3d is false (the settings have no video3d)")
+        raise ConfigError("--video3d-output given but the settings have no video3d section "
+                          "(no experiment reads 3D features)")
     outputs = Outputs(args.normalize_ledger, args.videos_dir, features)
     try:
         media_shard(args.download_ledger, args.corpus, args.shard, outputs, settings, progress=not args.quiet)

@@ -39,8 +39,13 @@ from mcnflow.model.gated import GatedEmbeddingUnit, SentenceMaxPool
 
 MODALITIES = ("video", "audio", "text")
 PAIRS: dict[str, tuple[str, str]] = {"tv": ("text", "video"), "ta": ("text", "audio"), "va": ("video", "audio")}
-SPACE_KINDS = ("shared", "per_pair")
+SPACE_KINDS = ("shared", "per_pair", "fac")
 SHARED = "shared"
+# MMV's fine-and-coarse spaces (Alayrac et al., NeurIPS 2020): video and audio meet in the fine space;
+# text meets them in the coarse space, which video and audio reach through one projection of their
+# fine embeddings.
+FINE, COARSE = "fine", "coarse"
+FAC_SPACES = (FINE, COARSE)
 
 
 def modalities_of(pairs: Iterable[str]) -> list[str]:
@@ -82,19 +87,29 @@ class MCN(nn.Module):
     def __init__(self, pairs: Iterable[str], space: str = SHARED, *, embd_dim: int, video_dim: int,
                  word_dim: int, recon_size: int, reconstruction: bool = True, n_mels: int = 40,
                  audio_widths: Iterable[int] = DAVENET_WIDTHS, mask_text_padding: bool = False,
-                 mask_audio_padding: bool = False):
+                 mask_audio_padding: bool = False, va_space: str = FINE):
         super().__init__()
         if space not in SPACE_KINDS:
             raise ValueError(f"space {space!r}; allowed: {', '.join(SPACE_KINDS)}")
+        if va_space not in FAC_SPACES:
+            raise ValueError(f"va_space {va_space!r}; allowed: {', '.join(FAC_SPACES)}")
         self.pairs = list(pairs)
         self.modalities = modalities_of(self.pairs)
         self.space = space
-        self.spaces = [SHARED] if space == SHARED else list(self.pairs)
+        self.va_space = va_space
+        if space == SHARED:
+            self.spaces = [SHARED]
+        elif space == "fac":
+            # the fine space exists for video and audio; the coarse one as soon as text is trained
+            self.spaces = [s for s in FAC_SPACES if self._fac_modalities(s)]
+        else:
+            self.spaces = list(self.pairs)
         self.embd_dim = embd_dim
         self.config = {"pairs": self.pairs, "space": space, "embd_dim": embd_dim, "video_dim": video_dim,
                        "word_dim": word_dim, "recon_size": recon_size, "reconstruction": reconstruction,
                        "n_mels": n_mels, "audio_widths": list(audio_widths),
-                       "mask_text_padding": bool(mask_text_padding), "mask_audio_padding": bool(mask_audio_padding)}
+                       "mask_text_padding": bool(mask_text_padding), "mask_audio_padding": bool(mask_audio_padding),
+                       "va_space": va_space}
         self.mask_audio_padding = bool(mask_audio_padding)
 
         if "audio" in self.modalities:
@@ -112,8 +127,17 @@ class MCN(nn.Module):
                 return GatedEmbeddingUnit(embd_dim, embd_dim)
             return AudioHead(trunk_dims["audio"], embd_dim)
 
-        self.heads = nn.ModuleDict({
-            s: nn.ModuleDict({m: head(m) for m in self.space_modalities(s)}) for s in self.spaces})
+        if space == "fac":
+            # fine: video and audio heads; coarse: the text head and one fine -> coarse projection
+            # shared by video and audio (MMV's g_va->vat)
+            self.heads = nn.ModuleDict({
+                FINE: nn.ModuleDict({m: head(m) for m in self.modalities if m != "text"}),
+                COARSE: nn.ModuleDict({"text": head("text")} if "text" in self.modalities else {})})
+            if "text" in self.modalities and set(self.modalities) - {"text"}:
+                self.fine_to_coarse = nn.Linear(embd_dim, embd_dim)
+        else:
+            self.heads = nn.ModuleDict({
+                s: nn.ModuleDict({m: head(m) for m in self.space_modalities(s)}) for s in self.spaces})
         self.decoders: nn.ModuleDict | None = None
         if reconstruction:
             self.decoders = nn.ModuleDict({
@@ -122,10 +146,18 @@ class MCN(nn.Module):
                 for s in self.spaces})
 
     # --- structure ---------------------------------------------------------------------------
+    def _fac_modalities(self, space: str) -> list[str]:
+        if space == FINE:
+            return [m for m in self.modalities if m != "text"]
+        return list(self.modalities) if "text" in self.modalities else []
+
     def space_modalities(self, space: str) -> list[str]:
-        """The modalities embedded in ``space``: all of them (shared) or the pair's two."""
+        """The modalities embedded in ``space``: all of them (shared), the pair's two (per_pair), or
+        with fac: video and audio (fine), text with the projected video and audio (coarse)."""
         if space == SHARED and self.space == SHARED:
             return list(self.modalities)
+        if self.space == "fac" and space in self.spaces:
+            return self._fac_modalities(space)
         if self.space == "per_pair" and space in self.pairs:
             return [m for m in MODALITIES if m in PAIRS[space]]
         raise KeyError(f"no space {space!r} in this model; spaces: {', '.join(self.spaces)}")
@@ -134,12 +166,14 @@ class MCN(nn.Module):
         """The space in which ``pair``'s MMS loss is computed."""
         if pair not in self.pairs:
             raise KeyError(f"pair {pair!r} is not trained by this model (pairs: {', '.join(self.pairs)})")
+        if self.space == "fac":
+            return COARSE if "t" in pair else self.va_space
         return SHARED if self.space == SHARED else pair
 
     def _resolve_space(self, space: str | None) -> str:
         if space is None:
             if self.space != SHARED:
-                raise ValueError(f"this per_pair model needs a space: one of {', '.join(self.spaces)}")
+                raise ValueError(f"this {self.space} model needs a space: one of {', '.join(self.spaces)}")
             return SHARED
         if space not in self.spaces:
             raise ValueError(f"space {space!r} is not in this model; spaces: {', '.join(self.spaces)}")
@@ -160,6 +194,8 @@ class MCN(nn.Module):
         return self.text_pool(batch["words"].float(), batch["mask"])
 
     def project(self, modality: str, trunk: torch.Tensor, space: str) -> torch.Tensor:
+        if self.space == "fac" and space == COARSE and modality != "text":
+            return self.fine_to_coarse(self.heads[FINE][modality](trunk))
         return self.heads[space][modality](trunk)
 
     def embed(self, modality: str, batch: Mapping[str, torch.Tensor], space: str | None = None) -> torch.Tensor:
@@ -176,7 +212,15 @@ class MCN(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> MCNOutput:
         trunk = {m: self.encode(m, batch) for m in self.modalities}
-        embeddings = {s: {m: self.project(m, trunk[m], s) for m in self.space_modalities(s)} for s in self.spaces}
+        if self.space == "fac":
+            fine = {m: self.heads[FINE][m](trunk[m]) for m in self._fac_modalities(FINE)}
+            embeddings = {FINE: fine} if FINE in self.spaces else {}
+            if COARSE in self.spaces:
+                embeddings[COARSE] = {m: (self.heads[COARSE]["text"](trunk[m]) if m == "text"
+                                          else self.fine_to_coarse(fine[m])) for m in self._fac_modalities(COARSE)}
+        else:
+            embeddings = {s: {m: self.project(m, trunk[m], s) for m in self.space_modalities(s)}
+                          for s in self.spaces}
         reconstructions: dict[str, dict[str, torch.Tensor]] = {}
         if self.decoders is not None:
             reconstructions = {s: {m: self.decoders[s][m](e) for m, e in per_mod.items()}

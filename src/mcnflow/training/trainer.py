@@ -83,7 +83,10 @@ def check_settings(settings: Mapping[str, Any]) -> dict:
         raise ConfigError(f"training.optimizer {training['optimizer']!r}; allowed: 'adam'")
     if training["schedule"] not in ("warmup_cosine", "constant"):
         raise ConfigError(f"training.schedule {training['schedule']!r}; allowed: 'warmup_cosine', 'constant'")
-    return {"pairs": pairs, "space": settings["space"], "losses": dict(settings["losses"]),
+    va_space = settings.get("va_space", "fine")
+    if va_space not in ("fine", "coarse"):
+        raise ConfigError(f"experiment settings 'va_space': {va_space!r}; allowed: 'fine', 'coarse'")
+    return {"pairs": pairs, "space": settings["space"], "va_space": va_space, "losses": dict(settings["losses"]),
             "training": {**training, "departures": check_departures(training.get("departures"))}}
 
 
@@ -298,7 +301,8 @@ class Trainer:
                      "reconstruction": bool(self.settings["losses"]["reconstruction"]["enabled"]),
                      "audio_widths": list(training.get("audio_widths", DAVENET_WIDTHS)),
                      "mask_text_padding": training["departures"]["mask_text_padding"],
-                     "mask_audio_padding": training["departures"]["mask_audio_padding"]}
+                     "mask_audio_padding": training["departures"]["mask_audio_padding"],
+                     "va_space": self.settings.get("va_space", "fine")}
         dims = self.dataset.feature_dims()
         for key in ("video_dim", "word_dim"):
             if key in dims and dims[key] != training[key]:
