@@ -12,8 +12,10 @@ minute of video, the median of ``--repeats`` runs each, for:
              keyframes) and pipes the 1 fps frames and the 16 kHz audio; the .mp4 verified by ffprobe
   no-keep    decode once with normalize.keep false: nothing encoded, frames and audio piped
   bare       ``ffmpeg -threads 1 -i input -f null -`` (decode only, video and audio)
+  keep+3d, no-keep+3d   the same with the 24 fps frames of the 3D model piped too (when the config's
+             experiments read 3D features)
 
-and prints the ratios (targets on this 2-core machine: no-keep <= 0.25 x chain and <= 1.3 x bare;
+(the variants take turns, round by round) and prints the ratios (targets on this 2-core machine: no-keep <= 0.25 x chain and <= 1.3 x bare;
 keep < chain). The parent's own CPU (reading the pipes in Python threads) is printed beside it.
 Also printed: log-mel CPU-s per minute (numpy, in this process), the kept file's size with and without
 aligned keyframes, and a keyframe-only decode of it against a full decode + fps=1.
@@ -73,15 +75,23 @@ def cpu_self() -> float:
 
 
 def measure(label: str, work, repeats: int) -> dict:
-    children, own, wall = [], [], []
+    return measure_all({label: work}, repeats)[0]
+
+
+def measure_all(variants: dict, repeats: int) -> list[dict]:
+    """Median CPU of each variant; the variants take turns round by round, so a change in the load of
+    a shared machine hits all of them alike."""
+    samples = {label: ([], [], []) for label in variants}
     for _ in range(repeats):
-        c0, s0, t0 = cpu_children(), cpu_self(), time.perf_counter()
-        work()
-        children.append(cpu_children() - c0)
-        own.append(cpu_self() - s0)
-        wall.append(time.perf_counter() - t0)
-    return {"label": label, "children": statistics.median(children), "self": statistics.median(own),
-            "wall": statistics.median(wall)}
+        for label, work in variants.items():
+            children, own, wall = samples[label]
+            c0, s0, t0 = cpu_children(), cpu_self(), time.perf_counter()
+            work()
+            children.append(cpu_children() - c0)
+            own.append(cpu_self() - s0)
+            wall.append(time.perf_counter() - t0)
+    return [{"label": label, "children": statistics.median(c), "self": statistics.median(o),
+             "wall": statistics.median(w)} for label, (c, o, w) in samples.items()]
 
 
 def main() -> int:
@@ -105,6 +115,11 @@ def main() -> int:
         width, height = frames_module.output_size(settings.width, settings.height, int(video["short_side"]))
         taps = [VideoTap("video", float(video["fps"]), size=(width, height)),
                 AudioTap("audio", int(audio["sample_rate"]))]
+        taps_3d = None
+        if "video3d" in media:  # an experiment reads 3D features: the media job also pipes 24 fps frames
+            v3 = media["video3d"]
+            taps_3d = [*taps, VideoTap("video3d", float(v3["fps"]), size=frames_module.output_size(
+                settings.width, settings.height, int(v3["short_side"])))]
         normalized = work / "normalized.mp4"
 
         def chain():
@@ -113,16 +128,16 @@ def main() -> int:
             frames_module.decode_frames(normalized, float(video["fps"]), int(video["short_side"]))
             audio_module.decode_audio(normalized, int(audio["sample_rate"]))
 
-        def once(keep: bool):
+        def once(keep: bool, with_taps=taps):
             def run():
                 checked = probe_source(source)  # as the stage does: ffprobe of the download
                 if keep:
                     kept = work / "kept.mp4"
                     kept.unlink(missing_ok=True)
-                    got = collect(DecodeRun(checked, settings, taps, encode_to=kept))
+                    got = collect(DecodeRun(checked, settings, with_taps, encode_to=kept))
                     verify_file(kept, checked, settings)
                 else:
-                    got = collect(DecodeRun(checked, settings, taps))
+                    got = collect(DecodeRun(checked, settings, with_taps))
                 assert len(got["video"]) == frames_module.expected_frames(args.seconds, float(video["fps"]))
             return run
 
@@ -130,8 +145,10 @@ def main() -> int:
             subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", str(source), "-f", "null", "-"],
                            check=True)
 
-        results = [measure("chain", chain, args.repeats), measure("keep", once(True), args.repeats),
-                   measure("no-keep", once(False), args.repeats), measure("bare", bare, args.repeats)]
+        variants = {"chain": chain, "keep": once(True), "no-keep": once(False), "bare": bare}
+        if taps_3d is not None:
+            variants.update({"keep+3d": once(True, taps_3d), "no-keep+3d": once(False, taps_3d)})
+        results = measure_all(variants, args.repeats)
         by = {r["label"]: r for r in results}
 
         # log-mel of the decoded audio, in this process
@@ -169,6 +186,9 @@ def main() -> int:
     print(f"ratio keep / bare     = {keep_cpu / bare_cpu:.3f}")
     print(f"ratio (no-keep + parent) / chain = {(nokeep_cpu + by['no-keep']['self']) / chain_cpu:.3f} "
           "(counting the Python pipe readers too)")
+    if "no-keep+3d" in by:
+        print(f"ratio no-keep+3d / chain = {by['no-keep+3d']['children'] / chain_cpu:.3f} (the 24 fps 3D frames "
+              "from the same decode; today's chain would decode a third time for them)")
     print(f"log-mel: {logmel_s / minutes:.3f} CPU-s per minute of audio (numpy, one process)")
     print(f"kept file: aligned keyframes {sizes['aligned'] / 1e6:.2f} MB vs x264's own {sizes['plain'] / 1e6:.2f} MB "
           f"(ratio {sizes['aligned'] / sizes['plain']:.3f})")
@@ -184,6 +204,8 @@ def main() -> int:
             "media_nokeep_cpu_s_per_min": nokeep_cpu / minutes, "bare_decode_cpu_s_per_min": bare_cpu / minutes,
             "logmel_cpu_s_per_min": logmel_s / minutes,
             "normalized_bytes_per_min": sizes["aligned"] / minutes,
+            **({"media_keep_3d_cpu_s_per_min": by["keep+3d"]["children"] / minutes,
+                "media_nokeep_3d_cpu_s_per_min": by["no-keep+3d"]["children"] / minutes} if "keep+3d" in by else {}),
         })
         print(f"rates saved to {path}")
     return 0

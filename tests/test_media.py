@@ -273,6 +273,7 @@ def test_media_cli_with_config_files(inputs, tmp_path):
                                                             ("vid_gone", "private", "")])
     overrides = tmp_path / "small.yaml"
     overrides.write_text(json.dumps({"normalize": {"keep": False},
+                                     "training": {"video_features": ["2d"], "video_dim": 2048},
                                      "features": {"video": {"weights": "none", "short_side": SHORT,
                                                             "decode_workers": 0, "device": "cpu"}}}))
     argv = ["media", "--download-ledger", str(downloads), "--corpus", "demo", "--shard", "00002",
@@ -365,8 +366,8 @@ def test_3d_features_from_the_same_decode_match_the_two_step_3d_path(moving_with
         "normalize": {"keep": True, "preset": "ultrafast"},  # config.yaml trains on 2D + 3D video
         "features": {"video": {"weights": "none", "short_side": SHORT, "batch_size": 3, "decode_workers": 0,
                                "device": "cpu"},
-                     "video3d": {"weights": "none", "blocks": [1, 1, 1, 1], "short_side": 32, "crop": 32, "batch_size": 2,
-                                 "decode_workers": 0, "device": "cpu"}}})
+                     "video3d": {"weights": "none", "blocks": [1, 1, 1, 1], "short_side": 32, "crop": 32,
+                                 "batch_size": 2, "decode_workers": 0, "device": "cpu"}}})
     settings = json.loads(json.dumps(Plan(config).settings("media")))
     recipe = Recipe3D(fps=24, short_side=32, crop=32, clip_frames=16)
     encoder = ClipEncoder(ResNeXt3DWeights.random(0, (1, 1, 1, 1)), torch.device("cpu"), True, 2, recipe)
@@ -465,7 +466,11 @@ def test_estimate_prints_the_cost_of_config_yaml_for_a_full_size_manifest(tmp_pa
     media_line = next(line for line in text.splitlines() if line.startswith("media "))
     assert f"{videos * 6.5 * 3.5 / 3600:,.0f}" in media_line, media_line
     train_line = next(line for line in text.splitlines() if line.startswith("train "))
-    assert f"{8 * 30 * (900_000 // 128):,} steps" in train_line and "not measured" in train_line
+    config = load_config([REPO / "config.yaml"])
+    branches = len(Plan(config).branches())
+    steps = branches * config["training"]["epochs"] * (900_000 // config["training"]["batch_size"])
+    assert f"{steps:,} steps over {branches} branch(es)" in train_line and "not measured" in train_line
+    assert "video3d features" in text  # config.yaml trains on 2D + 3D video
 
 
 def test_gpu_decode_stage_path_with_the_cpu_build_of_torchcodec(inputs, monkeypatch, tmp_path):

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "chain_cpu_s_per_min": (11.8, "bench_decode_once.py on the 2-core dev VM: normalize + two re-decodes"),
     "media_keep_cpu_s_per_min": (8.6, "bench_decode_once.py on the 2-core dev VM, keep true"),
     "media_nokeep_cpu_s_per_min": (1.9, "bench_decode_once.py on the 2-core dev VM, keep false"),
+    "media_keep_3d_cpu_s_per_min": (9.2, "assumed: keep true + the 24 fps 3D branch (not measured)"),
+    "media_nokeep_3d_cpu_s_per_min": (2.5, "assumed: keep false + the 24 fps 3D branch (not measured)"),
     "logmel_cpu_s_per_min": (0.14, "bench_decode_once.py on the 2-core dev VM: numpy log-mel"),
     "normalized_bytes_per_min": (4.9e6, "bench_decode_once.py: 454x256 x264 veryfast crf 23, 1 s GOPs, noisy "
                                         "synthetic picture (real footage compresses better)"),
@@ -206,7 +208,7 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
                       f"{survival.value:.0%} survive ({survival.source}); {download.value / 1e6:.1f} MB/min "
                       f"({download.source})"))
 
-    decode = rates.get("media_keep_cpu_s_per_min" if keep else "media_nokeep_cpu_s_per_min")
+    decode = rates.get(f"media_{'keep' if keep else 'nokeep'}{'_3d' if video3d else ''}_cpu_s_per_min")
     logmel = rates.get("logmel_cpu_s_per_min")
     cpu_s = video_minutes * (decode.value + logmel.value)
     frames = video_seconds * float(video["fps"])
