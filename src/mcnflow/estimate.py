@@ -36,12 +36,12 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "mean_duration_min": (6.5, "HowTo100M's mean video length, ~6.5 min (1.22M videos, ~134k hours)"),
     "download_bytes_per_min": (5.1e6, "assumed 360p H.264 ~0.55 Mbit/s + AAC 128 kbit/s"),
     # bench_decode_once.py on the project's 2-core development VM (synthetic noisy 360p, x264 veryfast)
-    "chain_cpu_s_per_min": (11.8, "bench_decode_once.py on the 2-core dev VM: normalize + two re-decodes"),
-    "media_keep_cpu_s_per_min": (8.6, "bench_decode_once.py on the 2-core dev VM, keep true"),
-    "media_nokeep_cpu_s_per_min": (1.9, "bench_decode_once.py on the 2-core dev VM, keep false"),
-    "media_keep_3d_cpu_s_per_min": (9.2, "assumed: keep true + the 24 fps 3D branch (not measured)"),
-    "media_nokeep_3d_cpu_s_per_min": (2.5, "assumed: keep false + the 24 fps 3D branch (not measured)"),
-    "logmel_cpu_s_per_min": (0.14, "bench_decode_once.py on the 2-core dev VM: numpy log-mel"),
+    "chain_cpu_s_per_min": (7.85, "bench_decode_once.py on the 2-core dev VM: normalize + two re-decodes"),
+    "media_keep_cpu_s_per_min": (6.7, "bench_decode_once.py on the 2-core dev VM, keep true"),
+    "media_nokeep_cpu_s_per_min": (1.4, "bench_decode_once.py on the 2-core dev VM, keep false"),
+    "media_keep_3d_cpu_s_per_min": (7.2, "bench_decode_once.py on the 2-core dev VM, keep true + 3D frames"),
+    "media_nokeep_3d_cpu_s_per_min": (2.3, "bench_decode_once.py on the 2-core dev VM, keep false + 3D frames"),
+    "logmel_cpu_s_per_min": (0.1, "bench_decode_once.py on the 2-core dev VM: numpy log-mel (0.04-0.14)"),
     "normalized_bytes_per_min": (4.9e6, "bench_decode_once.py: 454x256 x264 veryfast crf 23, 1 s GOPs, noisy "
                                         "synthetic picture (real footage compresses better)"),
     "resnet152_gpu_frames_per_s": (1100.0, "timm RTX 4090 AMP ResNet-152 1,977 img/s at 224x224 / 1.8 for "
