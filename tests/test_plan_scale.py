@@ -29,7 +29,7 @@ def test_full_size_manifest_plans_one_job_per_shard(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
     shards = math.ceil(n_videos / shard_size) + 1 + 1  # HowTo100M, YouCook2 (457 videos), MSR-VTT (1000)
-    for stage in ("download_shard", "normalize_shard", "extract_video", "extract_audio", "extract_text"):
+    for stage in ("download_shard", "media_shard", "extract_text"):
         assert counts[stage] == shards, (stage, counts)
     assert counts["manifest"] == 3 and counts["word2vec"] == 1
     assert sum(counts.values()) < 7 * shards  # nothing scales with videos

@@ -40,7 +40,8 @@ TARGETS = [
     "results/features/howto100m/audio/shard-00000.h5",
 ]
 LOCAL_RULES = {"manifest", "survival"}
-SLURM_JOBS = {"demo_corpus": 1, "download_shard": 3, "normalize_shard": 3, "extract_video": 1, "extract_audio": 1}
+# one media_shard per shard makes its normalize ledger and its video (2D, 3D) and audio features
+SLURM_JOBS = {"demo_corpus": 1, "download_shard": 3, "media_shard": 3}
 TEST_NODE_MEM_MB = 2000  # each job's memory request on the test node (the profile's are for real shards)
 
 
@@ -177,8 +178,8 @@ def test_every_non_local_job_ran_as_a_completed_slurm_job(slurm_run):
         assert row["Partition"] == profile["default-resources"]["slurm_partition"], row
         assert "gpu" not in row["ReqTRES"], row
         assert f"mem={TEST_NODE_MEM_MB}M" in row["ReqTRES"], row
-        # cpus_per_task: threads -> extract_video declares threads: 2, the others 1
-        assert int(row["AllocCPUS"]) == (2 if jobs[job_id] == "extract_video" else 1), (jobs[job_id], row)
+        # cpus_per_task: threads -> media_shard declares decode_workers + 1 (the demo: 2), the others 1
+        assert int(row["AllocCPUS"]) == (2 if jobs[job_id] == "media_shard" else 1), (jobs[job_id], row)
     # each submission was announced with its SLURM job id
     assert slurm_run["output"].count("has been submitted with SLURM jobid") == sum(SLURM_JOBS.values())
 

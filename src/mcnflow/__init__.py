@@ -5,8 +5,9 @@ stage below it or beside it:
 
     manifest.py      corpus files -> sharded manifest            (corpora/: one reader per format)
     download/        manifest -> videos + download ledger          (yt-dlp; retry policy; canary)
-    normalize.py     downloads -> 454x256 @ 30 fps, 16 kHz mono    (+ normalize ledger)
-    features/        media -> HDF5 features (video, audio, text) and the one word2vec source
+    media/           downloads -> one decode per video -> normalize ledger (+ kept 454x256 @ 30 fps mp4),
+                     2D / 3D video and audio features         (normalize.py: the normalization itself)
+    features/        the extractors (ResNet152, ResNeXt-101 3D, log-mel, text) and the one word2vec source
     model/           the MCN network, its losses and its inputs    (shared by training and evaluation)
     training/        features -> checkpoints, one per experiment
     evaluation/      checkpoints + benchmark features -> metrics   (evaluation/core.py: the shared core)

@@ -156,11 +156,6 @@ def manifest_inputs(wildcards):
     return PLAN.corpus_input_files(wildcards.corpus)
 
 
-def normalized_videos(path):
-    # normalize.keep: false makes the normalized copies temporary (removed once features exist).
-    return path if config["normalize"]["keep"] else temp(path)
-
-
 def training_inputs(wildcards):
     # Only the training corpus's shards: evaluation corpora never rerun or block training.
     return feature_files(TRAIN_CORPUS, PLAN.feature_sets(wildcards.experiment))
