@@ -70,3 +70,11 @@ def test_cli_validate_config_reports_error(tmp_path, repo_root, capsys):
     bad.write_text("download:\n  max_height: 100\n")
     assert main(["validate-config", str(repo_root / "config.yaml"), str(bad)]) == 2
     assert "download.max_height" in capsys.readouterr().err
+
+
+def test_a_later_config_file_removes_an_entry_with_null(tmp_path, repo_root):
+    override = tmp_path / "less.yaml"
+    override.write_text("experiments: {tv_va: null}\nevaluation: {benchmarks: {youcook2_localization: null}}\n")
+    config = load_config([repo_root / "config.yaml", override])
+    assert "tv_va" not in config["experiments"] and "tv" in config["experiments"]
+    assert "youcook2_localization" not in config["evaluation"]["benchmarks"]

@@ -83,12 +83,20 @@ def test_summary_shows_retrieval_far_above_chance(demo_run):
     experiments = {r["experiment"] for r in rows}
     assert {"tv_ta_va", "tv", "va", "tv_ta_va_per_pair"} <= experiments
     youcook = {r["experiment"]: r for r in rows if r["benchmark"] == "youcook2_retrieval"}
+    assert {r["seed"] for r in rows if r["experiment"] == "tv_ta_va"} == {"1", "2"}
     n_queries = int(youcook["tv_ta_va"]["n_queries"])
     chance_r10 = 100 * 10 / n_queries  # every query has exactly one right clip among n_queries
     assert n_queries == 32 and int(youcook["tv_ta_va"]["n_missing"]) == 0
-    # MCN's full objective, and the best combination, far above chance (measured: 56% and 84% vs 31%)
-    assert float(youcook["tv_ta_va"]["recall_at_10"]) >= 1.5 * chance_r10, youcook["tv_ta_va"]
-    assert max(float(r["recall_at_10"]) for r in youcook.values() if r["recall_at_10"]) >= 2.5 * chance_r10
+    # R@10 averaged over the two seeds (statistics.csv). Measured with MCN's defaults (only detached
+    # reconstruction targets switched on): tv_ta_va 48.4, per_pair 65.6, ta 56.2 against 31.25 chance.
+    stats = {r["experiment"]: r for r in csv.DictReader(open(demo_run / "results/statistics.csv"))
+             if r["benchmark"] == "youcook2_retrieval" and r["metric"] == "recall_at_10"}
+    assert float(stats["tv_ta_va"]["mean"]) >= 1.3 * chance_r10, stats["tv_ta_va"]
+    assert max(float(r["mean"]) for r in stats.values()) >= 1.8 * chance_r10, stats
+    # every comparison comes with its uncertainty: a CI, and a paired test against tv_ta_va
+    assert all(r["ci_low"] != "" and r["ci_high"] != "" for r in stats.values())
+    assert all(r["p_value"] != "" for name, r in stats.items() if name != "tv_ta_va")
+    assert "tv_ta_va_fac" in stats
     # a model without a trained text branch is reported, not scored
     assert youcook["va"]["recall_at_10"] == "" and "not trained" in youcook["va"]["note"]
     # CrossTask-format benchmark: step recall is reported for every text-trained experiment
@@ -140,10 +148,8 @@ def test_yaml_key_order_reruns_nothing(demo_run):
 
 def test_changing_one_experiment_reruns_only_its_branch(demo_run):
     cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
-    cfg["experiments"] = {"tv": {"pairs": ["tv"], "space": "shared",
-                                 "losses": {"reconstruction": {"enabled": True, "weight": 10.0}}}}
-    base = yaml.safe_load((demo_run / "config.yaml").read_text())
-    cfg["experiments"] = {**base["experiments"], **cfg["experiments"]}
+    cfg["experiments"] = {**cfg["experiments"], "tv": {"pairs": ["tv"], "space": "shared",
+                                                       "losses": {"reconstruction": {"enabled": True, "weight": 10.0}}}}
     jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
     rules = {rule for rule, _ in jobs}
     assert rules == {"train", "evaluate", "summarize", "all"}, jobs
@@ -153,8 +159,7 @@ def test_changing_one_experiment_reruns_only_its_branch(demo_run):
 
 def test_adding_an_experiment_runs_only_the_new_branch(demo_run):
     cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
-    base = yaml.safe_load((demo_run / "config.yaml").read_text())
-    cfg["experiments"] = {**base["experiments"], "tv_ta_per_pair": {"pairs": ["tv", "ta"], "space": "per_pair"}}
+    cfg["experiments"] = {**cfg["experiments"], "tv_ta_per_pair": {"pairs": ["tv", "ta"], "space": "per_pair"}}
     jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
     assert {w for rule, w in jobs if rule == "train"} == {"experiment=tv_ta_per_pair, seed=1",
                                                           "experiment=tv_ta_per_pair, seed=2"}

@@ -215,9 +215,9 @@ def summary_markdown(results: Sequence[dict[str, Any]], survival: Sequence[Path]
         out.write(f"\n## {benchmark} ({task})\n\n")
         out.write(protocol_line(rows))
         others = convention_columns(rows)
-        header = ["experiment", "pairs", "space", "scoring", *[label(n) for n in names],
+        header = ["experiment", "seed", "pairs", "space", "scoring", *[label(n) for n in names],
                   *[_convention_label(n) for n in others], "n_queries", "n_missing", "note"]
-        table = [[r["experiment"], r.get("pairs") or [], r.get("space", ""), r.get("scoring", ""),
+        table = [[r["experiment"], r.get("seed", ""), r.get("pairs") or [], r.get("space", ""), r.get("scoring", ""),
                   *[r["metrics"].get(n) for n in names], *[other_conventions(r).get(n) for n in others],
                   r.get("n_queries"), r.get("n_missing"), r.get("note", "")]
                  for r in rows]

@@ -102,9 +102,26 @@ def fill_defaults(instance: Any, schema: dict) -> None:
                 fill_defaults(value, extra)
 
 
+# Tables whose entries a later config file may remove by setting them to null (e.g. the demo drops
+# an experiment of config.yaml with `experiments: {tv_va: null}`).
+REMOVABLE_TABLES = (("corpora",), ("experiments",), ("evaluation", "benchmarks"))
+
+
+def drop_removed_entries(config: dict) -> None:
+    """Remove the entries of REMOVABLE_TABLES that a config file set to null."""
+    for path in REMOVABLE_TABLES:
+        node: Any = config
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            for name in [name for name, value in node.items() if value is None]:
+                del node[name]
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key."""
     schema = schema or load_schema()
+    drop_removed_entries(config)
     fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key_path(e)))
