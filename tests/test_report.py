@@ -71,7 +71,7 @@ def test_summarize_writes_table_report_and_plots(inputs, capsys):
 
     report = (out / "summary.md").read_text()
     assert "## youcook2_retrieval (retrieval)" in report
-    assert "| tv | tv | shared | t.v | 10.00 | 30.00 | 40.00 | 20.00 | 50.50 | 200 | 4 |" in report
+    assert "| tv |  | tv | shared | t.v | 10.00 | 30.00 | 40.00 | 20.00 | 50.50 | 200 | 4 |" in report
     # MCN's published numbers stand beside the reproduction, labelled with their source
     assert "| MCN published (Chen et al., ICCV 2021; YouCook2 leaderboard" in report and "18.10" in report
     assert "R@1 = 0.50%, R@5 = 2.50%, R@10 = 5.00%" in report   # chance = K / 200
