@@ -103,8 +103,9 @@ def test_summarize_draws_the_survival_chart(tmp_path):
         assert cli.main(["survival", "--ledgers", str(ledger_path), "--corpus", corpus, "--output", str(out)]) == 0
         tables.append(out)
     chart = tmp_path / "chart.png"
+    settings = ["--settings", '{"statistics": {}, "benchmarks": {}}']
     assert cli.main(["summarize", "--survival", *map(str, tables), "--out-dir", str(tmp_path / "results"),
-                     "--survival-chart", str(chart)]) == 0
+                     "--survival-chart", str(chart), *settings]) == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = (imread(chart)[..., :3] * 255).round().astype(int)
 
@@ -117,5 +118,6 @@ def test_summarize_draws_the_survival_chart(tmp_path):
     # the bars are shares: howto100m is 75 % survived to 25 % gone (plus youcook2's third survived)
     assert 2.5 < survived / unavailable < 5.0
     # without --survival-chart it goes next to the other plots
-    assert cli.main(["summarize", "--survival", str(tables[0]), "--out-dir", str(tmp_path / "results")]) == 0
+    assert cli.main(["summarize", "--survival", str(tables[0]), "--out-dir", str(tmp_path / "results"),
+                     *settings]) == 0
     assert (tmp_path / "results" / "plots" / "download_survival.png").exists()
