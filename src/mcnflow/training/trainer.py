@@ -162,9 +162,15 @@ def set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# What a checkpoint's weights depend on (with the training section minus OPERATIONAL_KEYS).
+COMPUTED_KEYS = ("pairs", "space", "va_space", "losses", "training")
+
+
 def _computed_settings(settings: Mapping) -> dict:
     training = {k: v for k, v in settings["training"].items() if k not in OPERATIONAL_KEYS}
-    return {**settings, "training": training}
+    computed = {k: settings.get(k) for k in COMPUTED_KEYS}
+    computed["va_space"] = computed["va_space"] or "fine"  # checkpoints from before space: fac
+    return {**computed, "training": training}
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -342,7 +348,7 @@ class Trainer:
         payload = load_latest_checkpoint(self.checkpoint_dir)
         if payload is None:
             return False
-        theirs = _computed_settings({k: payload["meta"][k] for k in ("pairs", "space", "losses", "training")})
+        theirs = _computed_settings(payload["meta"])
         same_inputs = payload["meta"].get("inputs") == input_fingerprint(self.dataset.input_files)
         if not same_inputs:
             log.warning("%s was trained on other input files: removing the stale checkpoints of %s and "
