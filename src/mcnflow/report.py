@@ -193,7 +193,8 @@ def protocol_line(rows: Sequence[dict[str, Any]]) -> str:
     parts = []
     protocols = sorted({r["protocol"] for r in rows if r.get("protocol")})
     conventions = sorted({r["convention"] for r in rows if r.get("convention")})
-    excluded = sorted({(r.get("excluded_by"), r.get("n_excluded")) for r in rows if r.get("n_excluded")},
+    # the count is shown whenever the benchmark excludes another corpus's videos, zero included
+    excluded = sorted({(r.get("excluded_by"), int(r.get("n_excluded") or 0)) for r in rows if r.get("excluded_by")},
                       key=lambda pair: (str(pair[0]), pair[1]))
     parts += [f"Protocol: {PROTOCOL_LABELS.get(p, p)}." for p in protocols]
     parts += [f"Metrics: {CONVENTION_LABELS.get(c, c)}." for c in conventions]
