@@ -171,9 +171,10 @@ def test_changing_feature_settings_reruns_features_and_everything_downstream(dem
     cfg["features"]["audio"] = {"n_mels": 40, "fmin": 30}
     jobs = _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False))
     rules = {rule for rule, _ in jobs}
-    # one decode feeds every media feature: the media shards rerun, downloads and text do not
+    # one decode feeds every media feature: the media shards rerun (and the text shards, which read the
+    # normalize ledger they rewrite); downloads, manifests and the word2vec source do not
     assert {"media_shard", "train", "evaluate", "summarize"} <= rules
-    assert not {"download_shard", "extract_text", "word2vec", "manifest"} & rules
+    assert not {"download_shard", "word2vec", "manifest"} & rules
     # experiments that never read audio features are not retrained
     assert not any(rule == "train" and w.startswith("experiment=tv,") for rule, w in jobs)
 
@@ -223,6 +224,7 @@ def test_hand_run_evaluate_with_config_matches_the_workflow(demo_run, tmp_path):
                    "--benchmark", benchmark, "--config", "config.yaml", "demo/config.yaml",
                    "--checkpoint", f"results/train/{experiment}/seed-2/model.pt",
                    "--manifest", f"results/manifest/{corpus}.tsv", "--video", *shards(corpus, "video"),
+                   "--video3d", *shards(corpus, "video3d"),
                    "--audio", *shards(corpus, "audio"), "--text", *shards(corpus, "text"),
                    "--word2vec", "results/features/word2vec.h5", "--output", str(out)]
         subprocess.run(command, cwd=demo_run, check=True, capture_output=True, text=True, timeout=600)
