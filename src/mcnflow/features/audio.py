@@ -30,7 +30,7 @@ from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger
 from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import FeatureStatus, NormalizeStatus
 from mcnflow.features.logmel import log_mel, n_frames, window_samples
-from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, source_identity, write_part
+from mcnflow.features.store import assemble_shard, part_row_trusted, parts_fingerprint, source_identity, write_part
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +142,9 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     fingerprint = parts_fingerprint("audio", attrs, normalize_rows)
     sources = {row["video_id"]: row.get("path", "") for row in normalize_rows}
 
-    def trust(video_id: str, row: Mapping[str, str]) -> bool:
-        if row["status"] == FeatureStatus.ERROR:
-            return False  # the cause may have passed (e.g. a killed ffmpeg): try again
-        if row["status"] != FeatureStatus.OK:
-            return True
-        problems = part_problems(run.part_path(video_id), "audio", fingerprint=fingerprint,
-                                 source=sources[video_id], length=row["length"])
-        if problems:
-            log.info("%s: extracting again: %s", video_id, "; ".join(problems))
-        return not problems
-
-    run = ShardRun(ledger, FEATURE_COLUMNS, outputs=[output], trust=trust, fingerprint=fingerprint)
+    run = ShardRun(ledger, FEATURE_COLUMNS, outputs=[output], fingerprint=fingerprint,
+                   trust=lambda video_id, row: part_row_trusted(run, video_id, row, "audio",
+                                                                fingerprint=fingerprint, source=sources[video_id]))
     computed = 0
     for row in tqdm(normalize_rows, desc=f"audio {corpus}/{shard}", unit="video"):
         video_id = row["video_id"]

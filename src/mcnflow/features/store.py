@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,22 @@ def parts_fingerprint(modality: str, attrs: Mapping[str, Any], inputs: Sequence[
                 "modality": modality, "attrs": _jsonable(attrs), "inputs": _jsonable(list(inputs))}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def part_row_trusted(run: Any, video_id: str, row: Mapping[str, str], modality: str, *, fingerprint: str,
+                     source: str | Path | None) -> bool:
+    """Whether a resumed feature shard may keep an earlier journal row (ShardRun's ``trust``): an
+    ``error`` row is tried again (its cause may have passed, e.g. a killed decoder), another failure
+    stands, and an ``ok`` row stands only while its part is intact and made the same way."""
+    if row["status"] == "error":
+        return False
+    if row["status"] != "ok":
+        return True
+    problems = part_problems(run.part_path(video_id), modality, fingerprint=fingerprint, source=source,
+                             length=row["length"])
+    if problems:
+        logging.getLogger(__name__).info("%s: extracting again: %s", video_id, "; ".join(problems))
+    return not problems
 
 
 def part_problems(path: str | Path, modality: str, *, fingerprint: str, source: str | Path | None = None,

@@ -326,7 +326,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, write_part
+    from mcnflow.features.store import assemble_shard, part_row_trusted, parts_fingerprint, write_part
 
     settings = check_settings(settings)
     if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
@@ -341,18 +341,9 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     fingerprint = parts_fingerprint("video", attrs, normalize_rows)
     sources = {job.video_id: job.path for job in plan.jobs}
 
-    def trust(video_id: str, row: Mapping[str, str]) -> bool:
-        if row["status"] == FeatureStatus.ERROR:
-            return False  # the cause may have passed (e.g. a killed decoder): try again
-        if row["status"] != FeatureStatus.OK:
-            return True
-        problems = part_problems(run.part_path(video_id), "video", fingerprint=fingerprint,
-                                 source=sources.get(video_id), length=row["length"])
-        if problems:
-            log.info("%s: extracting again: %s", video_id, "; ".join(problems))
-        return not problems
-
-    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], trust=trust, fingerprint=fingerprint)
+    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], fingerprint=fingerprint,
+                   trust=lambda video_id, row: part_row_trusted(run, video_id, row, "video",
+                                                                fingerprint=fingerprint, source=sources.get(video_id)))
     for video_id, status, message in plan.skipped:
         if run.settled(video_id) is None:
             run.record(_outcome(video_id, status, message))

@@ -106,7 +106,7 @@ def write_word_vectors(path: str | Path, vectors: WordVectors) -> Path:
 
 
 def read_word_vectors(path: str | Path, vectors: bool = True) -> WordVectors:
-    """The stored source; ``vectors=False`` reads only the words (and a zero-width placeholder), for
+    """The stored source; ``vectors=False`` reads only the words (with an empty (n_words, 0) matrix), for
     callers that then fetch the few rows they need with :func:`read_rows` (GoogleNews is 3.6 GB)."""
     try:
         handle = h5py.File(path, "r")
