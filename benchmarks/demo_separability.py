@@ -1,4 +1,5 @@
-"""Can the demo's video branch learn anything? How far apart the demo's step classes are in its video features.
+"""Can the demo's video and text branches learn anything? How far apart the demo's step classes are in
+its video features and in its word vectors.
 
 The demo extracts video features with a randomly initialised ResNet152 (``features.video.weights: none``),
 so what the demo draws decides whether text-video can learn. For every (action, ingredient) step class
@@ -26,13 +27,26 @@ classes, (action, ingredient), which is what a caption names and text-video retr
   margin   mean over samples of (cosine to its own class's centroid, itself left out) - (cosine to the
            nearest other class's centroid): < 0 where some other class looks the same.
 
+The text part (seconds) does the same for the captions. The demo trains word2vec on its own captions
+(``features.text.word2vec.source: train``), so what a caption says decides whether words are told apart:
+  old   the previous demo's captions, "<filler> <action> the <ingredient>";
+  new   the demo generator's captions (:func:`mcnflow.demo.corpus._caption`), which add the ingredient's
+        colour and the action's manner ("now we chop the red tomato into cubes").
+For each, ``--captions`` captions (the demo's 16 training videos x 4 steps by default) are drawn as the
+generator draws them, word2vec is trained on them with the demo's settings
+(:func:`mcnflow.features.word2vec.trained_vectors`), and printed are the mean cosine between the word
+vectors of the 8 ingredients and of the 4 actions (the words that tell steps apart), and the separability
+of the step classes in the mean word vector of one caption per (class, filler).
+
     .venv/bin/python benchmarks/demo_separability.py              # 2 steps per class: 2 x 64 frames, ~2 min on 2 cores
     .venv/bin/python benchmarks/demo_separability.py --repeats 1  # no step classes: 2 x 32 frames
+    .venv/bin/python benchmarks/demo_separability.py --text-only  # word vectors only, seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import subprocess
 import sys
 import tempfile
@@ -43,9 +57,11 @@ import numpy as np
 import torch
 
 from mcnflow.core.config import load_config
-from mcnflow.demo.corpus import ACTIONS, INGREDIENTS, Step, _video_seed, render_video
+from mcnflow.demo.corpus import ACTIONS, FILLERS, INGREDIENTS, Step, _caption, _video_seed, render_video
+from mcnflow.features.captions import words_of
 from mcnflow.features.frames import decode_frames
 from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
+from mcnflow.features.word2vec import trained_vectors
 from mcnflow.model.inputs import video_item
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,16 +123,66 @@ def separability(features: np.ndarray, labels: list) -> dict[str, float]:
             "between": between, "gap": within - between, "margin": float(np.mean(margins))}
 
 
+def old_caption(step: Step, rng: random.Random) -> str:
+    """The previous demo's caption of a step (its generator, unchanged)."""
+    return f"{rng.choice(FILLERS)} {step.action} the {step.ingredient}"
+
+
+def mean_slot_cosine(vectors: dict[str, np.ndarray], words: list[str]) -> float:
+    rows = np.stack([vectors[w] / np.linalg.norm(vectors[w]) for w in words])
+    cos = rows @ rows.T
+    return float(cos[~np.eye(len(words), dtype=bool)].mean())
+
+
+def text_separability(w2v: dict, n_captions: int, seed: int) -> dict[str, dict]:
+    """Per caption style: word2vec trained on ``n_captions`` random steps' captions, then slot cosines and
+    step-class separability of caption vectors (mean of the caption's word vectors, L2-normalised)."""
+    steps = [Step(a, i) for a in ACTIONS for i in INGREDIENTS]
+    out = {}
+    for style, make in (("old", old_caption), ("new", _caption)):
+        rng = random.Random(seed)
+        sentences = [words_of(make(rng.choice(steps), rng)) for _ in range(n_captions)]
+        words = trained_vectors(w2v, sentences, "demo")
+        vectors = dict(zip(words.words, words.vectors))
+        # one caption per (step class, filler): the step is what retrieval must tell; the filler is noise
+        probe_rng = random.Random(seed + 1)
+        probe = [(step, make(step, probe_rng)) for step in steps for _ in FILLERS]
+        rows = np.stack([np.mean([vectors[w] for w in words_of(text) if w in vectors], axis=0) for _, text in probe])
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        out[style] = {"ingredient_cos": mean_slot_cosine(vectors, list(INGREDIENTS)),
+                      "action_cos": mean_slot_cosine(vectors, list(ACTIONS)),
+                      "step": separability(rows, [(s.action, s.ingredient) for s, _ in probe])}
+    return out
+
+
+def print_text(results: dict[str, dict], w2v: dict, n_captions: int) -> None:
+    print(f"word2vec trained on {n_captions} captions (vector_size {w2v['vector_size']}, window {w2v['window']}, "
+          f"epochs {w2v['epochs']}); step classes: mean word vector of one caption per (class, filler)")
+    print(f"{'captions':<9} {'ingredient cos':>15} {'action cos':>11} {'step loo_nc':>12} {'chance':>7} {'gap':>9}")
+    for style, r in results.items():
+        print(f"{style:<9} {r['ingredient_cos']:>15.3f} {r['action_cos']:>11.3f} {r['step']['loo_nc']:>12.3f} "
+              f"{r['step']['chance']:>7.3f} {r['step']['gap']:>9.5f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="steps rendered per (action, ingredient) class")
     parser.add_argument("--frames-per-step", type=int, default=1, choices=(1, 2),
                         help="1: the step's frame at 1 s; 2: both of its seconds, max-pooled")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--captions", type=int, default=None,
+                        help="captions word2vec is trained on (default: the demo's training videos x steps)")
+    parser.add_argument("--text-only", action="store_true", help="only the word-vector part")
     args = parser.parse_args(argv)
 
     config = load_config([REPO / "config.yaml", REPO / "demo/config.yaml"])
     video, demo = config["features"]["video"], config["demo"]
+    w2v = config["features"]["text"]["word2vec"]
+    n_captions = args.captions or demo["train_videos"] * demo["steps_per_video"]
+    print_text(text_separability(w2v, n_captions, demo["seed"]), w2v, n_captions)
+    if args.text_only:
+        return 0
+    print()
     step_seconds = demo["step_seconds"]
     torch.set_num_threads(args.threads)
     weights = ResNet152Weights.resolve(video["weights"], video["seed"])
