@@ -88,11 +88,16 @@ def test_summary_shows_retrieval_far_above_chance(demo_run):
     chance_r10 = 100 * 10 / n_queries  # every query has exactly one right clip among n_queries
     assert n_queries == 32 and int(youcook["tv_ta_va"]["n_missing"]) == 0
     # R@10 averaged over the two seeds (statistics.csv). Measured with MCN's defaults (only detached
-    # reconstruction targets switched on): tv_ta_va 48.4, per_pair 65.6, ta 56.2 against 31.25 chance.
-    stats = {r["experiment"]: r for r in csv.DictReader(open(demo_run / "results/statistics.csv"))
-             if r["benchmark"] == "youcook2_retrieval" and r["metric"] == "recall_at_10"}
-    assert float(stats["tv_ta_va"]["mean"]) >= 1.3 * chance_r10, stats["tv_ta_va"]
-    assert max(float(r["mean"]) for r in stats.values()) >= 1.8 * chance_r10, stats
+    # reconstruction targets switched on): tv 92.2, tv_ta_va 98.4, per_pair 100, ta 67.2 against 31.25
+    # chance; R@1: per_pair 53.1, tv_ta_va 39.1, tv 21.9 against 3.1. Text-video alone learns too.
+    stats = {(r["experiment"], r["metric"]): r for r in csv.DictReader(open(demo_run / "results/statistics.csv"))
+             if r["benchmark"] == "youcook2_retrieval"}
+    r10 = {name: float(r["mean"]) for (name, metric), r in stats.items() if metric == "recall_at_10"}
+    r1 = {name: float(r["mean"]) for (name, metric), r in stats.items() if metric == "recall_at_1"}
+    assert r10["tv"] >= 2 * chance_r10, r10
+    assert r10["tv_ta_va"] >= 2 * chance_r10, r10
+    assert max(r1.values()) >= 5 * 100 / n_queries, r1
+    stats = {name: r for (name, metric), r in stats.items() if metric == "recall_at_10"}
     # every comparison comes with its uncertainty: a CI, and a paired test against tv_ta_va
     assert all(r["ci_low"] != "" and r["ci_high"] != "" for r in stats.values())
     assert all(r["p_value"] != "" for name, r in stats.items() if name != "tv_ta_va")
