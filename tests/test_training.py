@@ -436,3 +436,42 @@ def test_resume_never_uses_checkpoints_trained_on_other_inputs(corpus, tmp_path,
     os.utime(text_shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # an upstream job rewrote it
     Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
     assert "other input files" in caplog.text
+
+
+def test_a_pair_whose_mms_ends_at_chance_is_warned_about_and_recorded(tmp_path, caplog):
+    """Text that says nothing about its clip (every caption the same words) leaves mms_tv at
+    2 ln(clips): training warns, the model records it, and evaluation notes it beside the scores."""
+    from mcnflow.evaluation.cli import outcome_note
+    from mcnflow.evaluation.scoring import choose_scoring
+    from mcnflow.training.trainer import mms_chance, pairs_at_chance
+
+    assert mms_chance(16) == pytest.approx(2 * math.log(16))
+    assert pairs_at_chance({"mms_tv": 5.548, "mms_ta": 4.0}, ["tv", "ta"], 16) == ["tv"]
+    assert pairs_at_chance({"mms_tv": 0.98 * mms_chance(16)}, ["tv"], 16) == []
+
+    paths, _ = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1, topics=32)
+    settings = tiny_settings(pairs=("tv",), epochs=3, batch_size=4, lr=1e-9)   # lr ~0: nothing moves
+    settings["losses"]["clustering"]["enabled"] = False
+    settings["losses"]["reconstruction"]["enabled"] = False
+    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"], out_dir=tmp_path / "stuck",
+          experiment="stuck")
+    assert "mms_tv ended training at" in caplog.text and "did not learn" in caplog.text
+    _, meta = load_model(tmp_path / "stuck" / "model.pt")
+    assert meta["mms_at_chance"] == ["tv"] and meta["last_epoch_losses"]["mms_tv"] > 0.99 * mms_chance(16)
+
+    class Outcome:  # what outcome_note reads of a retrieval outcome
+        extra, n_missing, n_queries = {}, 0, 32
+
+    scoring = choose_scoring(["tv"], "shared")
+    assert "mms_tv ended training at chance" in outcome_note({"task": "retrieval"}, Outcome(), meta, scoring)
+    assert outcome_note({"task": "retrieval"}, Outcome(), {"mms_at_chance": []}, scoring) == ""
+
+    # a pair that learns is not flagged (the learnable corpus, MMS alone, lr 1e-2)
+    caplog.clear()
+    learning = tiny_settings(pairs=("tv",), epochs=30, batch_size=4, schedule="constant", lr=1e-2)
+    learning["losses"]["clustering"]["enabled"] = False
+    learning["losses"]["reconstruction"]["enabled"] = False
+    train(learning, text=paths["text"], video=paths["video"], audio=paths["audio"], out_dir=tmp_path / "learns",
+          experiment="learns")
+    assert "did not learn" not in caplog.text
+    assert load_model(tmp_path / "learns" / "model.pt")[1]["mms_at_chance"] == []

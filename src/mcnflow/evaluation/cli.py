@@ -139,11 +139,17 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
         raise ConfigError(str(exc)) from exc
     finally:
         features.close()
-    return result_record(args, settings, scoring, outcome, outcome_note(settings, outcome))
+    return result_record(args, settings, scoring, outcome, outcome_note(settings, outcome, meta, scoring))
 
 
-def outcome_note(settings: Mapping[str, Any], outcome) -> str:
+def outcome_note(settings: Mapping[str, Any], outcome, meta: Mapping[str, Any] | None = None,
+                 scoring=None) -> str:
     parts = []
+    if meta is not None and scoring is not None:
+        # training saw a scored pair's MMS end at chance (training.trainer.pairs_at_chance)
+        stuck = [term.pair for term in scoring.terms if term.pair in meta.get("mms_at_chance", ())]
+        if stuck:
+            parts.append(f"{', '.join(f'mms_{p}' for p in stuck)} ended training at chance (did not learn)")
     n_excluded = outcome.extra.get("n_excluded", 0)
     if n_excluded:
         what = "videos" if settings["task"] in STEP_TASKS else "clips"

@@ -53,6 +53,9 @@ DEPARTURES = ("unit_centroids", "keep_empty_clusters", "keep_centroids_across_ep
               "detach_reconstruction_targets", "mask_text_padding", "mask_audio_padding")
 # Keys that change how a run executes but not what it computes: a resume may change them.
 OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints")
+# MMS of a pair whose similarities do not depend on which clip goes with which (all equal) is
+# 2 ln(clips per step); a last epoch whose mean is within this fraction of it means the pair did not learn.
+MMS_CHANCE_TOLERANCE = 0.01
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
 JOURNAL_SUFFIX = ".journal"
 
@@ -174,6 +177,18 @@ def _computed_settings(settings: Mapping) -> dict:
 
 
 # --- checkpoints ------------------------------------------------------------------------------
+
+def mms_chance(clips_per_step: int) -> float:
+    """MMS (rows + columns CE) when every similarity of a step's clips is the same: 2 ln(clips)."""
+    return 2 * math.log(clips_per_step)
+
+
+def pairs_at_chance(epoch_means: Mapping[str, float], pairs: list[str], clips_per_step: int) -> list[str]:
+    """The pairs whose epoch-mean MMS is still within MMS_CHANCE_TOLERANCE of chance."""
+    chance = mms_chance(clips_per_step)
+    return [pair for pair in pairs
+            if f"mms_{pair}" in epoch_means and epoch_means[f"mms_{pair}"] >= (1 - MMS_CHANCE_TOLERANCE) * chance]
+
 
 def checkpoint_path(directory: Path, epoch: int) -> Path:
     return directory / f"epoch-{epoch:04d}.pt"
@@ -297,6 +312,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda")
         self.epoch = 0
         self.step = 0
+        self.last_epoch_losses: dict[str, float] = {}   # the latest epoch's mean terms (checkpointed in meta)
         self.log = LossLog(self.out_dir / "log.tsv", self.objective.term_names())
         self.tensorboard = None
 
@@ -324,8 +340,25 @@ class Trainer:
                 "skipped": dict(self.dataset.skipped), "videos_per_step": self.videos_per_step,
                 "clips_per_step": self.videos_per_step * self.training["n_pair"],
                 "steps_per_epoch": self.steps_per_epoch, "epochs_done": self.epoch, "steps_done": self.step,
+                "last_epoch_losses": dict(self.last_epoch_losses), "mms_at_chance": self.pairs_at_chance(),
                 "inputs": input_fingerprint(self.dataset.input_files),
                 "mcnflow_version": __version__}
+
+    def pairs_at_chance(self) -> list[str]:
+        return pairs_at_chance(self.last_epoch_losses, self.settings["pairs"],
+                               self.videos_per_step * self.training["n_pair"])
+
+    def warn_if_at_chance(self) -> None:
+        """Say so when a pair ended training where it started: its MMS at 2 ln(clips), i.e. its
+        similarities do not tell the step's clips apart (e.g. one branch gives every input the same
+        embedding). Evaluation notes it next to the pair's scores."""
+        clips = self.videos_per_step * self.training["n_pair"]
+        for pair in self.pairs_at_chance():
+            log.warning("%s: mms_%s ended training at %.4g, within %g%% of chance (2 ln %d = %.4g): the %s "
+                        "similarities do not tell clips apart, so %s did not learn (a collapsed branch gives "
+                        "every input the same embedding)", self.experiment, pair,
+                        self.last_epoch_losses[f"mms_{pair}"], 100 * MMS_CHANCE_TOLERANCE, clips,
+                        mms_chance(clips), pair, pair)
 
     # --- state -------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -371,6 +404,7 @@ class Trainer:
         self.objective.load_state_dict(payload["kmeans"], self.device)
         set_rng_state(payload["rng"])
         self.epoch, self.step = int(payload["epoch"]), int(payload["step"])
+        self.last_epoch_losses = dict(payload["meta"].get("last_epoch_losses", {}))
         log.info("resumed from %s (epoch %d, step %d)", payload["path"], self.epoch, self.step)
         return True
 
@@ -420,6 +454,7 @@ class Trainer:
             while self.epoch < self.training["epochs"]:
                 self._run_epoch()
                 self.save_checkpoint()
+            self.warn_if_at_chance()
             model_path = self._write_model()
             self.log.finish()
         finally:
@@ -453,6 +488,7 @@ class Trainer:
         self.epoch = epoch
         numeric = [c for c in self.log.columns if c not in ("kind", "epoch", "step", "lr", "kmeans_fits", "seconds")]
         means = {c: float(np.mean([r[c] for r in rows])) for c in numeric}
+        self.last_epoch_losses = means
         summary = {"kind": "epoch", "epoch": epoch, "step": self.step, "lr": rows[-1]["lr"], **means,
                    "kmeans_fits": self._kmeans_fits(), "seconds": time.perf_counter() - started}
         self.log.write(summary)
