@@ -23,8 +23,6 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from mcnflow.core.atomic import atomic_write
 from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 from mcnflow.core.device import resolve_device

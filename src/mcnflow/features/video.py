@@ -120,6 +120,7 @@ class ShardFrames:
     """Map-style dataset for a DataLoader: item i = the decoded frames of video i, or why there are none.
 
     Runs in DataLoader worker processes; never raises for one bad video (that would stop the shard).
+    A subclass changes how a video is decoded (:meth:`decode`); the item and its error rows stay these.
     """
 
     def __init__(self, jobs: Sequence[VideoJob], fps: float, short_side: int, keyframes_only: bool = False):
@@ -131,6 +132,9 @@ class ShardFrames:
     def __len__(self) -> int:
         return len(self.jobs)
 
+    def decode(self, path: str | Path) -> frames_module.DecodedVideo:
+        return frames_module.decode_frames(path, self.fps, self.short_side, self.keyframes_only)
+
     def __getitem__(self, index: int) -> dict:
         import torch
 
@@ -139,7 +143,7 @@ class ShardFrames:
                                 "message": "", "frames": None}
         try:
             identity = source_identity(job.path)  # before decoding: a later change shows on resume
-            decoded = frames_module.decode_frames(job.path, self.fps, self.short_side, self.keyframes_only)
+            decoded = self.decode(job.path)
             checksum = file_sha256(job.path)
         except Exception as exc:  # noqa: BLE001 - any failure is this video's error row, not the shard's
             message = str(exc) if isinstance(exc, frames_module.DecodeError) else f"{type(exc).__name__}: {exc}"
@@ -156,7 +160,7 @@ class ShardFrames:
         return item
 
 
-def _keep_item(item: dict) -> dict:
+def keep_item(item: dict) -> dict:
     """collate_fn: items are whole videos already (module level so worker processes can pickle it)."""
     return item
 
@@ -306,8 +310,41 @@ def root_attrs(settings: Mapping[str, Any], encoder) -> dict:
     return attrs
 
 
-def _outcome(video_id: str, status: str, message: str = "", length: int = 0) -> dict:
+def feature_outcome(video_id: str, status: str, message: str = "", length: int = 0) -> dict:
     return {"video_id": video_id, "status": status, "message": message, "length": length}
+
+
+def start_shard_run(plan: ShardPlan, ledger_path: Path, output: Path, fingerprint: str, corpus: str,
+                    shard: int | str) -> tuple[ShardRun, list[VideoJob]]:
+    """The shard's run (a part is trusted only with this fingerprint and its video's source unchanged),
+    with the plan's skipped videos recorded; and the jobs still to extract. Shared by the 2D and 3D stages."""
+    from mcnflow.features.store import part_row_trusted
+
+    sources = {job.video_id: job.path for job in plan.jobs}
+    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], fingerprint=fingerprint,
+                   trust=lambda video_id, row: part_row_trusted(run, video_id, row, "video",
+                                                                fingerprint=fingerprint, source=sources.get(video_id)))
+    for video_id, status, message in plan.skipped:
+        if run.settled(video_id) is None:
+            run.record(feature_outcome(video_id, status, message))
+    jobs = [job for job in plan.jobs if run.settled(job.video_id) is None]
+    log.info("%s/%s: %d video(s) to extract, %d outcome(s) kept from an earlier run",
+             corpus, shard, len(jobs), run.resumed)
+    return run, jobs
+
+
+def finish_shard_run(run: ShardRun, plan: ShardPlan, output: Path, corpus: str, shard: int | str, attrs: dict,
+                     compression: Any) -> list[dict]:
+    """Assemble the shard file from the parts of its ok videos, then write the ledger (only after the
+    file is in place: a ledger never describes a missing file); return the ledger rows."""
+    from mcnflow.features.store import assemble_shard
+
+    entries = []
+    for video_id in plan.order:
+        status = str(run.rows[video_id]["status"])
+        entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
+    assemble_shard(output, "video", corpus, int(shard), entries, attrs=attrs, compression=compression)
+    return run.finish(plan.order)
 
 
 def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shard: int | str,
@@ -326,7 +363,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from mcnflow.features.store import assemble_shard, part_row_trusted, parts_fingerprint, write_part
+    from mcnflow.features.store import parts_fingerprint, write_part
 
     settings = check_settings(settings)
     if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
@@ -339,21 +376,11 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
     attrs = root_attrs(settings, encoder)
     # parts of a killed run are reused only for the same settings, weights, device and inputs
     fingerprint = parts_fingerprint("video", attrs, normalize_rows)
-    sources = {job.video_id: job.path for job in plan.jobs}
 
-    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], fingerprint=fingerprint,
-                   trust=lambda video_id, row: part_row_trusted(run, video_id, row, "video",
-                                                                fingerprint=fingerprint, source=sources.get(video_id)))
-    for video_id, status, message in plan.skipped:
-        if run.settled(video_id) is None:
-            run.record(_outcome(video_id, status, message))
-    jobs = [job for job in plan.jobs if run.settled(job.video_id) is None]
-    log.info("%s/%s: %d video(s) to extract, %d outcome(s) kept from an earlier run",
-             corpus, shard, len(jobs), run.resumed)
-
+    run, jobs = start_shard_run(plan, ledger_path, output, fingerprint, corpus, shard)
     expected = sum(frames_module.expected_frames(job.duration, fps) for job in jobs if job.duration)
     loader = DataLoader(ShardFrames(jobs, fps, int(settings["short_side"]), keyframes_only), batch_size=None,
-                        shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=_keep_item)
+                        shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=keep_item)
     started = time.monotonic()
     computed = {"videos": 0, "rows": 0}
 
@@ -361,7 +388,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         features = video.features.astype(np.float16)
         write_part(run.part_path(video.video_id), features, video.attrs,
                    meta={"fingerprint": fingerprint, **video.source})
-        run.record(_outcome(video.video_id, FeatureStatus.OK, length=len(features)))
+        run.record(feature_outcome(video.video_id, FeatureStatus.OK, length=len(features)))
         computed["videos"] += 1
         computed["rows"] += len(features)
 
@@ -371,7 +398,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         for item in (loader if jobs else ()):
             video_id = item["video_id"]
             if item["status"] != FeatureStatus.OK:
-                run.record(_outcome(video_id, item["status"], item["message"]))
+                run.record(feature_outcome(video_id, item["status"], item["message"]))
                 log.warning("%s: %s: %s", video_id, item["status"], item["message"])
                 continue
             frames: torch.Tensor = item["frames"]
@@ -385,13 +412,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         pipeline.flush()
     elapsed = time.monotonic() - started
 
-    entries = []
-    for video_id in plan.order:
-        status = str(run.rows[video_id]["status"])
-        entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
-    assemble_shard(output, "video", corpus, int(shard), entries, attrs=attrs, compression=settings["compression"])
-    # the ledger only after the shard file is in place: a ledger never describes a missing file
-    rows = run.finish(plan.order)
+    rows = finish_shard_run(run, plan, output, corpus, shard, attrs, settings["compression"])
     n_ok = sum(r["status"] == FeatureStatus.OK for r in rows)
     log.info("%s/%s: %d of %d videos ok; computed %d rows of %d video(s) in %.1f s (%.1f frames/s) -> %s",
              corpus, shard, n_ok, len(rows), computed["rows"], computed["videos"], elapsed,
@@ -401,14 +422,19 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
 
 # --- CLI -------------------------------------------------------------------------------------------
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
+def add_shard_arguments(parser: argparse.ArgumentParser, kind: str = "") -> None:
+    """The arguments of a video-feature shard job (2D; ``kind`` "3D " for the 3D stage's help texts)."""
     parser.add_argument("--normalize-ledger", required=True, metavar="TSV",
                         help="the shard's normalize ledger (rows with status ok and a path are extracted)")
     parser.add_argument("--corpus", required=True, help="corpus name (recorded in the file)")
     parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
-    parser.add_argument("--output", required=True, metavar="H5", help="the shard's HDF5 feature file")
-    parser.add_argument("--ledger", required=True, metavar="TSV", help="the shard's feature ledger")
+    parser.add_argument("--output", required=True, metavar="H5", help=f"the shard's {kind}HDF5 feature file")
+    parser.add_argument("--ledger", required=True, metavar="TSV", help=f"the shard's {kind}feature ledger")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_shard_arguments(parser)
     parser.add_argument("--keyframes-only", action="store_true",
                         help="decode keyframes only: for normalized files made with normalize.align_keyframes "
                              "(keyframes at the frames the fps sampler takes), the same frames, ~4x faster")

@@ -30,15 +30,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mcnflow.core.checksum import file_sha256
 from mcnflow.core.config import ConfigError, add_settings_arguments, canonical_json, settings_from_args
-from mcnflow.core.ledger import FEATURE_COLUMNS, read_ledger
+from mcnflow.core.ledger import read_ledger
 from mcnflow.core.media_probe import MediaProbeError, ffmpeg_path, last_meaningful_line, probe
-from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import FeatureStatus
 from mcnflow.features import frames as frames_module
-from mcnflow.features.store import source_identity
-from mcnflow.features.video import VideoJob, plan_shard
+from mcnflow.features.video import (ShardFrames, VideoJob, add_shard_arguments, feature_outcome, finish_shard_run,
+                                   keep_item, plan_shard, start_shard_run)
 
 log = logging.getLogger(__name__)
 
@@ -134,45 +132,15 @@ def _ffmpeg_rgb(path: Path, video_filter: str, extra: list[str], size: int) -> n
     return np.frombuffer(bytearray(done.stdout), dtype=np.uint8).reshape(-1, size, size, 3)
 
 
-class ShardClipFrames:
-    """Map-style dataset for a DataLoader: item i = the decoded, cropped frames of video i, or why there
-    are none. Runs in DataLoader worker processes; never raises for one bad video."""
+class ShardClipFrames(ShardFrames):
+    """ShardFrames whose videos are decoded for the 3D network: resized, then centre-cropped square."""
 
     def __init__(self, jobs: Sequence[VideoJob], fps: float, short_side: int, crop: int):
-        self.jobs = list(jobs)
-        self.fps, self.short_side, self.crop = fps, short_side, crop
+        super().__init__(jobs, fps, short_side)
+        self.crop = crop
 
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, index: int) -> dict:
-        import torch
-
-        job = self.jobs[index]
-        item: dict[str, Any] = {"video_id": job.video_id, "path": job.path, "status": FeatureStatus.OK,
-                                "message": "", "frames": None}
-        try:
-            identity = source_identity(job.path)  # before decoding: a later change shows on resume
-            decoded = decode_clip_frames(job.path, self.fps, self.short_side, self.crop)
-            checksum = file_sha256(job.path)
-        except Exception as exc:  # noqa: BLE001 - any failure is this video's error row, not the shard's
-            message = str(exc) if isinstance(exc, frames_module.DecodeError) else f"{type(exc).__name__}: {exc}"
-            item.update(status=FeatureStatus.ERROR, message=f"{job.path}: {message}")
-            return item
-        if decoded.n_frames == 0:
-            item.update(status=FeatureStatus.TOO_SHORT,
-                        message=f"{job.path}: no frame decoded (duration {decoded.duration:g} s)")
-            return item
-        item.update(frames=torch.from_numpy(decoded.frames), duration=decoded.duration,
-                    n_frames=decoded.n_frames, source_checksum=checksum, source=Path(job.path).name,
-                    source_width=decoded.source_width, source_height=decoded.source_height,
-                    source_identity=identity)
-        return item
-
-
-def _keep_item(item: dict) -> dict:
-    """collate_fn: items are whole videos already (module level so worker processes can pickle it)."""
-    return item
+    def decode(self, path: str | Path) -> frames_module.DecodedVideo:
+        return decode_clip_frames(path, self.fps, self.short_side, self.crop)
 
 
 # --- the shard ---------------------------------------------------------------------------------
@@ -209,10 +177,6 @@ def root_attrs(settings: Mapping[str, Any], encoder) -> dict:
     return attrs
 
 
-def _outcome(video_id: str, status: str, message: str = "", length: int = 0) -> dict:
-    return {"video_id": video_id, "status": status, "message": message, "length": length}
-
-
 def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shard: int | str,
                   output: str | Path, ledger_path: str | Path, settings: Mapping[str, Any],
                   progress: bool = True, encoder=None) -> list[dict]:
@@ -227,7 +191,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
 
     from mcnflow.core.device import resolve_device
     from mcnflow.features.resnext3d import ClipEncoder, ResNeXt3DWeights
-    from mcnflow.features.store import assemble_shard, part_row_trusted, parts_fingerprint, write_part
+    from mcnflow.features.store import parts_fingerprint, write_part
 
     settings = check_settings(settings)
     if shutil.which(frames_module.FFMPEG) is None or shutil.which("ffprobe") is None:
@@ -243,21 +207,11 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         raise ValueError(f"the encoder's recipe {encoder.recipe} is not the settings' {recipe}")
     attrs = root_attrs(settings, encoder)
     fingerprint = parts_fingerprint(FINGERPRINT_KIND, attrs, normalize_rows)
-    sources = {job.video_id: job.path for job in plan.jobs}
-
-    run = ShardRun(ledger_path, FEATURE_COLUMNS, outputs=[output], fingerprint=fingerprint,
-                   trust=lambda video_id, row: part_row_trusted(run, video_id, row, "video",
-                                                                fingerprint=fingerprint, source=sources.get(video_id)))
-    for video_id, status, message in plan.skipped:
-        if run.settled(video_id) is None:
-            run.record(_outcome(video_id, status, message))
-    jobs = [job for job in plan.jobs if run.settled(job.video_id) is None]
-    log.info("%s/%s: %d video(s) to extract, %d outcome(s) kept from an earlier run",
-             corpus, shard, len(jobs), run.resumed)
+    run, jobs = start_shard_run(plan, ledger_path, output, fingerprint, corpus, shard)
 
     expected = sum(expected_rows(job.duration, recipe.fps, recipe.clip_frames) for job in jobs if job.duration)
     loader = DataLoader(ShardClipFrames(jobs, recipe.fps, recipe.short_side, recipe.crop), batch_size=None,
-                        shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=_keep_item)
+                        shuffle=False, num_workers=int(settings["decode_workers"]), collate_fn=keep_item)
     started = time.monotonic()
     computed = {"videos": 0, "rows": 0}
     with tqdm(total=expected or None, unit="clip", desc=f"video3d {corpus}/{shard}", disable=not progress,
@@ -265,7 +219,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
         for item in (loader if jobs else ()):
             video_id = item["video_id"]
             if item["status"] != FeatureStatus.OK:
-                run.record(_outcome(video_id, item["status"], item["message"]))
+                run.record(feature_outcome(video_id, item["status"], item["message"]))
                 log.warning("%s: %s: %s", video_id, item["status"], item["message"])
                 continue
             frames: torch.Tensor = item["frames"]
@@ -277,18 +231,13 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
                                frame_width=recipe.crop, frame_height=recipe.crop)
             write_part(run.part_path(video_id), features, video_attrs,
                        meta={"fingerprint": fingerprint, **item["source_identity"]})
-            run.record(_outcome(video_id, FeatureStatus.OK, length=len(features)))
+            run.record(feature_outcome(video_id, FeatureStatus.OK, length=len(features)))
             computed["videos"] += 1
             computed["rows"] += len(features)
             bar.update(len(features))
     elapsed = time.monotonic() - started
 
-    entries = []
-    for video_id in plan.order:
-        status = str(run.rows[video_id]["status"])
-        entries.append((video_id, status, run.part_path(video_id) if status == FeatureStatus.OK else None))
-    assemble_shard(output, "video", corpus, int(shard), entries, attrs=attrs, compression=settings["compression"])
-    rows = run.finish(plan.order)  # the ledger only after the shard file is in place
+    rows = finish_shard_run(run, plan, output, corpus, shard, attrs, settings["compression"])
     n_ok = sum(r["status"] == FeatureStatus.OK for r in rows)
     log.info("%s/%s: %d of %d videos ok; computed %d clips of %d video(s) in %.1f s (%.2f clips/s) -> %s",
              corpus, shard, n_ok, len(rows), computed["rows"], computed["videos"], elapsed,
@@ -299,13 +248,7 @@ def extract_shard(normalize_rows: Sequence[Mapping[str, str]], corpus: str, shar
 # --- CLI -------------------------------------------------------------------------------------------
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--normalize-ledger", required=True, metavar="TSV",
-                        help="the shard's normalize ledger (rows with status ok and a path are extracted)")
-    parser.add_argument("--corpus", required=True, help="corpus name (recorded in the file)")
-    parser.add_argument("--shard", required=True, help="shard id, e.g. 00003")
-    parser.add_argument("--output", required=True, metavar="H5", help="the shard's 3D HDF5 feature file")
-    parser.add_argument("--ledger", required=True, metavar="TSV", help="the shard's 3D feature ledger")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_shard_arguments(parser, "3D ")
     add_settings_arguments(parser)
 
 

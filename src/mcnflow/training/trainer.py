@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import random
 import re
 import time
