@@ -2,8 +2,8 @@
 
 Every video is a sequence of steps, narrated as in HowTo100M. A step shows stripes in its
 *ingredient*'s colour whose orientation and motion are its *action*'s; the audio plays the action as
-a pure tone with the step's ASR-like caption ("now we chop the red tomato into cubes") spoken over it by espeak-ng,
-under white noise at ``demo.noise_snr_db``. So a frame shows the step (colour: ingredient, stripes:
+a pure tone with the step's ASR-like caption ("now we chop the red tomato into cubes") spoken over it
+by espeak-ng, under white noise at ``demo.noise_snr_db``. So a frame shows the step (colour: ingredient, stripes:
 action), the tone tells the action, and the speech says both. The evaluation sets use every
 (action, ingredient) combination at most once per set, so text -> video retrieval has exactly one
 right answer per query and chance is 1 / n_queries.
@@ -48,9 +48,9 @@ ACTIONS = {"chop": 220, "stir": 440, "peel": 880, "wash": 1760}
 # What a caption says besides the action and the ingredient: the ingredient's colour before it and the
 # action's manner after it ("now we chop the red tomato into cubes"). word2vec learns a word from the
 # words around it; on the demo's 64 captions, words that only ever fill the same slot ("chop the X")
-# come out near-identical (the 8 ingredients at mean cosine 0.93, the 4 actions at 0.96), so text could
+# come out near-identical (the 8 ingredients at mean cosine 0.97, the 4 actions at 0.97), so text could
 # not tell steps apart. A word that goes only with its ingredient or only with its action gives each its
-# own context, as real language does (then 0.18 and 0.04; benchmarks/demo_separability.py).
+# own context, as real language does (then 0.20 and 0.14; benchmarks/demo_separability.py --text-only).
 ACTION_MANNER = {"chop": "into cubes", "stir": "round slowly", "peel": "very thinly", "wash": "with water"}
 FILLERS = ["now we", "okay so we", "next we", "then we", "and we", "so you"]
 
