@@ -18,13 +18,15 @@ from http_fixtures import media_root, media_server  # noqa: F401 (pytest fixture
 from test_download import Shard, base_settings, clips, serve  # noqa: F401 (clips is a fixture)
 
 BLOCKED_TEXT = "Video unavailable. This content isn't available."
+REMOVED_TEXT = "Video unavailable. This video has been removed by the uploader"  # names the video: final
 CANARY = "canaryVideo"  # a valid 11-character YouTube id
 VIDEOS = [f"clip{c}-0000{i}" for i, c in enumerate("ABCDEFGH", start=1)]
 
 
 def canary_settings(**overrides) -> dict:
     canary = {"videos": {"youtube": [CANARY]}, "rule": "improbable_run", "threshold": 0.001,
-              "expected_survival": 0.75, "prior_weight": 20}
+              "expected_survival": 0.75, "prior_weight": 20, "failure_streak": 20, "failure_window": 100,
+              "failure_rate": 0.9}
     canary.update(overrides.pop("canary", {}))
     return base_settings(canary=canary, **overrides)
 
@@ -90,12 +92,13 @@ def test_block_that_lifts_during_the_cooldown_is_fetched_in_the_same_job(tmp_pat
 def test_real_deletions_stand_when_the_canary_plays(tmp_path, clips, media_server, media_root):
     serve(media_root, clips, **{f"{CANARY}.mp4": "short"})
     for v in VIDEOS:  # really deleted: only these videos answer so
-        media_server.behave(f"{v}.mp4", status=404, reason=BLOCKED_TEXT)
+        media_server.behave(f"{v}.mp4", status=404, reason=REMOVED_TEXT)
     shard = shard_of(tmp_path, media_server)
     assert shard.run(canary_settings()) == 0
     rows = shard.rows()
-    assert {r["status"] for r in rows.values()} == {"unavailable"}
-    assert all(BLOCKED_TEXT in r["message"] and "canary" not in r["message"] for r in rows.values())
+    assert {r["status"] for r in rows.values()} == {"removed"}
+    assert {r["verdict"] for r in rows.values()} == {"video"}
+    assert all(REMOVED_TEXT in r["message"] and "canary" not in r["message"] for r in rows.values())
     canary_requests = len(media_server.hits(f"{CANARY}.mp4"))
     assert canary_requests >= 1
     # asked once, after 5 in a row; the next 3 are a new run, plausible again
@@ -115,11 +118,11 @@ def _requests_of_one_check(tmp_path, clips, media_server, media_root):
 
 
 def test_without_a_canary_the_answers_stand_and_say_so(tmp_path, clips, media_server, media_root, caplog):
-    media_server.default_status, media_server.default_reason = 404, BLOCKED_TEXT
+    media_server.default_status, media_server.default_reason = 404, REMOVED_TEXT
     shard = shard_of(tmp_path, media_server, VIDEOS[:4])
     with caplog.at_level("WARNING", logger="mcnflow.download"):
         assert shard.run(canary_settings(canary={"videos": {}, "rule": "run_length", "threshold": 3})) == 0
-    assert {r["status"] for r in shard.rows().values()} == {"unavailable"}
+    assert {r["status"] for r in shard.rows().values()} == {"removed"}
     assert any("no canary video is configured" in r.getMessage() for r in caplog.records)
 
 

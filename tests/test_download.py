@@ -366,10 +366,22 @@ def test_connection_dropped_mid_file_is_transient_and_leaves_nothing(tmp_path, c
     serve(media_root, clips, **{f"{A}.mp4": "long"})
     media_server.behave(f"{A}.mp4", stall_after=5000, stall="close")
     shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4"))])
-    assert shard.run(base_settings(attempts=2, backoff_initial=0)) == 0
+    assert shard.run(base_settings(attempts=2, backoff_initial=0, http_retries=0)) == 0
     row = shard.rows()[A]
-    assert row["status"] == "transient" and row["attempts"] == "2", row
+    assert row["status"] == "transient" and row["attempts"] == "2" and row["verdict"] == "network", row
     assert shard.leftovers() == [] and not (shard.videos / f"{A}.mp4").exists()
+
+
+def test_yt_dlp_own_retries_resume_a_dropped_connection_inside_one_try(tmp_path, clips, media_server, media_root):
+    # yt-dlp's default http retries pick the file up where the connection dropped (a Range request)
+    serve(media_root, clips, **{f"{A}.mp4": "long"})
+    media_server.behave(f"{A}.mp4", stall_after=5000, stall="close")
+    shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4"))])
+    assert shard.run(base_settings(attempts=1)) == 0
+    row = shard.rows()[A]
+    assert row["status"] == "ok" and row["attempts"] == "1", row
+    assert Path(row["path"]).read_bytes() == clips["long"].read_bytes()
+    assert any("Range" in r.headers for r in media_server.requests)
 
 
 def test_empty_shard_and_repeated_ids(tmp_path, clips, media_server, media_root):
@@ -405,10 +417,12 @@ EMBED_DISABLED = ("Video unavailable. Playback on other websites has been disabl
                   "(web_embedded player response playability status: UNPLAYABLE)")
 
 
-def test_embed_disabled_is_retried_with_other_player_clients(tmp_path, clips, media_server, media_root):
+@pytest.mark.parametrize("refusal", [EMBED_DISABLED, "Error 153: Video player configuration error"],
+                         ids=["embed-disabled", "error-153"])
+def test_embed_disabled_is_retried_with_other_player_clients(tmp_path, clips, media_server, media_root, refusal):
     serve(media_root, clips, **{f"{A}.mp4": "short", f"{B}.mp4": "short"})
-    media_server.behave(f"{A}.mp4", fail_times=1, fail_status=400, reason=EMBED_DISABLED)
-    media_server.behave(f"{B}.mp4", status=400, reason=EMBED_DISABLED)
+    media_server.behave(f"{A}.mp4", fail_times=1, fail_status=400, reason=refusal)
+    media_server.behave(f"{B}.mp4", status=400, reason=refusal)
     shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4")), (B, "0", media_server.url(f"{B}.mp4"))])
     assert shard.run(base_settings(embed_fallback_clients=["default", "-web_embedded"])) == 0
     rows = shard.rows()
@@ -441,15 +455,18 @@ def test_repeated_format_not_available_stops_the_shard_and_the_rerun_retries(tmp
     assert [r["status"] for r in shard.rows().values()] == ["ok", "ok", "ok"]
 
 
-def test_one_format_not_available_is_that_videos_error(tmp_path, clips, media_server, media_root):
+def test_one_format_not_available_is_that_videos_retryable_error(tmp_path, clips, media_server, media_root):
     serve(media_root, clips, **{f"{A}.mp4": "short"})
     shard = Shard(tmp_path, [(A, "0", media_server.url(f"{A}.mp4"))])
     assert shard.run(base_settings(format="b[height<=1]", format_unavailable_limit=3)) == 0
     row = shard.rows()[A]
     assert row["status"] == "error" and "Requested format is not available" in row["message"]
     media_server.clear_log()
-    assert shard.run(base_settings()) == 0  # settled: a plain error is not asked again
-    assert media_server.requests == []
+    # not about the video: a later run asks again, and the attempts add up across runs
+    assert shard.run(base_settings(format="b[height<=1]", format_unavailable_limit=3)) == 0
+    assert media_server.requests != []
+    row = shard.rows()[A]
+    assert row["status"] == "error" and row["verdict"] == "yt-dlp" and row["attempts"] == "2"
 
 
 def test_scale_options_reach_yt_dlp_and_settings_stay_untouched(tmp_path):

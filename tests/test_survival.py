@@ -62,7 +62,8 @@ def test_outcomes_separate_gone_blocked_not_yet_and_never_tried(tmp_path, capsys
     from mcnflow.core.status import DOWNLOAD_OUTCOMES, DownloadOutcome, DownloadStatus
 
     rows = [("a", "ok", 1), ("b", "unavailable", 1), ("c", "removed", 1), ("d", "blocked", 1),
-            ("e", "blocked", 0), ("f", "rate_limited", 0), ("g", "not_yet", 1), ("h", "transient", 3)]
+            ("e", "blocked", 0), ("f", "rate_limited", 0), ("g", "not_yet", 1), ("h", "transient", 3),
+            ("i", "given_up", 12), ("j", "error", 0)]
     path = tmp_path / "shard-00000.tsv"
     write_ledger(path, [{"video_id": v, "status": s, "attempts": n} for v, s, n in rows], DOWNLOAD_COLUMNS)
     out = tmp_path / "survival.tsv"
@@ -75,7 +76,9 @@ def test_outcomes_separate_gone_blocked_not_yet_and_never_tried(tmp_path, capsys
     assert table["blocked"]["outcome"] == table["rate_limited"]["outcome"] == "blocked"
     assert table["not_yet"]["outcome"] == "not_yet" and table["not_yet"]["videos"] == "1"
     assert (table["blocked"]["videos"], table["blocked"]["never_tried"]) == ("2", "1")
-    assert (table["rate_limited"]["never_tried"], table["total"]["never_tried"]) == ("1", "2")
+    assert (table["rate_limited"]["never_tried"], table["total"]["never_tried"]) == ("1", "3")
+    # given up: an outcome of its own, never counted as gone
+    assert (table["given_up"]["outcome"], table["given_up"]["videos"]) == ("given_up", "1")
     assert table["private"]["videos"] == "0" and table["private"]["never_tried"] == "0"
     printed = capsys.readouterr().out
     by_outcome = printed.split("by outcome:", 1)[1]
@@ -83,9 +86,9 @@ def test_outcomes_separate_gone_blocked_not_yet_and_never_tried(tmp_path, capsys
     assert "unavailable 1, removed 1" in lines["gone"]
     # the outcome lines partition the corpus: tried and blocked, never tried, ...
     counts = {name: int(line.split()[1]) for name, line in lines.items() if name in [o.value for o in DownloadOutcome]}
-    assert counts == {"survived": 1, "gone": 2, "blocked": 1, "not_yet": 1, "never_tried": 2, "failed": 1,
-                      "skipped": 0}
-    assert "(blocked 1)" in lines["blocked"] and "rate_limited 1, blocked 1" in lines["never_tried"]
+    assert counts == {"survived": 1, "gone": 2, "blocked": 1, "not_yet": 1, "never_tried": 3, "failed": 1,
+                      "given_up": 1, "skipped": 0}
+    assert "(blocked 1)" in lines["blocked"] and "rate_limited 1, blocked 1, error 1" in lines["never_tried"]
     assert "BLOCK" in printed and "lower bound" in printed
 
 
@@ -96,7 +99,7 @@ def test_summarize_draws_the_survival_chart(tmp_path):
     tables = []
     for corpus, statuses in (("howto100m", {**{f"ok{i}": "ok" for i in range(75)},
                                             **{f"gone{i}": "unavailable" for i in range(25)}}),
-                             ("youcook2", {"a": "ok", "b": "blocked", "c": "not_yet"})):
+                             ("youcook2", {"a": "ok", "b": "blocked", "c": "not_yet", "d": "given_up"})):
         ledger_path = ledger(tmp_path / f"{corpus}.tsv", statuses)
         out = tmp_path / "results" / "download" / corpus / "survival.tsv"
         out.parent.mkdir(parents=True)
@@ -113,8 +116,9 @@ def test_summarize_draws_the_survival_chart(tmp_path):
         rgb = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
         return int((np.abs(pixels - rgb).max(axis=-1) <= 2).sum())
 
-    survived, unavailable, blocked, not_yet = (count(c) for c in ("#2e7d32", "#c62828", "#5e35b1", "#1e88e5"))
-    assert blocked and not_yet  # youcook2's bar has them
+    survived, unavailable, blocked, not_yet, given_up = (count(c) for c in ("#2e7d32", "#c62828", "#5e35b1",
+                                                                            "#1e88e5", "#ff8f00"))
+    assert blocked and not_yet and given_up  # youcook2's bar has them
     # the bars are shares: howto100m is 75 % survived to 25 % gone (plus youcook2's third survived)
     assert 2.5 < survived / unavailable < 5.0
     # without --survival-chart it goes next to the other plots

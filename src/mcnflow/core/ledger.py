@@ -23,7 +23,10 @@ from mcnflow.core.status import (DOWNLOAD_PERMANENT, DOWNLOAD_RETRYABLE, Downloa
 # --- download -------------------------------------------------------------------------------
 DOWNLOAD_OK = DownloadStatus.OK.value
 DOWNLOAD_STATUSES = values(DownloadStatus)
-DOWNLOAD_COLUMNS = ("video_id", "status", "message", "bytes", "duration", "path", "captions_path", "attempts")
+# attempts, first_attempt and last_attempt count every run's requests for the video (the retry budget);
+# verdict is who the last answer was about (core.status.Verdict), ytdlp_version the yt-dlp that gave it.
+DOWNLOAD_COLUMNS = ("video_id", "status", "message", "bytes", "duration", "path", "captions_path", "attempts",
+                    "verdict", "first_attempt", "last_attempt", "ytdlp_version")
 
 # --- normalize ------------------------------------------------------------------------------
 NORMALIZE_STATUSES = values(NormalizeStatus)

@@ -24,13 +24,26 @@ class DownloadStatus(StrEnum):
     NOT_YET = "not_yet"          # an upcoming live stream or premiere: it exists, later
     # filtered out on purpose (e.g. longer than download.max_duration); not retried
     SKIPPED = "skipped"
-    ERROR = "error"              # retried only when its message says the cause was on our side
+    ERROR = "error"              # an answer nobody recognised (or a bad manifest row): retried by later runs
+    # a retryable failure whose cross-run attempt budget is spent (download.retry_budget); never "gone":
+    # `mcnflow download --retry given_up` asks again, e.g. after a yt-dlp upgrade
+    GIVEN_UP = "given_up"
+
+
+class Verdict(StrEnum):
+    """Who an answer was about, decided when it arrives and stored in the ledger (resume reads it)."""
+    VIDEO = "video"      # the answer names the video (YouTube's playability reason): the only terminal class
+    US = "us"            # our setup: cookies, disk, JavaScript runtime, ffmpeg
+    YTDLP = "yt-dlp"     # yt-dlp misread the site: extractor breakage, player bugs, texts nobody recognised
+    NETWORK = "network"  # a connection, a server error, an expired CDN URL, an API page
+    BLOCK = "block"      # our IP / session is rate limited or blocked
+    INPUT = "input"      # the manifest row itself (no request was made)
 
 
 DOWNLOAD_PERMANENT = (DownloadStatus.UNAVAILABLE, DownloadStatus.PRIVATE, DownloadStatus.REMOVED,
                       DownloadStatus.GEO_BLOCKED, DownloadStatus.LOGIN_REQUIRED)
 DOWNLOAD_RETRYABLE = (DownloadStatus.RATE_LIMITED, DownloadStatus.BLOCKED, DownloadStatus.TRANSIENT,
-                      DownloadStatus.NOT_YET)
+                      DownloadStatus.NOT_YET, DownloadStatus.ERROR)
 
 
 class DownloadOutcome(StrEnum):
@@ -41,6 +54,7 @@ class DownloadOutcome(StrEnum):
     NOT_YET = "not_yet"          # upcoming: a later run tries again
     NEVER_TRIED = "never_tried"  # a retryable row the job never asked the server about (attempts 0)
     FAILED = "failed"            # transient failures and errors
+    GIVEN_UP = "given_up"        # retried until the attempt budget ran out; not known to be gone
     SKIPPED = "skipped"          # filtered out on purpose
 
 
@@ -53,6 +67,7 @@ DOWNLOAD_OUTCOMES: dict[DownloadStatus, DownloadOutcome] = {
     DownloadStatus.NOT_YET: DownloadOutcome.NOT_YET,
     DownloadStatus.SKIPPED: DownloadOutcome.SKIPPED,
     DownloadStatus.ERROR: DownloadOutcome.FAILED,
+    DownloadStatus.GIVEN_UP: DownloadOutcome.GIVEN_UP,
 }
 
 

@@ -2,7 +2,8 @@
 
 YouTube answers a blocked IP or account with texts that read like a verdict on the video
 ("Video unavailable. This content isn't available."). Each such answer alone is believable; forty
-in a row on a corpus of which ~75 % survives is not. So the shard keeps its current *run* of
+in a row on a corpus of which ~75 % survives is not (policy.py also asks after any long streak of
+failures, whatever their kind). So the shard keeps its current *run* of
 permanent answers (unavailable, private, removed, geo_blocked, login_required; an ok, skipped or
 not-yet answer ends it) and, when the run gets implausible, asks a canary: a video configured as
 known to be up (``download.canary.videos``, per id kind). If the canary fails too, the run was about
@@ -80,6 +81,7 @@ class CanaryAnswer:
     video_id: str
     status: str
     message: str
+    verdict: str = ""   # who the canary's failure was about (Verdict): a block pauses, anything else stops
 
 
 class Canary:
@@ -109,7 +111,8 @@ class Canary:
             if not result.failed:
                 log.warning("canary %s answered (%s): the gone answers stand", canary_id, url)
                 return CanaryAnswer(True, canary_id, S.OK.value, "")
-            answer = CanaryAnswer(False, canary_id, str(result.verdict.status), result.message)
+            answer = CanaryAnswer(False, canary_id, str(result.verdict.status), result.message,
+                                  str(result.verdict.verdict))
             log.warning("canary %s failed too (%s): %s", canary_id, answer.status, _short(result.message))
         return answer
 

@@ -11,10 +11,15 @@ canary.py (a block or deletions?), resume.py (what earlier runs settled), surviv
 corpus's summary). Exit codes: 0 every video has a row (some may be retryable), 2 bad input or
 settings, 3 the shard stopped for a systemic failure (fix it, then rerun: finished videos are kept).
 
-Once the final ledger exists Snakemake considers the shard done (even with ``rate_limited`` or
-``blocked`` rows). To retry the retryable rows run ``snakemake --forcerun download_shard`` (or rerun
-this command by hand on the shard); the rule declares its ledger ``update()``, so the forced rerun
-still sees it.
+Once the final ledger exists Snakemake considers the shard done (even with retryable rows). To
+retry them run ``snakemake --forcerun download_shard`` (or rerun this command by hand on the shard);
+the rule declares its ledger ``update()``, so the forced rerun still sees it. Every row that did not
+name the video is asked again, until its ``download.retry_budget`` is spent (``given_up``). After a
+yt-dlp upgrade, ``--retry error,given_up`` (or config ``download.retry.statuses``) also asks the
+settled rows in those statuses that an older yt-dlp answered.
+
+With ``download.routes`` (egress routes: a proxy and/or a source address each) the shard uses route
+``shard % len(routes)``: a stable rule, so a shard's requests always leave by the same address.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from mcnflow.core.config import ConfigError, add_settings_arguments, settings_fr
 from mcnflow.core.ids import ID_KINDS, InvalidVideoId, validate_video_id
 from mcnflow.core.status import DOWNLOAD_PERMANENT, DownloadStatus as S, values
 from mcnflow.download.canary import Canary, RunWatch, required_run
-from mcnflow.download.fetch import Fetcher, Video, is_url, ledger_key, po_token_plugin
+from mcnflow.download.fetch import YTDLP_VERSION, Fetcher, Video, is_url, ledger_key, po_token_plugin
 from mcnflow.download.policy import ShardPolicy
-from mcnflow.download.resume import ShardJournal, settle_known
+from mcnflow.download.resume import RetryRequest, ShardJournal, settle_known
 from mcnflow.manifest import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
@@ -45,9 +50,12 @@ SETTING_KEYS = (
     "socket_timeout", "attempts", "backoff_initial", "backoff_max", "max_duration", "rate_limit_burst",
     "cooldown", "max_cooldowns", "format_unavailable_limit", "player_clients", "embed_fallback_clients",
     "extractor_args", "js_runtime", "js_runtime_path", "remote_components", "po_token_provider",
-    "po_token_base_url", "canary",
+    "po_token_base_url", "canary", "http_retries", "fragment_retries", "extractor_retries", "fallback_format",
+    "retry_budget", "retry", "routes", "source_address",
 )
-CANARY_KEYS = ("videos", "rule", "threshold", "expected_survival", "prior_weight")
+CANARY_KEYS = ("videos", "rule", "threshold", "expected_survival", "prior_weight", "failure_streak",
+               "failure_window", "failure_rate")
+RETRY_STATUSES = tuple(status for status in values(S) if status != S.OK)  # an ok row is never asked again
 CANARY_RULES = ("improbable_run", "run_length")
 
 
@@ -95,6 +103,10 @@ def check_settings(settings: Mapping) -> Mapping:
                 validate_video_id(canary_id, kind)
             except InvalidVideoId as exc:
                 raise ConfigError(f"config key 'download.canary.videos.{kind}': {exc}") from None
+    for status in settings["retry"]["statuses"]:
+        if status not in RETRY_STATUSES:
+            raise ConfigError(f"config key 'download.retry.statuses': {status!r} is not allowed; "
+                              f"allowed values: {', '.join(map(repr, RETRY_STATUSES))}")
     runtime_path = settings["js_runtime_path"]
     if runtime_path and not Path(runtime_path).is_file():
         raise ConfigError(f"config key 'download.js_runtime_path': {runtime_path!r} is not a file")
@@ -115,6 +127,32 @@ def read_videos(manifest: str, shard: int) -> list[Video]:
             continue
         videos[ledger_key(video_id)] = Video(video_id, (row.get("source") or "").strip())
     return list(videos.values())
+
+
+def route_settings(settings: Mapping, shard: int) -> tuple[dict, str]:
+    """The settings with this shard's egress route applied (``shard % len(routes)``), and its name."""
+    routes = settings["routes"]
+    if not routes:
+        return dict(settings), "the machine's own address" + (f" via {settings['proxy']}" if settings["proxy"] else "")
+    number = shard % len(routes)
+    route = routes[number]
+    applied = {**settings, "proxy": route.get("proxy") or None, "source_address": route.get("source_address") or None}
+    via = ", ".join(f"{key} {value}" for key, value in (("proxy", applied["proxy"]),
+                                                        ("source address", applied["source_address"])) if value)
+    return applied, f"route {number} of {len(routes)} ({via or 'direct'})"
+
+
+def retry_request(settings: Mapping, args: argparse.Namespace) -> RetryRequest:
+    """--retry / --retry-any-version on the command line, else config ``download.retry``."""
+    if args.retry is not None:
+        statuses = [s.strip() for s in args.retry.split(",") if s.strip()]
+        bad = [s for s in statuses if s not in RETRY_STATUSES]
+        if bad:
+            raise ConfigError(f"--retry: {', '.join(map(repr, bad))} not allowed; allowed values: "
+                              f"{', '.join(map(repr, RETRY_STATUSES))}")
+        return RetryRequest(frozenset(statuses), bool(args.retry_any_version))
+    config = settings["retry"]
+    return RetryRequest(frozenset(config["statuses"]), bool(args.retry_any_version or config["any_version"]))
 
 
 def log_setup(settings: Mapping, id_kind: str) -> None:
@@ -148,11 +186,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-kind", required=True, choices=sorted(ID_KINDS), help="how video ids are validated")
     parser.add_argument("--ledger", required=True, help="the shard's download ledger (TSV) to write")
     parser.add_argument("--videos-dir", required=True, help="where downloaded videos go (shared by all shards)")
+    parser.add_argument("--retry", metavar="STATUS[,STATUS]",
+                        help="also ask settled rows in these statuses again (e.g. error,given_up after a yt-dlp "
+                             "upgrade); only rows an older yt-dlp answered unless --retry-any-version. "
+                             "Default: config download.retry")
+    parser.add_argument("--retry-any-version", action="store_true",
+                        help="with --retry: rows answered by any yt-dlp version, the running one included")
     add_settings_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     settings = check_settings(settings_from_args(args, "download"))
+    retry = retry_request(settings, args)
     try:
         videos = read_videos(args.manifest, args.shard)
     except ManifestError as exc:
@@ -160,12 +205,17 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     shard_name = f"{args.shard:05d}"
     videos_dir = Path(args.videos_dir)
-    log.info("shard %s: %d video(s) from %s", shard_name, len(videos), args.manifest)
+    settings, route = route_settings(settings, args.shard)
+    log.info("shard %s: %d video(s) from %s; yt-dlp %s; egress: %s", shard_name, len(videos), args.manifest,
+             YTDLP_VERSION, route)
+    if retry.statuses:
+        log.info("asking settled %s rows again%s", ",".join(sorted(retry.statuses)),
+                 "" if retry.any_version else f" when an older yt-dlp than {YTDLP_VERSION} answered them")
     if any(is_url(video.source) for video in videos):
         log_setup(settings, args.id_kind)
     videos_dir.mkdir(parents=True, exist_ok=True)
 
-    journal = ShardJournal(Path(args.ledger), len(videos), shard_name)
+    journal = ShardJournal(Path(args.ledger), len(videos), shard_name, retry)
     try:
         to_fetch, kept = settle_known(videos, journal, id_kind=args.id_kind, settings=settings,
                                       videos_dir=videos_dir)
@@ -173,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
         watch = RunWatch(settings["canary"], alive=sum(row["status"] in (S.OK, S.SKIPPED) for row in kept),
                          gone=sum(row["status"] in DOWNLOAD_PERMANENT for row in kept))
         canary = Canary(list(settings["canary"]["videos"].get(args.id_kind, ())), fetcher.check)
-        policy = ShardPolicy(settings, fetcher, journal.record, shard_name, watch, canary)
+        policy = ShardPolicy(settings, fetcher, journal.record, shard_name, watch, canary,
+                             history=journal.run.earlier)
         code = policy.run(to_fetch)
     finally:
         journal.close()

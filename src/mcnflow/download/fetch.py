@@ -20,6 +20,7 @@ loads it by itself when it is installed; :func:`po_token_plugin` only reports wh
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,13 +33,15 @@ from yt_dlp.utils import YoutubeDLError
 
 from mcnflow.core.atomic import TMP_PREFIX, commit
 from mcnflow.core.media_probe import MediaProbeError, probe
-from mcnflow.core.status import DownloadStatus as S
-from mcnflow.download.classify import TRANSIENT, RATE_LIMITED, Classification, classify, wants_other_client
+from mcnflow.core.status import DownloadStatus as S, Verdict
+from mcnflow.download.classify import Classification, Retry, classify
 
 log = logging.getLogger(__name__)
 _ytdlp_log = logging.getLogger("mcnflow.download.yt_dlp")
 
 SUBTITLE_FAILURE = "unable to download video subtitles"
+CAPTION_GONE = re.compile(r"http error (403|404|410)")
+YTDLP_VERSION = yt_dlp.version.__version__  # stored with every answer: `download --retry` picks older ones
 PO_TOKEN_PLUGIN = "bgutil-ytdlp-pot-provider"  # PyPI name; optional, never a dependency
 PO_TOKEN_HTTP_ARGS = "youtubepot-bgutilhttp"   # its extractor-args namespace (base_url)
 
@@ -62,11 +65,19 @@ def is_url(source: str) -> bool:
 
 def make_row(video_id: str, status: str, message: str = "", *, size: int | None = None,
              duration: float | None = None, path: str | Path | None = None,
-             captions_path: str | Path | None = None, attempts: int = 0) -> dict:
+             captions_path: str | Path | None = None, attempts: int = 0, verdict: str = "") -> dict:
+    """A ledger row; the policy adds the cross-run history (attempts, first/last attempt, yt-dlp version)."""
     status = S(status)  # a status outside the vocabulary is a bug: ValueError here, not a bad ledger
+    verdict = Verdict(verdict).value if verdict else ""
     return {"video_id": ledger_key(video_id), "status": status.value, "message": " ".join(message.split()),
             "bytes": size, "duration": duration, "path": None if path is None else str(path),
-            "captions_path": None if captions_path is None else str(captions_path), "attempts": attempts}
+            "captions_path": None if captions_path is None else str(captions_path), "attempts": attempts,
+            "verdict": verdict, "first_attempt": None, "last_attempt": None, "ytdlp_version": None}
+
+
+def version_key(version: str | None) -> tuple[int, ...]:
+    """yt-dlp's date versions ("2026.10.26", nightly "2026.10.26.232045") as comparable numbers; none is oldest."""
+    return tuple(int(part) for part in (version or "").split(".") if part.isdigit())
 
 
 def probe_duration(path: str | Path) -> float | None:
@@ -82,10 +93,10 @@ def local_row(video: Video) -> dict:
     """A local source is used where it is: ok if it is a non-empty file."""
     path = Path(video.source)
     if not path.is_file():
-        return make_row(video.video_id, S.UNAVAILABLE, f"file not found: {video.source}")
+        return make_row(video.video_id, S.UNAVAILABLE, f"file not found: {video.source}", verdict=Verdict.VIDEO)
     size = path.stat().st_size
     if size == 0:
-        return make_row(video.video_id, S.UNAVAILABLE, f"empty file: {video.source}")
+        return make_row(video.video_id, S.UNAVAILABLE, f"empty file: {video.source}", verdict=Verdict.VIDEO)
     return make_row(video.video_id, S.OK, size=size, duration=probe_duration(path), path=video.source)
 
 
@@ -166,10 +177,11 @@ def ytdlp_params(settings: Mapping, workdir: Path, logger: YtDlpLog, match_filte
         "noprogress": True,
         "logger": logger,
         "socket_timeout": settings["socket_timeout"],
-        # One retry loop, ours: it backs off as configured and the ledger's attempts counts its tries.
-        "retries": 0,
-        "fragment_retries": 0,
-        "extractor_retries": 0,
+        # yt-dlp's own retries (its defaults or more) ride out a dropped connection or a flaky
+        # fragment inside one try; ours (policy.py) back off between whole tries.
+        "retries": settings["http_retries"],
+        "fragment_retries": settings["fragment_retries"],
+        "extractor_retries": settings["extractor_retries"],
         "continuedl": False,         # never resume a partial file
         "sleep_interval_requests": settings["sleep_requests"],
         "sleep_interval": settings["sleep_interval"],
@@ -192,6 +204,8 @@ def ytdlp_params(settings: Mapping, workdir: Path, logger: YtDlpLog, match_filte
         params["cookiefile"] = settings["cookies_file"]
     if settings["proxy"]:
         params["proxy"] = settings["proxy"]
+    if settings["source_address"]:
+        params["source_address"] = settings["source_address"]
     return params
 
 
@@ -212,6 +226,15 @@ def _failure(exc: YoutubeDLError, logger: YtDlpLog) -> Attempt:
     return Attempt(verdict=classify(message, exc, logger.warnings), message=message)
 
 
+def caption_track_failed(result: Attempt) -> bool:
+    """The caption track, not the video, failed for good: a 403 (web's subtitles want a PO token), 404 or
+    410 on the track, or any answer that is neither a rate limit, a network hiccup nor a systemic stop."""
+    text = result.message.lower()
+    if SUBTITLE_FAILURE not in text:
+        return False
+    return bool(CAPTION_GONE.search(text)) or result.verdict.retry not in (Retry.COOLDOWN, Retry.BACKOFF, Retry.STOP)
+
+
 class Fetcher:
     """Fetch videos of one shard into ``videos_dir`` with the ``download:`` settings."""
 
@@ -220,30 +243,38 @@ class Fetcher:
         self.videos_dir = videos_dir
 
     def fetch(self, video: Video) -> Attempt:
-        """One try at ``video``, with the fallbacks that belong to one try (captions, player clients)."""
+        """One try at ``video``, with the fallbacks that belong to one try (captions, player clients, format)."""
         captions = bool(self.settings["captions"])
         result = self.attempt(video, captions=captions)
-        if result.failed and SUBTITLE_FAILURE in result.message.lower() and result.verdict not in (
-                RATE_LIMITED, TRANSIENT) and not result.verdict.systemic:
+        if result.failed and caption_track_failed(result):
             # Captions are a bonus: a video whose caption track fails for good is still worth having.
             note = f"captions failed: {result.message}"
             result = self.attempt(video, captions=False)
             if result.row is not None:
                 result.row["message"] = " ".join(note.split())
         clients = list(self.settings["embed_fallback_clients"])
-        if result.failed and clients and wants_other_client(result.message):
-            first = result.message
-            log.info("%s: the web_embedded player refused it (yt-dlp #17497); trying player clients %s",
+        if result.failed and clients and result.verdict.retry is Retry.OTHER_CLIENT:
+            log.info("%s: the embedded player refused it (yt-dlp #17497, Error 153); trying player clients %s",
                      video.video_id, ",".join(clients))
-            result = self.attempt(video, captions=captions, player_clients=clients)
-            if result.row is not None:
-                result.row["message"] = " ".join(f"with player clients {','.join(clients)}; first answer: {first}"
-                                                 .split())
-            else:
-                result.message = f"{result.message} (also with player clients {','.join(clients)})"
+            result = self.again(video, result, f"player clients {','.join(clients)}", captions=captions,
+                                player_clients=clients)
+        fallback = self.settings["fallback_format"]
+        if result.failed and fallback and result.verdict.retry is Retry.FALLBACK_FORMAT:
+            log.info("%s: post-processing failed (%s); trying format %s", video.video_id, result.message, fallback)
+            result = self.again(video, result, f"format {fallback}", captions=captions, format_=fallback)
         return result
 
-    def attempt(self, video: Video, captions: bool, player_clients: Sequence[str] | None = None) -> Attempt:
+    def again(self, video: Video, first: Attempt, what: str, **options) -> Attempt:
+        """One more try with other options; the first answer stays in the row's message."""
+        result = self.attempt(video, **options)
+        if result.row is not None:
+            result.row["message"] = " ".join(f"with {what}; first answer: {first.message}".split())
+        else:
+            result.message = f"{result.message} (also with {what}; first answer: {first.message})"
+        return result
+
+    def attempt(self, video: Video, captions: bool, player_clients: Sequence[str] | None = None,
+                format_: str | None = None) -> Attempt:
         """ONE ``extract_info(download=True)`` of ``video``."""
         workdir = self.videos_dir / f"{TMP_PREFIX}{video.video_id}"
         shutil.rmtree(workdir, ignore_errors=True)  # never resume what an earlier try left
@@ -251,6 +282,8 @@ class Fetcher:
         logger = YtDlpLog(video.video_id)
         duration_filter = DurationFilter(self.settings["max_duration"])
         params = ytdlp_params(self.settings, workdir, logger, duration_filter, captions, player_clients)
+        if format_:
+            params["format"] = format_.replace("{max_height}", str(self.settings["max_height"]))
         try:
             try:
                 with yt_dlp.YoutubeDL(params) as ydl:
@@ -258,7 +291,7 @@ class Fetcher:
             except YoutubeDLError as exc:  # DownloadError, and the few errors yt-dlp raises as they are
                 return _failure(exc, logger)
             if duration_filter.rejected:
-                return Attempt(row=make_row(video.video_id, S.SKIPPED, duration_filter.rejected))
+                return Attempt(row=make_row(video.video_id, S.SKIPPED, duration_filter.rejected, verdict=Verdict.VIDEO))
             return self.keep_files(video, info or {}, workdir, logger)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

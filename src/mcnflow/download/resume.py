@@ -6,15 +6,20 @@ rerun (``snakemake --forcerun download_shard``) still sees the finished ledger a
 retryable rows. An earlier row is *settled* (kept, the video not asked again) when it is
 
 - ``ok`` and its file is still on disk with the recorded size;
-- permanently gone (unavailable / private / removed / geo_blocked / login_required) or ``skipped``;
-- an ``error`` whose message does not say the cause was ours (a broken extractor, a yt-dlp player
-  bug, a failure repeated on many videos are retried).
+- gone (unavailable / private / removed / geo_blocked / login_required) with the stored verdict
+  ``video``: the answer named the video. The verdict was decided when the answer came (with the
+  exception type and yt-dlp's warnings, which a message alone no longer has) and is read, not
+  re-derived; a row from before verdicts were stored is judged by today's table of answers;
+- ``skipped`` (filtered out on purpose) or ``given_up`` (its retry budget is spent).
 
-``rate_limited``, ``blocked``, ``transient`` and ``not_yet`` rows, and videos without a row, are
-tried again. A complete ``<id>.mp4`` found without a row (the ledger was lost) is taken as it is:
-only complete files ever get that name. Leftovers of a killed run in the videos directory
-(``.tmp-<id>*``, ``<id>*.part``) are deleted at the start, never resumed: only this shard's, since
-other shards' jobs may be writing into the same directory right now.
+Every other row is asked again: rate limited, blocked, transient, not yet, error, and videos without
+a row. ``RetryRequest`` (``mcnflow download --retry STATUS[,STATUS]``, config ``download.retry``)
+unsettles rows in the named statuses too, by default only those recorded under an older yt-dlp than
+the one running: after an upgrade, ``--retry error,given_up`` asks exactly the videos the old version
+failed on. A complete ``<id>.mp4`` found without a row (the ledger was lost) is taken as it is: only
+complete files ever get that name. Leftovers of a killed run in the videos directory (``.tmp-<id>*``,
+``<id>*.part``) are deleted at the start, never resumed: only this shard's, since other shards' jobs
+may be writing into the same directory right now.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -32,11 +38,23 @@ from mcnflow.core.atomic import TMP_PREFIX
 from mcnflow.core.ids import InvalidVideoId, validate_video_id
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS
 from mcnflow.core.shard_stage import ShardRun
-from mcnflow.core.status import DOWNLOAD_PERMANENT, DownloadStatus as S
+from mcnflow.core.status import DOWNLOAD_PERMANENT, DownloadStatus as S, Verdict
 from mcnflow.download.classify import classify_message
-from mcnflow.download.fetch import Video, is_url, local_row, make_row, probe_duration
+from mcnflow.download.fetch import YTDLP_VERSION, Video, is_url, local_row, make_row, probe_duration, version_key
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryRequest:
+    """Settled rows to ask again: those in ``statuses``, recorded under an older yt-dlp unless ``any_version``."""
+    statuses: frozenset[str] = frozenset()
+    any_version: bool = False
+
+    def wants(self, row: Mapping[str, str]) -> bool:
+        if row.get("status") not in self.statuses:
+            return False
+        return self.any_version or version_key(row.get("ytdlp_version")) < version_key(YTDLP_VERSION)
 
 
 def file_intact(row: Mapping[str, str]) -> bool:
@@ -47,17 +65,24 @@ def file_intact(row: Mapping[str, str]) -> bool:
         return False
 
 
-def is_settled(row: Mapping[str, str]) -> bool:
+def names_the_video(row: Mapping[str, str]) -> bool:
+    """The stored verdict says the answer was about the video (older rows: today's table decides)."""
+    verdict = row.get("verdict")
+    if verdict:
+        return verdict == Verdict.VIDEO
+    return classify_message(row.get("message", "")).verdict == Verdict.VIDEO
+
+
+def is_settled(row: Mapping[str, str], retry: RetryRequest = RetryRequest()) -> bool:
     """A rerun keeps this row instead of trying the video again."""
     status = row.get("status")
+    if retry.wants(row):
+        return False
     if status == S.OK:
         return file_intact(row)
-    if status in DOWNLOAD_PERMANENT or status == S.SKIPPED:
-        return True
-    if status == S.ERROR:
-        # An error whose cause was on our side says nothing about the video: try it again.
-        return not classify_message(row.get("message", "")).retryable
-    return False  # rate_limited, blocked, transient, not_yet, or a status this version does not know
+    if status in DOWNLOAD_PERMANENT:
+        return names_the_video(row)
+    return status in (S.SKIPPED, S.GIVEN_UP)  # anything else, or a status this version does not know: retry
 
 
 def remove_leftovers(videos_dir: Path, video_ids: Iterable[str]) -> int:
@@ -102,8 +127,8 @@ def found_complete(settings: Mapping, videos_dir: Path, video: Video) -> dict | 
 class ShardJournal:
     """The shard's ShardRun, with a log line and a progress step per video."""
 
-    def __init__(self, ledger: Path, total: int, shard_name: str):
-        self.run = ShardRun(ledger, DOWNLOAD_COLUMNS, trust=lambda video_id, row: is_settled(row),
+    def __init__(self, ledger: Path, total: int, shard_name: str, retry: RetryRequest = RetryRequest()):
+        self.run = ShardRun(ledger, DOWNLOAD_COLUMNS, trust=lambda video_id, row: is_settled(row, retry),
                             include_ledger=True)
         self._journaled = self.run.journal.read()  # what a killed run already journaled
         self._counted: set[str] = set()
@@ -148,7 +173,7 @@ def settle_known(videos: list[Video], journal: ShardJournal, *, id_kind: str, se
         try:
             validate_video_id(video.video_id, id_kind)
         except InvalidVideoId as exc:
-            journal.record(make_row(video.video_id, S.ERROR, str(exc)))
+            journal.record(make_row(video.video_id, S.ERROR, str(exc), verdict=Verdict.INPUT))
             continue
         valid.append(video)
     removed = remove_leftovers(videos_dir, [v.video_id for v in valid])
@@ -159,7 +184,7 @@ def settle_known(videos: list[Video], journal: ShardJournal, *, id_kind: str, se
     kept: list[dict] = []
     for video in valid:
         if not video.source:
-            journal.record(make_row(video.video_id, S.ERROR, "the manifest gives no source"))
+            journal.record(make_row(video.video_id, S.ERROR, "the manifest gives no source", verdict=Verdict.INPUT))
         elif not is_url(video.source):
             journal.record(local_row(video))
         elif (row := journal.run.settled(video.video_id)) is not None:
