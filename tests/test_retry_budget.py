@@ -235,3 +235,21 @@ def test_yt_dlp_keeps_its_own_retries_and_a_route_per_shard(tmp_path):
     assert (params["retries"], params["fragment_retries"], params["extractor_retries"]) == (10, 10, 3)
     single, name = route_settings(base_settings(), 4)
     assert single["proxy"] is None and "own address" in name
+
+
+def test_each_route_is_a_scheduling_resource_of_its_own():
+    from mcnflow.core.config import load_config
+    from mcnflow.core.plan import Plan
+    from conftest import REPO
+    config = load_config([REPO / "config.yaml"])
+    assert Plan(config).route_limits() == {"route_0": 2} and Plan(config).route_resource(7) == "route_0"
+    config["download"]["routes"] = [{"proxy": "socks5://a:1"}, {"proxy": "socks5://b:1"}, {"source_address": "10.0.0.3"}]
+    plan = Plan(config)
+    assert plan.route_limits() == {"route_0": 2, "route_1": 2, "route_2": 2}
+    assert [plan.route_resource(shard) for shard in ("00000", "00004", "00008")] == ["route_0", "route_1", "route_2"]
+    # the download CLI picks the same route for the same shard
+    from mcnflow.download.cli import route_settings
+    applied, _ = route_settings(config["download"], 8)
+    assert applied["source_address"] == "10.0.0.3"
+    # routes are scheduling, not a result: they reach the download settings, the per-route limits do not
+    assert "jobs_per_route" not in plan.settings("download") and "routes" in plan.settings("download")

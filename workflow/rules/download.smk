@@ -17,6 +17,10 @@ rule download_shard:
     threads: 1
     resources:
         net=1,
+        **{
+            route: (lambda wc, route=route: int(PLAN.route_resource(wc.shard) == route))
+            for route in PLAN.route_limits()
+        },
     params:
         settings=stage_settings("download"),
         id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],

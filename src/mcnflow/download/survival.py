@@ -11,7 +11,8 @@ DownloadStatus, zeros included), then ``total`` and ``survival`` (the ``ok`` sha
 ``outcome`` says what the status means for the corpus (DownloadOutcome): ``survived``, ``gone``
 (the status says which way: unavailable, private, removed, geo_blocked, login_required),
 ``blocked`` (the answer was about us: rate limited, or gone answers a failed canary showed to be a
-block), ``not_yet`` (upcoming live streams and premieres), ``failed`` and ``skipped``.
+block), ``not_yet`` (upcoming live streams and premieres), ``failed``, ``given_up`` (retried until the
+attempt budget ran out; never counted as gone) and ``skipped``.
 ``never_tried`` counts the videos of a row the job never asked the server about (it stopped
 contacting it after its cool-downs). Videos still blocked, rate limited, transient or not yet may
 download in a later run, so while there are any the survival figure is a lower bound (the printed
@@ -150,6 +151,10 @@ def main(args: argparse.Namespace) -> int:
     if retryable:
         print(f"{retryable} of {total} video(s) are {' / '.join(DOWNLOAD_RETRYABLE)} and may still download in a "
               f"later run (snakemake --forcerun download_shard): survival is a lower bound.")
+    given_up = tally.statuses[DownloadStatus.GIVEN_UP]
+    if given_up:
+        print(f"{given_up} video(s) given up: their retry budget (download.retry_budget) is spent, but no answer said "
+              f"they are gone. `mcnflow download --retry given_up` asks again (e.g. after a yt-dlp upgrade).")
     gone = sum(tally.statuses[s] for s in DOWNLOAD_PERMANENT)
     log.info("%s: %d of %d survived, %d gone, %d blocked or rate limited, %d never tried", args.corpus,
              tally.statuses[DownloadStatus.OK], total, gone,
