@@ -188,6 +188,25 @@ def test_changing_feature_settings_reruns_features_and_everything_downstream(dem
                                                           for s in (1, 2)}
 
 
+@pytest.mark.parametrize("section, key, value", [
+    (("features", "video"), "batch_size", 8),
+    (("features", "video"), "decode_workers", 2),
+    (("training",), "num_workers", 2),
+    (("evaluation",), "batch_size", 7),
+    (("download",), "sleep_interval", 1.0),
+])
+def test_an_operational_knob_plans_zero_jobs(demo_run, section, key, value):
+    # batch sizes of inference, worker counts and sleeps change speed, not a result: nothing reruns
+    cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
+    node = cfg
+    for name in section:
+        node = node.setdefault(name, {})
+    node[key] = value
+    if key == "sleep_interval":
+        node["max_sleep_interval"] = value
+    assert _dry_run(demo_run, yaml.safe_dump(cfg, sort_keys=False)) == set()
+
+
 def test_changing_an_evaluation_corpus_never_retrains(demo_run):
     cfg = yaml.safe_load((demo_run / "demo/config.yaml").read_text())
     cfg["corpora"]["youcook2"]["limit"] = 6

@@ -16,11 +16,13 @@ rule download_shard:
         "../../envs/download.yaml"
     threads: 1
     resources:
-        net=1,
         **{
-            route: (lambda wc, route=route: int(PLAN.route_resource(wc.shard) == route))
+            route: (
+                lambda wc, route=route: int(PLAN.route_resource(wc.shard) == route)
+            )
             for route in PLAN.route_limits()
         },
+        net=1,
     params:
         settings=stage_settings("download"),
         id_kind=lambda wc: CORPORA[wc.corpus]["id_kind"],
