@@ -7,15 +7,12 @@ ShardPolicy recorded yt-dlp answers through a scripted fetcher.
 """
 
 import datetime
-import json
-
-import pytest
 
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, journal_path, read_ledger, write_ledger
-from mcnflow.download.canary import Canary, RunWatch
+from mcnflow.download.canary import RunWatch
 from mcnflow.download.classify import classify
 from mcnflow.download.fetch import YTDLP_VERSION, Attempt, Fetcher, Video, make_row, ytdlp_params, YtDlpLog
-from mcnflow.download.policy import EXIT_SYSTEMIC, ShardPolicy, timestamp
+from mcnflow.download.policy import EXIT_SYSTEMIC, ShardPolicy
 from mcnflow.download.resume import RetryRequest, is_settled
 
 from http_fixtures import media_root, media_server  # noqa: F401 (pytest fixtures)
@@ -242,14 +239,19 @@ def test_each_route_is_a_scheduling_resource_of_its_own():
     from mcnflow.core.plan import Plan
     from conftest import REPO
     config = load_config([REPO / "config.yaml"])
-    assert Plan(config).route_limits() == {"route_0": 2} and Plan(config).route_resource(7) == "route_0"
+    assert Plan(config).route_limits() == {"route_0": 3} and Plan(config).route_resource(7) == "route_0"
     config["download"]["routes"] = [{"proxy": "socks5://a:1"}, {"proxy": "socks5://b:1"}, {"source_address": "10.0.0.3"}]
     plan = Plan(config)
-    assert plan.route_limits() == {"route_0": 2, "route_1": 2, "route_2": 2}
+    assert plan.route_limits() == {"route_0": 3, "route_1": 3, "route_2": 3}
     assert [plan.route_resource(shard) for shard in ("00000", "00004", "00008")] == ["route_0", "route_1", "route_2"]
     # the download CLI picks the same route for the same shard
     from mcnflow.download.cli import route_settings
     applied, _ = route_settings(config["download"], 8)
     assert applied["source_address"] == "10.0.0.3"
-    # routes are scheduling, not a result: they reach the download settings, the per-route limits do not
-    assert "jobs_per_route" not in plan.settings("download") and "routes" in plan.settings("download")
+    # routes are operational: they reach the download settings, but do not rerun a finished download
+    from mcnflow.core.plan import settings_digest
+    before = settings_digest("download", plan.settings("download"))
+    config["download"].update(routes=[], jobs_per_route=5)
+    assert settings_digest("download", Plan(config).settings("download")) == before
+    config["download"]["retry"] = {"statuses": ["error"], "any_version": False}
+    assert settings_digest("download", Plan(config).settings("download")) != before
