@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up everything they need on a fresh
-# Debian/Ubuntu machine with Python 3.11: ffmpeg and espeak-ng from apt when missing, Python packages in .venv.
+# Debian/Ubuntu machine with Python 3.11: ffmpeg, espeak-ng and chromium from apt when missing, Python packages in .venv.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -19,6 +19,9 @@ system-deps:
 	@command -v espeak-ng >/dev/null || { \
 	  echo "installing espeak-ng with apt-get (the demo corpus speaks its captions with it)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium with apt-get (the tests open the report in it, headless)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { \
 	  echo "installing python3-venv with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }

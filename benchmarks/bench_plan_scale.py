@@ -60,10 +60,16 @@ def copy_workflow(root: Path) -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
 
 
-def dry_run(root: Path, configfile: str = "bench.yaml") -> subprocess.CompletedProcess:
+def dry_run_command(configfile: str = "bench.yaml") -> tuple[list[str], dict[str, str]]:
+    """The `snakemake -n` command line and its environment (benchmarks/rehearsal.py times the same)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2",
                "--configfile", configfile]
+    return command, env
+
+
+def dry_run(root: Path, configfile: str = "bench.yaml") -> subprocess.CompletedProcess:
+    command, env = dry_run_command(configfile)
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
 
 

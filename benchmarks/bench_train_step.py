@@ -7,6 +7,10 @@ DataLoader workers fail to hide. Goal: ratio <= 1.10.
     .venv/bin/python benchmarks/bench_train_step.py                       # CPU, small sizes
     .venv/bin/python benchmarks/bench_train_step.py --device cuda --videos 512 --batch-size 128 \
         --n-pair 32 --embd-dim 6144 --video-dim 2048 --audio-frames 1000 --num-workers 12 --amp
+
+``--save-rates`` merges the loader-fed step time, the step's FLOPs and the device into
+benchmarks/rates.yaml (``train_step_s_gpu`` or ``train_step_s_cpu``): ``mcnflow estimate`` scales it by
+each experiment's FLOPs and labels its training hours GPU-measured or CPU-measured.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mcnflow.estimate import DEFAULT_RATES_FILE, save_rates, train_step_flops
 from mcnflow.features.store import ShardWriter
 from mcnflow.features.word2vec import fingerprint
 from mcnflow.model import modalities_of
@@ -107,6 +112,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (worker start, allocator)")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating loader / memory measurements")
+    parser.add_argument("--save-rates", nargs="?", const=DEFAULT_RATES_FILE, default=None, type=Path, metavar="YAML",
+                        help=f"merge the step time into this rates file (default {DEFAULT_RATES_FILE})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -162,6 +169,17 @@ def main() -> None:
     print(f"step fed from memory        : {memory_step * 1000:8.1f} ms")
     print(f"DataLoader alone, per batch : {loader_alone * 1000:8.1f} ms")
     print(f"ratio loader / memory       : {loader_step / memory_step:8.3f}   (goal <= 1.10)")
+    if args.save_rates:
+        import platform
+
+        # GPU and CPU steps are kept apart: the estimate prefers a GPU's and says which one it used
+        kind = "gpu" if trainer.device.type == "cuda" else "cpu"
+        device = (torch.cuda.get_device_name(trainer.device) if kind == "gpu"
+                  else f"{platform.machine()}, {torch.get_num_threads()} threads")
+        flops = sum(train_step_flops(settings, {**training, "batch_size": trainer.videos_per_step}))
+        path = save_rates(args.save_rates, {f"train_step_s_{kind}": loader_step, f"train_step_flops_{kind}": flops,
+                                            f"train_step_machine_{kind}": f"{platform.node()} ({device})"})
+        print(f"rates saved to {path}: {loader_step:.4g} s/step at {flops / 1e12:.4g} TFLOP/step ({kind})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""How close does `mcnflow extract video` come to the model's own speed?
+"""How close does `mcnflow media` (its 2D features, normalize.keep false) come to the model's own speed?
 
 Makes N synthetic 454x256 @ 30 fps videos (ffmpeg lavfi, like normalized videos), then in ONE run:
-  1. end to end: the real shard extraction (decode workers + cross-video batching + HDF5 + ledger);
+  1. end to end: the real media job (decode workers + cross-video batching + HDF5 + ledgers);
   2. model only: the same encoder on the same frames, already decoded and held in memory as uint8,
      in batches of --batch-size (host->device copy, preprocessing, forward, copy back included).
 Both use the same, already built and warmed-up encoder. The goal is end_to_end / model_only <= 1.15:
@@ -26,10 +26,14 @@ import numpy as np
 import torch
 
 from mcnflow.features import frames as frames_module
+from mcnflow.core.config import load_config
 from mcnflow.core.device import resolve_device
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, write_ledger
+from mcnflow.core.plan import Plan
 from mcnflow.features.resnet import FrameEncoder, ResNet152Weights
-from mcnflow.features.video import extract_shard
-from mcnflow.core.ledger import NORMALIZE_COLUMNS
+from mcnflow.media.stage import Outputs, media_shard
+
+REPO = Path(__file__).resolve().parents[1]
 
 # lavfi sources with moving, varied content (uniform colours would decode unrealistically fast)
 SOURCES = ("testsrc2=s=454x256:r=30", "mandelbrot=s=454x256:r=30", "life=s=454x256:r=30:ratio=0.3:mold=8",
@@ -43,9 +47,8 @@ def make_videos(directory: Path, n: int, seconds: float) -> list[dict]:
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
                         "-i", SOURCES[i % len(SOURCES)], "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
                         "-pix_fmt", "yuv420p", str(path)], check=True)
-        rows.append({"video_id": f"v{i:04d}", "status": "ok", "message": "", "has_audio": "false",
-                     "duration": str(seconds), "width": "454", "height": "256", "fps": "30", "path": str(path)})
-    assert set(rows[0]) == set(NORMALIZE_COLUMNS)
+        rows.append({"video_id": f"v{i:04d}", "status": "ok", "message": "", "attempts": 1, "path": str(path)})
+    write_ledger(directory / "download.tsv", rows, DOWNLOAD_COLUMNS)
     return rows
 
 
@@ -114,9 +117,12 @@ def main() -> int:
     parser.add_argument("--workdir", help="keep the videos and outputs here (default: a temp dir)")
     args = parser.parse_args()
 
-    settings = {"fps": args.fps, "short_side": args.short_side, "weights": args.weights, "l2_normalize": True,
-                "batch_size": args.batch_size, "device": args.device, "decode_workers": args.decode_workers,
-                "seed": 0, "compression": None}
+    config = load_config([REPO / "config.yaml"], {
+        "normalize": {"keep": False}, "training": {"video_features": ["2d"], "video_dim": 2048},
+        "features": {"video": {"fps": args.fps, "short_side": args.short_side, "weights": args.weights,
+                               "batch_size": args.batch_size, "device": args.device,
+                               "decode_workers": args.decode_workers}}})
+    settings = Plan(config).settings("media")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -140,8 +146,9 @@ def main() -> int:
             out = work / f"repeat-{repeat}"
             timer = BusyTimer(encoder)
             start = time.perf_counter()
-            ledger = extract_shard(rows, "bench", 0, out / "shard-00000.h5", out / "shard-00000.tsv", settings,
-                                   progress=False, encoder=timer)
+            features = {name: (out / f"{name}.h5", out / f"{name}.tsv") for name in ("video", "audio")}
+            ledger = media_shard(work / "download.tsv", "bench", 0, Outputs(out / "normalize.tsv", None, features),
+                                 settings, progress=False, encoders={"video": timer})["video"]
             end_to_end.append(time.perf_counter() - start)
             busy.append(timer.busy_seconds())
             n_rows = sum(int(r["length"]) for r in ledger)

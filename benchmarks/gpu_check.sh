@@ -207,15 +207,7 @@ if [ "${GPU_CHECK_TRAIN:-1}" = "1" ]; then
   # config.yaml training: batch 128 videos x 32 clips, embd 6144, recon 1024, 256 clusters, 1000 audio frames
   timeout 200 "$PYTHON" benchmarks/bench_train_step.py --device cuda --amp --videos 1024 --seconds 60 --shards 4 \
       --batch-size 128 --n-pair 32 --embd-dim 6144 --video-dim 2048 --audio-frames 1000 --recon-size 1024 \
-      --clusters 256 --num-workers "${GPU_CHECK_WORKERS:-12}" --warmup 2 --steps 6 --rounds 2 | tee /tmp/gpu_check_train.txt
-  if [ "$SAVE_RATES" = "1" ]; then
-    "$PYTHON" - <<'EOF'
-import re
-from mcnflow.estimate import save_rates
-text = open("/tmp/gpu_check_train.txt").read()
-step = float(re.search(r"step fed by HDF5 DataLoader :\s*([0-9.]+) ms", text).group(1)) / 1000
-print(f"rates saved to {save_rates('benchmarks/rates.yaml', {'train_step_s': step})}")
-EOF
-  fi
+      --clusters 256 --num-workers "${GPU_CHECK_WORKERS:-12}" --warmup 2 --steps 6 --rounds 2 \
+      $( [ "$SAVE_RATES" = "1" ] && echo --save-rates )
 fi
 echo "== done (GPU numbers above are from this machine only)"

@@ -1,25 +1,29 @@
-"""DaveNet log-mel features: the numpy recipe against an independent computation, and the shard CLI."""
+"""DaveNet log-mel features: the numpy recipe against an independent computation, the audio of a media
+shard, and the resume of a media job whose audio parts cannot all be trusted."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import signal as sps
 
-from mcnflow.features import audio
+from mcnflow.core.config import ConfigError, load_config
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.plan import Plan
+from mcnflow.core.shard_stage import ShardRun
+from mcnflow.features.audio import TooShort, check_settings, spectrogram_of
 from mcnflow.features.logmel import log_mel
 from mcnflow.features.store import ShardReader
-from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger, write_ledger
+from mcnflow.media.stage import Outputs, media_shard
 from shard_utils import h5_contents, leftovers
+
+REPO = Path(__file__).resolve().parents[1]
 
 SR = 16000
 RECIPE = dict(preemphasis=0.97, window_ms=25, hop_ms=10, n_mels=40, fmin=20, fmax=None, top_db=80.0)
@@ -110,7 +114,30 @@ def test_log_mel_rejects_less_than_one_window():
         log_mel(np.zeros(399, np.float32), SR, **RECIPE)
 
 
-# --- the shard CLI on real (tiny) videos ------------------------------------------------------------
+def test_settings_must_be_complete_and_known():
+    assert check_settings(SETTINGS) == SETTINGS
+    with pytest.raises(ConfigError, match="'features.audio.hop_ms'"):
+        check_settings({k: v for k, v in SETTINGS.items() if k != "hop_ms"})
+    with pytest.raises(ConfigError, match="'features.compression'"):
+        check_settings({k: v for k, v in SETTINGS.items() if k != "compression"})
+    with pytest.raises(ConfigError, match="unknown key.*gain"):
+        check_settings({**SETTINGS, "gain": -4})
+
+
+def test_less_audio_than_one_window_is_too_short():
+    from mcnflow.media.consumers import ConsumerSkip, LogMel
+
+    with pytest.raises(TooShort, match="399 audio samples, fewer than one 25 ms window"):
+        spectrogram_of(np.zeros(399, np.float32), SETTINGS)
+    spectrogram, n_samples = spectrogram_of(np.zeros(400, np.float32) + 0.1, SETTINGS)
+    assert spectrogram.shape == (40, 3) and n_samples == 400
+    consumer = LogMel(SETTINGS, None)  # the media stage's audio consumer: too short is its feature row
+    with pytest.raises(ConsumerSkip) as skip:
+        consumer.prepare(np.zeros(399, np.float32))
+    assert skip.value.status == "too_short"
+
+
+# --- the audio of a media shard ------------------------------------------------------------------
 
 def make_video(path, seconds, freq=None):
     cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
@@ -122,41 +149,53 @@ def make_video(path, seconds, freq=None):
     return path
 
 
-def normalize_row(video_id, path, has_audio, status="ok", duration=1.0):
-    return {"video_id": video_id, "status": status, "message": "", "has_audio": has_audio, "duration": duration,
-            "width": 64, "height": 64, "fps": 10, "path": str(path)}
+def stage_settings(**audio) -> dict:
+    """config.yaml's media stage with the audio settings given, scaled down (no kept videos, tiny 2D frames,
+    one 2D frame per batch)."""
+    config = load_config([REPO / "config.yaml"], {
+        "normalize": {"keep": False}, "training": {"video_features": ["2d"], "video_dim": 2048},
+        "features": {"video": {"weights": "none", "short_side": 32, "batch_size": 1, "decode_workers": 0,
+                               "device": "cpu"}, "audio": audio}})
+    return json.loads(json.dumps(Plan(config).settings("media")))
 
 
-def run_cli(argv):
-    parser = argparse.ArgumentParser()
-    audio.configure_parser(parser)
-    return audio.main(parser.parse_args(argv))
+def run_media(downloads: Path, out: Path, encoder, settings: dict | None = None) -> None:
+    outputs = Outputs(out / "normalize.tsv", None, {name: (out / f"{name}.h5", out / f"{name}.tsv")
+                                                    for name in ("video", "audio")})
+    media_shard(downloads, "democorpus", "00003", outputs, settings or stage_settings(), progress=False,
+                encoders={"video": encoder})
+
+
+def downloads(path: Path, rows: list[tuple[str, Path | None]]) -> Path:
+    write_ledger(path, [dict(video_id=vid, status="ok" if video else "unavailable", path=str(video or ""),
+                             message="", attempts=1) for vid, video in rows], DOWNLOAD_COLUMNS)
+    return path
 
 
 @pytest.fixture(scope="module")
-def shard(tmp_path_factory):
+def encoder_2d():
+    from mcnflow.features.video import build_encoder
+
+    return build_encoder(stage_settings()["video"])
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, encoder_2d):
     root = tmp_path_factory.mktemp("audio")
-    rows = [
-        normalize_row("tone1000vid", make_video(root / "a.mp4", 1.5, freq=1000), True, duration=1.5),
-        normalize_row("silentvideo", make_video(root / "b.mp4", 1.0), False),
-        normalize_row("shortclip01", make_video(root / "c.mp4", 0.5, freq=300), True, duration=0.5),
-        normalize_row("neverarrive", "", None, status="not_downloaded"),
-        normalize_row("lostfile001", root / "missing.mp4", True),
-    ]
-    write_ledger(root / "normalize.tsv", rows, NORMALIZE_COLUMNS)
-    out, ledger = root / "features" / "shard-00003.h5", root / "features" / "shard-00003.tsv"
-    code = run_cli(["--normalize-ledger", str(root / "normalize.tsv"), "--corpus", "democorpus", "--shard", "00003",
-                    "--output", str(out), "--ledger", str(ledger), "--settings", json.dumps(SETTINGS)])
-    assert code == 0
-    return out, {row["video_id"]: row for row in read_ledger(ledger)}
+    ledger = downloads(root / "download.tsv", [
+        ("tone1000vid", make_video(root / "a.mp4", 1.5, freq=1000)), ("silentvideo", make_video(root / "b.mp4", 1.0)),
+        ("shortclip01", make_video(root / "c.mp4", 0.5, freq=300)), ("neverarrive", None),
+        ("lostfile001", root / "missing.mp4")])
+    run_media(ledger, root / "out", encoder_2d)
+    return root / "out" / "audio.h5", {row["video_id"]: row for row in read_ledger(root / "out" / "audio.tsv")}
 
 
 def test_shard_outcomes(shard):
     out, ledger = shard
     assert {vid: row["status"] for vid, row in ledger.items()} == {
         "tone1000vid": "ok", "silentvideo": "no_audio", "shortclip01": "ok",
-        "neverarrive": "no_media", "lostfile001": "error"}
-    assert "not found" in ledger["lostfile001"]["message"]
+        "neverarrive": "no_media", "lostfile001": "no_media"}
+    assert "input file is missing" in ledger["lostfile001"]["message"]
     reader = ShardReader(out)
     assert reader.video_ids() == ["tone1000vid", "shortclip01"]
     assert "silentvideo" not in reader  # no fake silence
@@ -182,113 +221,80 @@ def test_shard_spectrograms(shard):
         assert np.argmax(middle) == np.argmin(np.abs(centres - freq))
 
 
-# --- a killed shard job resumes ---------------------------------------------------------------------
+# --- a killed media job resumes: which audio parts it trusts ----------------------------------------
 
-# The real CLI in a child process that SIGKILLs itself right after the first ``ok`` journal row, i.e.
-# once the first video's part and journal row are on disk: the state a job killed there leaves.
-KILL_AFTER_FIRST_OK = """
-import os, signal, sys
-from mcnflow.core.shard_stage import ShardRun
-record = ShardRun.record
-def record_then_die(self, row):
-    record(self, row)
-    if row["status"] == "ok":
-        os.kill(os.getpid(), signal.SIGKILL)
-ShardRun.record = record_then_die
-from mcnflow import cli
-sys.exit(cli.main(sys.argv[1:]))
-"""
+class Killed(BaseException):
+    """The job dies here (nothing in the stage catches a BaseException that is not an Exception)."""
 
 
 @pytest.fixture(scope="module")
 def resume_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    rows = [
-        normalize_row("silentvideo", make_video(root / "b.mp4", 1.0), False),
-        normalize_row("tone1000vid", make_video(root / "a.mp4", 1.5, freq=1000), True, duration=1.5),
-        normalize_row("shortclip01", make_video(root / "c.mp4", 0.5, freq=300), True, duration=0.5),
-        normalize_row("neverarrive", "", None, status="not_downloaded"),
-        normalize_row("tone300long", make_video(root / "d.mp4", 2.0, freq=300), True, duration=2.0),
-    ]
-    return write_ledger(root / "normalize.tsv", rows, NORMALIZE_COLUMNS)
-
-
-def audio_argv(normalize_ledger, out_dir, settings=SETTINGS):
-    return ["--normalize-ledger", str(normalize_ledger), "--corpus", "democorpus", "--shard", "00003",
-            "--output", str(out_dir / "shard-00003.h5"), "--ledger", str(out_dir / "shard-00003.tsv"),
-            "--settings", json.dumps(settings)]
-
-
-def killed_after_first_video(normalize_ledger, out_dir):
-    argv = audio_argv(normalize_ledger, out_dir)
-    done = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_OK, "extract", "audio", *argv],
-                          capture_output=True, text=True)
-    assert done.returncode == -signal.SIGKILL, done.stderr
-    assert not (out_dir / "shard-00003.h5").exists() and not (out_dir / "shard-00003.tsv").exists()
-    journal = Journal(journal_path(out_dir / "shard-00003.tsv"), FEATURE_COLUMNS).read()
-    assert [(r["video_id"], r["status"]) for r in journal.values()] == [("silentvideo", "no_audio"),
-                                                                        ("tone1000vid", "ok")]
-    part = out_dir / "shard-00003.tsv.parts" / "tone1000vid.npz"
-    assert part.is_file()
-    return argv, part
-
-
-def extraction_log(caplog) -> str:
-    return [r.getMessage() for r in caplog.records if "kept" in r.getMessage() and "extracted" in r.getMessage()][-1]
+    return downloads(root / "download.tsv", [
+        ("silentvideo", make_video(root / "b.mp4", 1.0)), ("tone1000vid", make_video(root / "a.mp4", 1.5, freq=1000)),
+        ("shortclip01", make_video(root / "c.mp4", 0.5, freq=300)), ("neverarrive", None),
+        ("tone300long", make_video(root / "d.mp4", 2.0, freq=300))])
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(resume_inputs, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("uninterrupted")
-    assert run_cli(audio_argv(resume_inputs, out_dir)) == 0
-    return out_dir
+def uninterrupted(resume_inputs, tmp_path_factory, encoder_2d):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_media(resume_inputs, out, encoder_2d)
+    return out
 
 
-def test_killed_audio_shard_resumes_without_redoing_finished_videos(resume_inputs, uninterrupted, tmp_path,
-                                                                     caplog):
-    out_dir = tmp_path / "features"
-    argv, part = killed_after_first_video(resume_inputs, out_dir)
-    # another shard's job writes beside this one; this shard's own killed assembly left a temporary
-    neighbour = out_dir / ".tmp-shard-00004.h5.n31ghb0r"
-    neighbour.write_bytes(b"being written by shard 00004")
-    own_stale = out_dir / ".tmp-shard-00003.h5.k1lled00"
-    own_stale.write_bytes(b"half an hdf5 file")
+def killed_after_two_videos(resume_inputs, out: Path, encoder, monkeypatch) -> Path:
+    """A job killed when tone1000vid's 2D row is journaled (while shortclip01's frame is encoded): then
+    silentvideo and tone1000vid have every row, the others none."""
+    record = ShardRun.record
 
-    caplog.set_level(logging.INFO, logger="mcnflow")
-    assert run_cli(argv) == 0
+    def record_then_die(self, row):
+        record(self, row)
+        if self.ledger.name == "video.tsv" and row["video_id"] == "tone1000vid":
+            raise Killed()
 
-    # the journal's two rows were kept; of the three videos with audio only the two unfinished ones ran
-    assert extraction_log(caplog) == "democorpus/00003: extracted 2 video(s), kept 2 outcome(s) from an earlier run"
-    assert h5_contents(out_dir / "shard-00003.h5") == h5_contents(uninterrupted / "shard-00003.h5")
-    assert read_ledger(out_dir / "shard-00003.tsv") == read_ledger(uninterrupted / "shard-00003.tsv")
-    assert neighbour.read_bytes() == b"being written by shard 00004" and not own_stale.exists()
-    neighbour.unlink()
-    assert leftovers(out_dir) == [] and sorted(p.name for p in out_dir.iterdir()) == ["shard-00003.h5",
-                                                                                     "shard-00003.tsv"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ShardRun, "record", record_then_die)
+        with pytest.raises(Killed):
+            run_media(resume_inputs, out, encoder)
+    assert not (out / "audio.h5").exists() and not (out / "audio.tsv").exists()
+    part = out / "audio.tsv.parts" / "tone1000vid.npz"
+    assert part.is_file()
+    return part
 
 
-@pytest.mark.parametrize("change", ["damaged part", "other settings", "changed source"])
-def test_untrustworthy_parts_are_computed_again(resume_inputs, uninterrupted, tmp_path, caplog, change):
-    out_dir = tmp_path / "features"
-    argv, part = killed_after_first_video(resume_inputs, out_dir)
-    settings = SETTINGS
-    if change == "damaged part":
+def media_log(caplog) -> tuple[str, str]:
+    messages = [r.getMessage() for r in caplog.records]
+    return (next(m for m in messages if "video(s) to decode" in m),
+            next(m for m in messages if "computed video" in m).split("; computed ")[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["nothing", "damaged part", "other settings", "changed source"])
+def test_a_rerun_keeps_exactly_the_videos_whose_parts_it_can_trust(resume_inputs, uninterrupted, encoder_2d,
+                                                                   tmp_path, caplog, monkeypatch, change):
+    out = tmp_path / "features"
+    part = killed_after_two_videos(resume_inputs, out, encoder_2d, monkeypatch)
+    settings = None
+    if change == "nothing":  # silentvideo and tone1000vid are kept whole
+        expected = ("democorpus/00003: 3 video(s) to decode, 2 kept from an earlier run", "video 2, audio 2")
+    elif change == "damaged part":
         part.write_bytes(part.read_bytes()[:-100])
-        expected = "extracted 3 video(s), kept 1 outcome(s)"  # only silentvideo's no_audio row is kept
-    elif change == "other settings":
-        settings = {**SETTINGS, "top_db": 60.0}
-        argv = audio_argv(resume_inputs, out_dir, settings)
-        expected = "extracted 3 video(s), kept 0 outcome(s)"  # nothing of another recipe is reused
+        expected = ("democorpus/00003: 4 video(s) to decode, 1 kept from an earlier run", "video 3, audio 3")
+    elif change == "other settings":  # nothing of another recipe is reused
+        settings = stage_settings(top_db=60.0)
+        expected = ("democorpus/00003: 5 video(s) to decode, 0 kept from an earlier run", "video 4, audio 3")
     else:
-        source = Path(read_ledger(resume_inputs)[1]["path"])
-        os.utime(source)  # e.g. normalize wrote it again
-        expected = "extracted 3 video(s), kept 1 outcome(s)"
+        os.utime(read_ledger(resume_inputs)[1]["path"])  # the download of tone1000vid was written again
+        expected = ("democorpus/00003: 4 video(s) to decode, 1 kept from an earlier run", "video 3, audio 3")
     caplog.set_level(logging.INFO, logger="mcnflow")
-    assert run_cli(argv) == 0
-    assert f"democorpus/00003: {expected} from an earlier run" == extraction_log(caplog)
+    run_media(resume_inputs, out, encoder_2d, settings)
+    assert media_log(caplog) == expected
     if change == "other settings":
-        spectrogram = ShardReader(out_dir / "shard-00003.h5").read("tone1000vid")
+        spectrogram = ShardReader(out / "audio.h5").read("tone1000vid")
         assert float(spectrogram.min()) == -60.0  # the new floor, not the part made with top_db 80
     else:
-        assert h5_contents(out_dir / "shard-00003.h5") == h5_contents(uninterrupted / "shard-00003.h5")
-    assert leftovers(out_dir) == []
+        for name in ("audio", "video"):
+            assert h5_contents(out / f"{name}.h5") == h5_contents(uninterrupted / f"{name}.h5")
+            assert read_ledger(out / f"{name}.tsv") == read_ledger(uninterrupted / f"{name}.tsv")
+    assert leftovers(out) == []

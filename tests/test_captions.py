@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mcnflow.caption_split import split_captions
 from mcnflow.corpora import Caption, open_corpus
 from mcnflow.features.captions import (CaptionFileError, CaptionSource, dedup_rolling, parse_vtt, tokenize,
                                        words_of)
@@ -162,11 +163,24 @@ def howto_spec(tmp_path, caption_format):
             "source": "url", "url_template": "https://www.youtube.com/watch?v={video_id}"}
 
 
+def caption_shard(tmp_path, spec):
+    """The split of the spec's caption file (one shard), as `mcnflow split-captions` writes it."""
+    corpus = open_corpus("howto", spec)
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("video_id\tshard\tsource\nabcdefghijk\t00000\thttps://x\n", encoding="utf-8")
+    split_captions(corpus, str(manifest), tmp_path / "captions", buffer_bytes=1 << 20)
+    return tmp_path / "captions" / "shard-00000.jsonl"
+
+
 def test_caption_source_formats(tmp_path):
     raw = howto_spec(tmp_path, "raw_caption_json")
-    assert len(CaptionSource(open_corpus("howto", raw), raw).captions("abcdefghijk")) == 4
+    shard = caption_shard(tmp_path, raw)
+    assert len(CaptionSource(open_corpus("howto", raw), raw, caption_shard=shard).captions("abcdefghijk")) == 4
     as_is = howto_spec(tmp_path, "caption_json")
-    assert len(CaptionSource(open_corpus("howto", as_is), as_is).captions("abcdefghijk")) == 9
+    assert len(CaptionSource(open_corpus("howto", as_is), as_is, caption_shard=shard).captions("abcdefghijk")) == 9
+    # caption.json is only ever read by the split: a source without the shard's file is refused
+    with pytest.raises(CaptionFileError, match="reads its captions per shard"):
+        CaptionSource(open_corpus("howto", as_is), as_is)
     vtt_path = tmp_path / "abcdefghijk.en.vtt"
     vtt_path.write_text(YOUTUBE_VTT, encoding="utf-8")
     vtt = howto_spec(tmp_path, "vtt")

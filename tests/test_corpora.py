@@ -5,6 +5,7 @@ import pytest
 
 from mcnflow.corpora import CorpusError, open_corpus
 from mcnflow.core.ids import InvalidVideoId, is_valid_video_id, validate_video_id
+from mcnflow.caption_split import split_captions
 from mcnflow.manifest import build_manifest, read_manifest
 from mcnflow.core.shards import shard_count, shard_names
 
@@ -36,10 +37,26 @@ def test_howto100m_reader_real_format(tmp_path):
     assert corpus.video_ids() == ["nVbIUDjzWY4", "0ZNwwuvS3bs"]
     assert corpus.rejected == [("bad id!!", "not a valid youtube video id")]
     assert corpus.source("nVbIUDjzWY4") == "https://www.youtube.com/watch?v=nVbIUDjzWY4"
+    # caption.json is streamed entry by entry (the split reads it once), never loaded whole
+    assert list(corpus.caption_entries()) == list(captions.items())
+    # captions come from the video's shard file, which the split makes from caption.json
+    with pytest.raises(CorpusError, match="captions are read per shard"):
+        corpus.captions("nVbIUDjzWY4")
+    manifest = tmp_path / "manifest.tsv"
+    write_manifest_rows(manifest, build_manifest(corpus, 1))
+    split_captions(corpus, str(manifest), tmp_path / "captions", buffer_bytes=1)
+    corpus.open_caption_shard(tmp_path / "captions" / "shard-00000.jsonl", "00000")
     caps = corpus.captions("nVbIUDjzWY4")
     assert [(c.start, c.end, c.text) for c in caps] == [(0.0, 4.5, "hi there"), (4.5, 9.0, "now the bike")]
-    assert corpus.captions("0ZNwwuvS3bs") == []
-    assert corpus.metadata("nVbIUDjzWY4")["task_id"] == "52907"
+    corpus.open_caption_shard(tmp_path / "captions" / "shard-00001.jsonl", "00001")
+    assert corpus.captions("0ZNwwuvS3bs") == []  # caption.json has no entry for it
+    with pytest.raises(CorpusError, match="is for shard '00001', not '00000'"):
+        corpus.open_caption_shard(tmp_path / "captions" / "shard-00001.jsonl", "00000")
+
+
+def write_manifest_rows(path, rows):
+    path.write_text("video_id\tshard\tsource\n" + "".join(f"{r['video_id']}\t{r['shard']}\t{r['source']}\n" for r in rows))
+    return path
 
 
 def test_howto100m_missing_column_is_clear(tmp_path):

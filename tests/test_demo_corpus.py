@@ -5,6 +5,7 @@ import urllib.request
 
 import pytest
 
+from mcnflow.caption_split import split_captions
 from mcnflow.core.config import load_config
 from mcnflow.corpora import open_corpus
 from mcnflow.demo.corpus import ACTION_MANNER, ACTIONS, INGREDIENTS, make_demo_corpus, planned_video_ids
@@ -36,13 +37,18 @@ def _probe(path):
     return json.loads(out.stdout)
 
 
-def test_corpus_is_readable_by_the_real_readers(corpus_dir, demo_settings):
+def test_corpus_is_readable_by_the_real_readers(corpus_dir, demo_settings, tmp_path):
     config, demo = demo_settings
     ids = planned_video_ids(demo)
     train = open_corpus("howto100m", dict(config["corpora"]["howto100m"],
                                           videos_csv=str(corpus_dir / "howto100m/HowTo100M_v1.csv"),
                                           captions=str(corpus_dir / "howto100m/caption.json")))
     assert train.video_ids() == ids["howto100m"]
+    # caption.json is read per shard, as the workflow's split_captions job writes it
+    manifest = tmp_path / "howto100m.tsv"
+    manifest.write_text("video_id\tshard\tsource\n" + "".join(f"{v}\t00000\t-\n" for v in ids["howto100m"]))
+    split_captions(train, str(manifest), tmp_path / "captions", buffer_bytes=1 << 20)
+    train.open_caption_shard(tmp_path / "captions" / "shard-00000.jsonl")
     caption = train.captions("demo0000000")[0]
     # "<filler> <action> the <colour> <ingredient> <manner>", e.g. "now we chop the red tomato into cubes"
     assert any(caption.text.endswith(f" {action} the {colour} {ingredient} {ACTION_MANNER[action]}")

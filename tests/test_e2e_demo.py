@@ -5,6 +5,7 @@ One session-scoped run (a few minutes on 2 cores) feeds every test here.
 
 import csv
 import re
+import time
 
 import pytest
 import yaml
@@ -28,7 +29,9 @@ def demo_run(tmp_path_factory):
         if "url_template" in spec:
             spec["url_template"] = spec["url_template"].replace("18765", "18777")
     (workdir / "demo/config.yaml").write_text(yaml.safe_dump(demo_cfg, sort_keys=False))
+    started = time.monotonic()
     result = snakemake(workdir, "--profile", "profiles/local")
+    (workdir / "run-seconds.txt").write_text(f"{time.monotonic() - started:.0f}\n")  # the demo's time, to compare
     (workdir / "run-output.txt").write_text(result.stdout + result.stderr)
     return workdir
 
@@ -107,8 +110,68 @@ def test_summary_shows_retrieval_far_above_chance(demo_run):
     # CrossTask-format benchmark: step recall is reported for every text-trained experiment
     crosstask = {r["experiment"]: r for r in rows if r["benchmark"] == "crosstask"}
     assert crosstask["tv_ta_va"]["crosstask_recall"] != "" and int(crosstask["tv_ta_va"]["n_missing"]) == 0
+    # the step-localization benchmarks carry the same uncertainty as retrieval (issue 20)
+    localization = [r for r in csv.DictReader(open(demo_run / "results/statistics.csv"))
+                    if r["benchmark"] in ("crosstask", "mining_youtube")]
+    assert {r["benchmark"] for r in localization} == {"crosstask", "mining_youtube"}
+    assert all(r["ci_low"] != "" and r["ci_high"] != "" for r in localization if r["mean"] != "")
+    assert all(r["p_value"] != "" for r in localization if r["mean"] != "" and r["experiment"] != "tv_ta_va")
     assert (demo_run / "results/summary.md").exists()
     assert list((demo_run / "results/plots").glob("*.png"))
+
+
+def test_the_answer_comes_first_with_pair_effects(demo_run):
+    """Issue 22: every pair's effect on every benchmark (two contrasts or more on YouCook2 retrieval), each the
+    mean of its contrasts' differences in summary.csv's seed means; adjusted p-values beside every p-value;
+    summary.md and the HTML report open with the answer and the forest plot; mcnflow estimate plans seeds."""
+    import subprocess
+    import sys
+
+    from workflow_utils import snakemake as run_snakemake
+
+    summary = list(csv.DictReader(open(demo_run / "results/summary.csv")))
+    experiments = {r["experiment"] for r in summary}
+    effects = list(csv.DictReader(open(demo_run / "results/pair_effects.csv")))
+    statistics = list(csv.DictReader(open(demo_run / "results/statistics.csv")))
+    for benchmark in {r["benchmark"] for r in statistics if r["family"] == "primary"}:
+        pairs = {r["pair"]: r for r in effects if r["benchmark"] == benchmark and r["kind"] == "pair"}
+        assert set(pairs) == {"tv", "ta", "va"}, (benchmark, pairs)
+    youcook = {r["pair"]: r for r in effects if r["benchmark"] == "youcook2_retrieval" and r["kind"] == "pair"}
+    assert all(int(r["n_contrasts"]) >= 2 for r in youcook.values()), youcook
+    assert {r["pair"] for r in effects if r["kind"] == "space"} >= {"per_pair vs shared", "fac vs shared"}
+
+    def seed_mean(benchmark, experiment, metric):
+        values = [float(r[metric]) for r in summary if r["benchmark"] == benchmark and r["experiment"] == experiment]
+        return sum(values) / len(values)
+
+    for row in effects:
+        contrasts = [next((a, b) for a in experiments for b in experiments if f"{a}-{b}" == contrast)
+                     for contrast in row["contrasts"].split(";")]
+        differences = [seed_mean(row["benchmark"], a, row["metric"]) - seed_mean(row["benchmark"], b, row["metric"])
+                       for a, b in contrasts]
+        assert float(row["effect"]) == pytest.approx(sum(differences) / len(differences), abs=1e-6), row
+    # an adjusted p-value beside every p-value, never smaller
+    for row in [*statistics, *effects]:
+        if row["p_value"] != "":
+            assert row["p_adjusted"] != "" and float(row["p_adjusted"]) >= float(row["p_value"]) - 1e-12, row
+    report = (demo_run / "results/summary.md").read_text()
+    assert report.index("**The question.**") < report.index("### Pair effects") < report.index(
+        "(plots/forest.png)") < report.index("## Per seed") < report.index("## Secondary metrics")
+    assert (demo_run / "results/plots/forest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert max(line.count("|") - 1 for line in report.splitlines() if line.startswith("|")) <= 9
+    # the HTML report's first page (the workflow description) is the answer, the forest plot inside it
+    run_snakemake(demo_run, "--report", "results/report.html")
+    html = (demo_run / "results/report.html").read_text(encoding="utf-8")
+    description = html[html.index("var workflow_desc"):]
+    description = description[:description.index("</script>")]
+    assert "<strong>The question.</strong>" in description and 'alt=\\"plots/forest.png\\"' in description
+    # mcnflow estimate prints what a finished run could detect, per benchmark
+    estimate = subprocess.run([sys.executable, "-m", "mcnflow", "estimate", "--config", "config.yaml",
+                               "demo/config.yaml", "--profile", "profiles/local"], cwd=demo_run,
+                              capture_output=True, text=True, timeout=300)
+    assert estimate.returncode == 0, estimate.stderr[-2000:]
+    planning = estimate.stdout.split("minimum detectable difference")[1]
+    assert all(benchmark in planning for benchmark in {r["benchmark"] for r in effects}), planning
 
 
 def _planned(output: str) -> set[tuple[str, str]]:
@@ -183,9 +246,9 @@ def test_changing_feature_settings_reruns_features_and_everything_downstream(dem
     # the one decode rewrites the video features too, so every branch retrains (the price of decoding
     # once: a media setting reruns the media shards and everything downstream of any of them)
     assert {w for rule, w in jobs if rule == "train"} == {f"experiment={e}, seed={s}"
-                                                          for e in ("tv", "ta", "va", "tv_ta", "tv_ta_va",
-                                                                    "tv_ta_va_per_pair", "tv_ta_va_fac")
-                                                          for s in (1, 2)}
+                                                          for e in ("tv", "ta", "tv_ta", "tv_va", "ta_va",
+                                                                    "tv_ta_va", "tv_ta_va_per_pair", "tv_ta_va_fac")
+                                                          for s in (1, 2)} | {"experiment=va, seed=1"}
 
 
 @pytest.mark.parametrize("section, key, value", [

@@ -221,29 +221,42 @@ def test_missing_and_excluded_step_videos(step_benchmark):
     assert mining.missing_reasons == {"video: not extracted": 1}
     assert mining.by_convention == {"present": {"mining_youtube_recall": pytest.approx(100.0)},
                                     "failures": {"mining_youtube_recall": pytest.approx(50.0)}}
+    # per video, as the statistics resample them: present, the scored video only
+    assert mining.extra["per_query"] == {"keys": ["0:stepvid0001"],
+                                         "values": {"mining_youtube_recall": [pytest.approx(100.0)]},
+                                         "aggregate": {"mining_youtube_recall": "mean"}}
     excluded = evaluate_steps(OracleModel(), scoring, "mining_youtube", b["files"]["mining_youtube"],
                               b["features"], 4, CPU, convention="failures", excluded={"nofeature01"})
     assert (excluded.n_queries, excluded.n_missing, excluded.extra["n_excluded"]) == (1, 0, 1)
     assert excluded.metrics == {"mining_youtube_recall": pytest.approx(100.0)}
+    # failures: the video without features is a query with recall 0 (the excluded one is none)
+    failures = evaluate_steps(OracleModel(), scoring, "mining_youtube", b["files"]["mining_youtube"], b["features"],
+                              4, CPU, convention="failures")
+    assert failures.extra["per_query"]["keys"] == ["0:stepvid0001", "1:nofeature01"]
+    assert failures.extra["per_query"]["values"] == {"mining_youtube_recall": [pytest.approx(100.0), 0.0]}
 
 
 def test_pooling_scores_instead_of_features_is_the_departure_switch(step_benchmark):
-    """An annotation half as long as the features: MCN pools the features (max of each pair of
-    seconds, renormalised), the switch pools the per-second scores; both place every step."""
+    """An annotation half as long as the features: MCN pools the features (the max of each pair of
+    seconds, renormalised), the switch scores each second and max-pools the scores. Second 1's pair
+    holds 'w2' beside a strong other feature: pooled with it, 'w2' scores 0.1 there and is placed at
+    second 2, where it is annotated (recall 100); scored alone, it scores 1 at second 1 (recall 50)."""
     b, scoring = step_benchmark, choose_scoring(["tv"], "shared")
     vid = b["video_id"]
     with ShardWriter(b["dir"] / "video_long.h5", "video", "steps", 0) as video:
-        video.add(vid, np.stack([_onehot((1, 1.0)), _onehot((3, 1.0)), _onehot((3, 1.0)), _onehot((2, 1.0))]))
-    truth = np.array([[1, 0], [0, 1]], dtype=np.uint8)
-    np.save(b["dir"] / "annotations" / f"77001_{vid}.npy", truth)   # .npy: 2 seconds, as MCN's anno/
+        video.add(vid, np.stack([_onehot((1, 1.0)), _onehot((1, 1.0)),             # second 0: w1
+                                 _onehot((2, 1.0)), _onehot((3, 10.0)),            # second 1: w2 | other
+                                 _onehot((2, 0.6), (4, 0.8)), _onehot((2, 0.6), (4, 0.8))]))  # second 2
+    truth = np.array([[1, 0], [0, 0], [0, 1]], dtype=np.uint8)
+    np.save(b["dir"] / "annotations" / f"77001_{vid}.npy", truth)   # .npy: 3 seconds, as MCN's anno/
     features = EvalFeatures.open(text=[], word2vec=b["dir"] / "word2vec.h5", max_words=20, audio_frames=300,
                                  word_dim=DIM, fingerprint=b["word2vec"].fingerprint,
                                  video=[b["dir"] / "video_long.h5"])
     try:
-        for pool in ("features", "scores"):
-            outcome = evaluate_steps(OracleModel(), scoring, "crosstask", b["files"]["crosstask"], features, 4, CPU,
-                                     settings={"pool": pool})
-            assert outcome.metrics == {"crosstask_recall": pytest.approx(100.0)}, pool
+        recall = {pool: evaluate_steps(OracleModel(), scoring, "crosstask", b["files"]["crosstask"], features, 4,
+                                       CPU, settings={"pool": pool}).metrics["crosstask_recall"]
+                  for pool in ("features", "scores")}
+        assert recall == {"features": pytest.approx(100.0), "scores": pytest.approx(50.0)}
         with pytest.raises(ValueError, match="allowed values: features, scores"):
             evaluate_steps(OracleModel(), scoring, "crosstask", b["files"]["crosstask"], features, 4, CPU,
                            settings={"pool": "mean"})
@@ -465,6 +478,9 @@ def test_evaluate_cli_runs_mining_youtube_with_the_real_mcn(step_benchmark, caps
     assert result["task"] == "mining_youtube" and result["protocol"] == "mcn"
     assert list(result["metrics"]) == ["mining_youtube_recall"] and 0.0 <= result["metrics"]["mining_youtube_recall"] <= 100.0
     assert (result["n_queries"], result["n_missing"], result["n_excluded"]) == (1, 0, 0)
+    # the per-video values reach the result file (results/statistics.csv reads them from there)
+    assert result["per_query"]["keys"] == ["0:stepvid0001"]
+    assert result["per_query"]["values"]["mining_youtube_recall"] == [result["metrics"]["mining_youtube_recall"]]
     # a Mining YouTube benchmark on a corpus of another reader is refused, naming both
     settings.update(spec={**spec, "reader": "crosstask", "steps": "s.txt"})
     assert cli_main([*argv[:8], json.dumps(settings), *argv[9:]]) == 2

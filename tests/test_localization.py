@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from mcnflow.evaluation.crosstask import (CrossTaskVideo, assign_steps, crosstask_metrics, read_annotation,
-                                          read_steps, read_videos, step_recall)
+from mcnflow.evaluation.crosstask import (STEP_TASKS, CrossTaskVideo, aggregate, assign_steps, crosstask_metrics,
+                                          read_annotation, read_steps, read_videos, step_recall, steps_per_query)
 from mcnflow.evaluation.localization import decode_interval, localization_metrics, smooth, temporal_iou
+from mcnflow.statistics import aggregate_value
 
 
 def test_smoothing_is_a_centred_mean_that_does_not_pull_edges_down():
@@ -110,6 +111,30 @@ def test_recall_and_its_averaging_over_videos_then_tasks():
     metrics, per_task = crosstask_metrics({"a": [0.5, 1.0], "b": [0.0]})
     assert per_task == {"a": pytest.approx(75.0), "b": 0.0}
     assert metrics["crosstask_recall"] == pytest.approx(37.5)
+
+
+@pytest.mark.parametrize("task", ["crosstask", "mining_youtube"])
+@pytest.mark.parametrize("convention", ["present", "failures"])
+def test_per_video_values_aggregate_to_the_benchmarks_recall(task, convention):
+    """Each video's recall is stored (x100) for the statistics, and aggregating them as the record
+    says gives the benchmark's metric: CrossTask a mean of task means, Mining YouTube a mean of videos."""
+    records = [("0:v0", "a", 1.0), ("1:v1", "a", 0.5), ("2:v2", "a", 0.0), ("3:v3", "b", 0.25),
+               ("4:v4", "b", None), ("5:v5", "c", None)]          # None: a video without features
+    protocol = STEP_TASKS[task]
+    per_query = steps_per_query(protocol, records, convention)
+    kept = [r for r in records if r[2] is not None or convention == "failures"]
+    assert per_query["keys"] == [key for key, _, _ in kept]
+    assert per_query["values"][protocol.metric] == pytest.approx([100.0 * (r or 0.0) for _, _, r in kept])
+    metrics, _ = aggregate(protocol, [(g, 0.0 if r is None else r) for _, g, r in kept])
+    aggregated = aggregate_value(per_query["values"][protocol.metric], per_query["aggregate"][protocol.metric],
+                                 per_query.get("groups"))
+    assert aggregated == pytest.approx(metrics[protocol.metric])
+    if task == "crosstask":
+        assert per_query["groups"] == [g for _, g, _ in kept]
+        # a plain mean over the videos would differ: task a has three videos, b one or two
+        assert aggregated != pytest.approx(np.mean(per_query["values"][protocol.metric]))
+    else:
+        assert "groups" not in per_query
 
 
 def test_crosstask_files_in_both_release_formats(tmp_path):

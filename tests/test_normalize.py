@@ -1,8 +1,11 @@
-"""normalize: exact output format for every input shape, a ledger row for every bad input, resume."""
+"""The normalization (what ``mcnflow media`` encodes, :func:`normalize_video` runs its graph on one file):
+exact output format for every input shape, the ledger status of every bad input, ffmpeg failures
+split into input problems (rows) and machine failures (the job stops), trust in a kept file.
+
+The shard job itself (ledger rows, resume, failed jobs) is tested in test_media.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,16 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcnflow import cli
 from mcnflow.core.config import ConfigError
-from mcnflow.core.ledger import (DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger,
-                            write_ledger)
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, write_ledger
 from mcnflow.core.media_probe import probe
-from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, _ffmpeg_failure, normalize_shard,
+from mcnflow.normalize import (EnvironmentFailure, NormalizeFailure, NormalizeSettings, ffmpeg_failure,
                                normalize_video, sampler_frame_indices, sampler_frame_indices_expr, scaled_size,
-                               verify_output)
-
-REPO = Path(__file__).resolve().parents[1]
+                               trusted_row, verify_output)
 
 # config.yaml's normalize section with the fastest preset (tests check format, not quality).
 SETTINGS = dict(width=454, height=256, fps=30, audio_rate=16000, resize_mode="pad", video_codec="libx264",
@@ -210,13 +209,16 @@ def test_verify_output_names_what_differs(inputs):
     assert any("input has none" in p for p in verify_output(good, settings(), duration=2.0, has_audio=False))
 
 
-def test_ffmpeg_failures_split_into_corrupt_and_error(tmp_path):
-    corrupt = _ffmpeg_failure(b"[h264 @ 0x1] Invalid NAL unit size\nError while decoding stream #0:0: "
-                              b"Invalid data found when processing input\n", tmp_path / "x.mp4")
+def test_ffmpeg_failures_split_into_input_problems_and_machine_failures(tmp_path):
+    corrupt = ffmpeg_failure(b"[h264 @ 0x1] Invalid NAL unit size\nError while decoding stream #0:0: "
+                             b"Invalid data found when processing input\n", tmp_path / "x.mp4")
     assert corrupt.status == "corrupt" and corrupt.message == "[h264] Invalid NAL unit size"
-    other = _ffmpeg_failure(b"[libx264 @ 0x2] Error: No space left on device\nConversion failed!\n",
-                            tmp_path / "x.mp4")
-    assert other.status == "error" and "No space left on device" in other.message
+    other = ffmpeg_failure(b"[mov,mp4 @ 0x2] stream 1, offset 0x30: unexpected packet layout\nConversion failed!\n",
+                           tmp_path / "x.mp4")
+    assert other.status == "error" and "unexpected packet layout" in other.message  # retried by a rerun
+    # a full disk is no fact about the video: no row, the job stops
+    with pytest.raises(EnvironmentFailure, match="No space left on device"):
+        ffmpeg_failure(b"[libx264 @ 0x2] Error: No space left on device\nConversion failed!\n", tmp_path / "x.mp4")
 
 
 def test_settings_must_be_complete_and_allowed():
@@ -232,47 +234,6 @@ def download_ledger(path: Path, rows: list[tuple[str, str, Path | str]]) -> Path
     return path
 
 
-def test_shard_gives_every_video_a_row_and_goes_on_after_bad_ones(inputs, tmp_path):
-    downloads = download_ledger(tmp_path / "download.tsv", [
-        ("vid_trunc", "ok", inputs["truncated"]),
-        ("vid_wide", "ok", inputs["wide"]),
-        ("vid_gone", "unavailable", ""),
-        ("vid_empty", "ok", inputs["empty"]),
-        ("vid_music", "ok", inputs["audio_only"]),
-        ("vid_missing", "ok", tmp_path / "nowhere.mp4"),
-        ("vid_silent", "ok", inputs["silent"]),
-    ])
-    ledger, out_dir = tmp_path / "normalize" / "shard-00000.tsv", tmp_path / "normalize" / "shard-00000"
-    normalize_shard(downloads, ledger, out_dir, settings())
-
-    rows = read_ledger(ledger)
-    assert list(rows[0]) == list(NORMALIZE_COLUMNS)
-    by_id = {row["video_id"]: row for row in rows}
-    assert [row["video_id"] for row in rows] == ["vid_trunc", "vid_wide", "vid_gone", "vid_empty", "vid_music",
-                                                 "vid_missing", "vid_silent"]
-    assert {vid: row["status"] for vid, row in by_id.items()} == {
-        "vid_trunc": "corrupt", "vid_wide": "ok", "vid_gone": "not_downloaded", "vid_empty": "empty_input",
-        "vid_music": "no_video", "vid_missing": "error", "vid_silent": "ok"}
-    assert by_id["vid_gone"]["message"] == "download status: unavailable"
-    assert "moov atom not found" in by_id["vid_trunc"]["message"]
-    wide = by_id["vid_wide"]
-    assert (wide["has_audio"], wide["width"], wide["height"], wide["fps"]) == ("true", "454", "256", "30")
-    assert wide["path"] == str(out_dir / "vid_wide.mp4") and Path(wide["path"]).is_file()
-    assert by_id["vid_silent"]["has_audio"] == "false"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["vid_silent.mp4", "vid_wide.mp4"]
-    assert not journal_path(ledger).exists()
-
-
-def test_failed_video_leaves_no_earlier_output_behind(inputs, tmp_path):
-    out_dir = tmp_path / "shard"
-    out_dir.mkdir()
-    (out_dir / "vid_trunc.mp4").write_bytes(inputs["wide"].read_bytes())  # from an earlier download
-    downloads = download_ledger(tmp_path / "download.tsv", [("vid_trunc", "ok", inputs["truncated"])])
-    rows = normalize_shard(downloads, tmp_path / "shard.tsv", out_dir, settings())
-    assert rows[0]["status"] == "corrupt" and rows[0]["path"] == ""
-    assert list(out_dir.iterdir()) == []
-
-
 def test_paths_that_look_like_options_or_protocols(inputs, tmp_path):
     odd = tmp_path / "-i:odd name.mp4"
     odd.write_bytes(inputs["one_frame"].read_bytes())
@@ -280,82 +241,23 @@ def test_paths_that_look_like_options_or_protocols(inputs, tmp_path):
     assert out.n_frames == 1 and (tmp_path / "-out:put.mp4").is_file()
 
 
-def test_rerun_after_kill_keeps_finished_videos(inputs, tmp_path):
-    ledger, out_dir = tmp_path / "shard-00001.tsv", tmp_path / "shard-00001"
-    first = download_ledger(tmp_path / "first.tsv", [("vid_silent", "ok", inputs["silent"]),
-                                                     ("vid_one", "ok", inputs["one_frame"])])
-    done = {row["video_id"]: row for row in normalize_shard(first, ledger, out_dir, settings())}
-
-    # State of a job killed while encoding vid_wide: the journal holds vid_silent (output in place) and
-    # vid_one (whose output was since damaged), and ffmpeg's temporary file is still there.
-    ledger.unlink()
-    journal = Journal(journal_path(ledger), NORMALIZE_COLUMNS)
-    journal.append(done["vid_silent"])
-    journal.append(done["vid_one"])
-    kept, damaged = out_dir / "vid_silent.mp4", out_dir / "vid_one.mp4"
-    os.utime(kept, ns=(1_000_000_000, 1_000_000_000))
-    damaged.write_bytes(damaged.read_bytes()[:100])
-    leftover = out_dir / ".tmp-vid_wide.mp4.k1lled"
-    leftover.write_bytes(inputs["wide"].read_bytes())  # a complete-looking file must not be trusted either
-
-    downloads = download_ledger(tmp_path / "download.tsv", [("vid_wide", "ok", inputs["wide"]),
-                                                            ("vid_silent", "ok", inputs["silent"]),
-                                                            ("vid_one", "ok", inputs["one_frame"])])
-    rows = normalize_shard(downloads, ledger, out_dir, settings())
-
-    assert [(row["video_id"], row["status"]) for row in rows] == [("vid_wide", "ok"), ("vid_silent", "ok"),
-                                                                  ("vid_one", "ok")]
-    assert kept.stat().st_mtime_ns == 1_000_000_000  # not re-encoded
-    assert probe(damaged).n_frames == 1  # redone
-    assert not leftover.exists()
-    assert probe(out_dir / "vid_wide.mp4").has_audio
-    assert sorted(p.name for p in out_dir.iterdir()) == ["vid_one.mp4", "vid_silent.mp4", "vid_wide.mp4"]
-
-
-def test_start_removes_only_this_shards_temporaries(inputs, tmp_path):
-    """Shards share the ledger directory (and may share an output directory): a start must not delete
-    what another shard's running job is writing."""
-    ledger_dir, out_dir = tmp_path / "normalize" / "demo", tmp_path / "normalize" / "demo" / "videos"
-    out_dir.mkdir(parents=True)
-    ledger = ledger_dir / "shard-00001.tsv"
-    own = [ledger_dir / ".tmp-shard-00001.tsv.k1lled00", out_dir / ".tmp-vid_one.mp4.k1lled00",
-           out_dir / ".tmp-vid_gone.mp4.k1lled00"]
-    others = [ledger_dir / ".tmp-shard-00002.tsv.runn1ng0", ledger_dir / ".tmp-shard-00001.tsv2.runn1ng0",
-              out_dir / ".tmp-vid_other.mp4.runn1ng0", out_dir / ".tmp-vid_one.mp4x.runn1ng0"]
-    for path in own + others:
-        path.write_bytes(b"partial")
-    downloads = download_ledger(tmp_path / "download.tsv", [("vid_one", "ok", inputs["one_frame"]),
-                                                            ("vid_gone", "private", "")])
-    rows = normalize_shard(downloads, ledger, out_dir, settings())
-    assert [row["status"] for row in rows] == ["ok", "not_downloaded"]
-    assert not any(path.exists() for path in own)
-    assert all(path.read_bytes() == b"partial" for path in others)
-    assert not journal_path(ledger).exists() and not (ledger_dir / "shard-00001.tsv.parts").exists()
-
-
-def test_cli_with_config_yaml(inputs, tmp_path):
-    downloads = download_ledger(tmp_path / "download.tsv", [("vid_one", "ok", inputs["one_frame"]),
-                                                            ("vid_gone", "private", "")])
-    ledger, out_dir = tmp_path / "n" / "shard-00003.tsv", tmp_path / "n" / "shard-00003"
-    code = cli.main(["normalize", "--download-ledger", str(downloads), "--ledger", str(ledger),
-                     "--out-dir", str(out_dir), "--config", str(REPO / "config.yaml")])
-    assert code == 0
-    assert [row["status"] for row in read_ledger(ledger)] == ["ok", "not_downloaded"]
-    assert (out_dir / "vid_one.mp4").is_file()
-
-
-def test_cli_with_settings_json(inputs, tmp_path):
-    downloads = download_ledger(tmp_path / "download.tsv", [("vid_silent", "ok", inputs["silent"])])
-    ledger = tmp_path / "shard.tsv"
-    args = ["normalize", "--download-ledger", str(downloads), "--ledger", str(ledger), "--out-dir",
-            str(tmp_path / "out")]
-    assert cli.main([*args, "--settings", json.dumps({**SETTINGS, "resize_mode": "crop"})]) == 0
-    assert read_ledger(ledger)[0]["status"] == "ok"
-    incomplete = {k: v for k, v in SETTINGS.items() if k != "fps"}
-    assert cli.main([*args, "--settings", json.dumps(incomplete)]) == 2
-    missing = ["normalize", "--download-ledger", str(tmp_path / "nope.tsv"), "--ledger", str(ledger),
-               "--out-dir", str(tmp_path / "out"), "--settings", json.dumps(SETTINGS)]
-    assert cli.main(missing) == 1
+def test_a_kept_file_is_trusted_only_while_it_is_the_file_its_row_describes(inputs, tmp_path):
+    kept = tmp_path / "vid_wide.mp4"
+    made = normalize_video(inputs["wide"], kept, settings())
+    row = dict(video_id="vid_wide", status="ok", message="", has_audio="true", duration=str(made.duration),
+               width="454", height="256", fps="30", path=str(kept))
+    assert trusted_row(row, kept, settings())
+    assert not trusted_row({**row, "has_audio": "false"}, kept, settings())  # another video's row
+    assert not trusted_row({**row, "duration": str(made.duration + 0.5)}, kept, settings())
+    assert not trusted_row(row, kept, settings(width=320))  # made with other settings
+    kept.write_bytes(kept.read_bytes()[:1000])  # damaged
+    assert not trusted_row(row, kept, settings())
+    kept.unlink()
+    assert not trusted_row(row, kept, settings())
+    assert trusted_row(row, None, settings())  # normalize.keep false: nothing to check
+    # failures stand (the same input fails the same way), except error: its cause may have passed
+    assert trusted_row(dict(video_id="x", status="corrupt", message="moov atom not found"), kept, settings())
+    assert not trusted_row(dict(video_id="x", status="error", message="ffmpeg failed: ?"), kept, settings())
 
 
 # --- keyframes aligned to the 1 fps sampler --------------------------------------------------------

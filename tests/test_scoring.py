@@ -287,7 +287,8 @@ def test_a_checkpoint_of_another_experiment_is_refused(benchmark, capsys):
 
 
 def test_oracle_recalls_every_crosstask_step(benchmark):
-    from mcnflow.evaluation.crosstask import evaluate_crosstask
+    from mcnflow.evaluation.crosstask import evaluate_steps
+    from mcnflow.statistics import aggregate_value
     d = benchmark["dir"]
     (d / "videos.csv").write_text("101,vidAAAAAAA1,https://youtu.be/x\n101,vidAAAAAAA2,https://youtu.be/y\n"
                                   "202,vidAAAAAAA3,https://youtu.be/z\n202,vidMISSING01,https://youtu.be/w\n")
@@ -301,17 +302,31 @@ def test_oracle_recalls_every_crosstask_step(benchmark):
     truth[5:9, 0] = truth[14:19, 1] = 1
     np.save(annotations / "202_vidAAAAAAA3.npy", truth)
     files = {"videos": str(d / "videos.csv"), "steps": str(d / "tasks_primary.txt"), "annotations": str(annotations)}
-    outcome = evaluate_crosstask(OracleModel(), choose_scoring(["tv"], "shared"), files, _features(benchmark), 8,
-                                 torch.device("cpu"))
+    outcome = evaluate_steps(OracleModel(), choose_scoring(["tv"], "shared"), "crosstask", files, _features(benchmark),
+                             8, torch.device("cpu"))
     assert (outcome.n_queries, outcome.n_missing) == (4, 1)
     # task 101: video 1 recall 1, video 2 recall 0 -> 50; task 202: video 3 recall 1 -> 100 over the
     # videos present (MCN's loader lists only videos with features), 50 with the missing one as recall 0
     assert outcome.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(100.0)}
     assert outcome.metrics == {"crosstask_recall": pytest.approx(75.0)}
     assert outcome.by_convention["failures"] == {"crosstask_recall": pytest.approx(50.0)}
-    failures = evaluate_crosstask(OracleModel(), choose_scoring(["tv"], "shared"), files, _features(benchmark), 8,
-                                  torch.device("cpu"), convention="failures")
+    # each scored video's recall, with its task: the statistics' per-query values (a mean of task
+    # means, 75; the plain mean over videos would be 66.7)
+    per_query = outcome.extra["per_query"]
+    assert per_query == {"keys": ["0:vidAAAAAAA1", "1:vidAAAAAAA2", "2:vidAAAAAAA3"],
+                         "values": {"crosstask_recall": [pytest.approx(100.0), 0.0, pytest.approx(100.0)]},
+                         "aggregate": {"crosstask_recall": "group_mean"}, "groups": ["101", "101", "202"]}
+    assert aggregate_value(per_query["values"]["crosstask_recall"], "group_mean",
+                           per_query["groups"]) == pytest.approx(outcome.metrics["crosstask_recall"])
+    failures = evaluate_steps(OracleModel(), choose_scoring(["tv"], "shared"), "crosstask", files, _features(benchmark),
+                              8, torch.device("cpu"), convention="failures")
     assert failures.extra["per_task"] == {"101": pytest.approx(50.0), "202": pytest.approx(50.0)}
+    # failures: the missing video is a query too, with recall 0
+    per_query = failures.extra["per_query"]
+    assert per_query["keys"][-1] == "3:vidMISSING01" and per_query["groups"][-1] == "202"
+    assert per_query["values"]["crosstask_recall"][-1] == 0.0
+    assert aggregate_value(per_query["values"]["crosstask_recall"], "group_mean",
+                           per_query["groups"]) == pytest.approx(failures.metrics["crosstask_recall"])
 
 
 def test_msrvtt_whole_clip_queries(tmp_path):

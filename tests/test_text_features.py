@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from mcnflow.caption_split import split_captions
 from mcnflow.core.config import ConfigError
+from mcnflow.corpora import open_corpus
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, NORMALIZE_COLUMNS, read_ledger, write_ledger
 from mcnflow.features import text, word2vec
 from mcnflow.features.store import ShardReader
@@ -59,6 +61,8 @@ def corpora(tmp_path):
     }
     manifests = [write_manifest(tmp_path / "howto100m.tsv", list(HOWTO_CAPTIONS)),
                  write_manifest(tmp_path / "youcook2.tsv", list(YOUCOOK["database"]))]
+    # HowTo100M's caption.json is read per shard: split it as the workflow's split_captions job does
+    split_captions(open_corpus("howto100m", specs["howto100m"]), str(manifests[0]), tmp_path / "captions", 1 << 20)
     return specs, manifests
 
 
@@ -71,7 +75,8 @@ def run(module, argv):
 def build_word2vec(tmp_path, spec, manifest, w2v, name="word2vec.h5"):
     out = tmp_path / name
     settings = {"word2vec": w2v, "corpus": "howto100m", "spec": spec}
-    assert run(word2vec, ["--manifest", str(manifest), "--output", str(out), "--settings", json.dumps(settings)]) == 0
+    assert run(word2vec, ["--manifest", str(manifest), "--captions-dir", str(tmp_path / "captions"),
+                          "--output", str(out), "--settings", json.dumps(settings)]) == 0
     return read_word_vectors(out)
 
 
@@ -94,6 +99,14 @@ def test_word2vec_trained_on_the_training_captions_only_is_deterministic(tmp_pat
     np.testing.assert_array_equal(vectors.vectors, again.vectors)
     other = build_word2vec(tmp_path, specs["howto100m"], manifests[0], {**W2V, "seed": 1}, name="other.h5")
     assert other.fingerprint != vectors.fingerprint
+
+
+def test_word2vec_on_split_captions_needs_the_caption_directory(tmp_path, corpora):
+    specs, manifests = corpora
+    settings = {"word2vec": W2V, "corpus": "howto100m", "spec": specs["howto100m"]}
+    with pytest.raises(ConfigError, match="--captions-dir"):
+        run(word2vec, ["--manifest", str(manifests[0]), "--output", str(tmp_path / "x.h5"),
+                       "--settings", json.dumps(settings)])
 
 
 def write_binary(path, words, dim=8, seed=0):
@@ -235,6 +248,45 @@ def test_a_killed_text_shard_resumes_from_its_journal(tmp_path, corpora, monkeyp
     assert ShardReader(out).video_ids() == ["youcookvid1", "youcookvid2"]
     leftovers = sorted(p.name for p in ledger.parent.iterdir())
     assert leftovers == ["shard-00000.h5", "shard-00000.tsv"]
+
+
+def test_howto100m_text_shard_reads_its_shard_caption_file_and_names_bad_entries(tmp_path, corpora):
+    specs, _ = corpora
+    spec = specs["howto100m"]
+    captions = {**HOWTO_CAPTIONS,
+                "badlength01": {"start": [0.0, 1.0], "end": [1.0], "text": ["a", "b"]},
+                "badtimes001": {"start": ["noon"], "end": [4.0], "text": ["we chop"]}}
+    (tmp_path / "caption.json").write_text(json.dumps(captions), encoding="utf-8")
+    ids = ["nocaptions1", "badlength01", "howtovideo2", "badtimes001", "howtovideo1"]
+    manifest = tmp_path / "split.tsv"
+    manifest.write_text("video_id\tshard\tsource\n" + "".join(f"{v}\t{i // 3:05d}\thttps://x/{v}\n"
+                                                             for i, v in enumerate(ids)), encoding="utf-8")
+    split_captions(open_corpus("howto100m", spec), str(manifest), tmp_path / "split", 1)
+    source(tmp_path, ["we", "chop", "the", "onion", "fry", "tomato"])
+    norm = normalize_ledger(tmp_path / "norm.tsv", dict.fromkeys(ids, "ok"))
+    argv = ["--corpus", "howto100m", "--manifest", str(manifest), "--normalize-ledger", str(norm),
+            "--word2vec", str(tmp_path / "w2v.h5"), "--settings", text_settings("howto100m", spec)]
+    outcomes = {}
+    for shard in ("00000", "00001"):
+        out, ledger = tmp_path / f"shard-{shard}.h5", tmp_path / f"shard-{shard}.tsv"
+        assert run(text, [*argv, "--shard", shard, "--captions", str(tmp_path / "split" / f"shard-{shard}.jsonl"),
+                          "--output", str(out), "--ledger", str(ledger)]) == 0
+        outcomes.update({row["video_id"]: row for row in read_ledger(ledger)})
+    assert {v: r["status"] for v, r in outcomes.items()} == {
+        "nocaptions1": "no_captions", "badlength01": "error", "howtovideo2": "ok", "badtimes001": "error",
+        "howtovideo1": "ok"}
+    assert "badlength01 has start/end/text of different lengths" in outcomes["badlength01"]["message"]
+    assert "badtimes001: caption 0 has a non-numeric time" in outcomes["badtimes001"]["message"]
+    reader = ShardReader(tmp_path / "shard-00001.h5")
+    words = reader.word_table()[0]
+    data = reader.read("howtovideo1")
+    assert [words[i] for i in data["token_ids"][:3]] == ["we", "chop", "the"]
+    # another shard's caption file, or none, is refused before any video is read
+    with pytest.raises(ConfigError, match="is for shard '00000', not '00001'"):
+        run(text, [*argv, "--shard", "00001", "--captions", str(tmp_path / "split" / "shard-00000.jsonl"),
+                   "--output", str(tmp_path / "x.h5"), "--ledger", str(tmp_path / "x.tsv")])
+    with pytest.raises(ConfigError, match="--captions"):
+        run(text, [*argv, "--shard", "00001", "--output", str(tmp_path / "x.h5"), "--ledger", str(tmp_path / "x.tsv")])
 
 
 VTT = """WEBVTT

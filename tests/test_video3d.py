@@ -1,5 +1,5 @@
-"""3D ResNeXt-101 features (`mcnflow extract video3d`, mcnflow.features.resnext3d): the recipe, the
-checkpoint, random init, and the shard file.
+"""3D ResNeXt-101 features (mcnflow.features.resnext3d, ``mcnflow media`` with 3D video): the recipe,
+the checkpoint, random init, and the shard file.
 
 ResNeXt-101 3D costs about 1.5-2.5 s per 16 x 112 x 112 clip on the 2-core test machine, so the shard
 tests run it on 32 x 32 crops (the same network: global pooling makes it size-agnostic) and the
@@ -18,16 +18,19 @@ import pytest
 import torch
 
 from mcnflow import cli
-from mcnflow.core.config import ConfigError
-from mcnflow.core.ledger import NORMALIZE_COLUMNS, read_ledger
-from mcnflow.features.frames import decode_frames
+from mcnflow.core.config import ConfigError, load_config
+from mcnflow.core.ledger import DOWNLOAD_COLUMNS, read_ledger, write_ledger
+from mcnflow.core.plan import Plan
+from mcnflow.features.frames import decode_frames, expected_frames
 from mcnflow.features.resnet import WeightsError
-from mcnflow.features.resnext3d import (KINETICS_MEAN, ClipEncoder, Recipe3D, ResNeXt3DWeights, clip_batches,
-                                        crop_box, n_clips, preprocess_3d, resize_and_crop)
+from mcnflow.features.resnext3d import (KINETICS_MEAN, ClipEncoder, ClipPreprocess, Recipe3D, ResNeXt3DWeights,
+                                        clip_batches, crop_box, n_clips, resize_and_crop)
 from mcnflow.features.store import ShardReader, is_complete
-from mcnflow.features.video3d import check_settings, decode_clip_frames, expected_rows, extract_shard
+from mcnflow.features.video3d import check_settings
+from mcnflow.media.stage import Outputs, media_shard
 from shard_utils import h5_contents, leftovers
 
+REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 SHALLOW = (1, 1, 1, 1)
 
@@ -46,16 +49,28 @@ def make_video(path: Path, seconds: float, source: str = "testsrc2", size: str =
     return path
 
 
-def normalize_ledger(path: Path, rows: list[tuple[str, Path | None, str, float | None]]) -> Path:
-    lines = ["\t".join(NORMALIZE_COLUMNS)]
-    for video_id, video, status, duration in rows:
-        row = dict.fromkeys(NORMALIZE_COLUMNS, "")
-        row.update(video_id=video_id, status=status, path=str(video) if video else "",
-                   message="" if status == "ok" else "moov atom not found",
-                   duration="" if duration is None else str(duration))
-        lines.append("\t".join(row[c] for c in NORMALIZE_COLUMNS))
-    path.write_text("\n".join(lines) + "\n")
+def download_ledger(path: Path, rows: list[tuple[str, Path | None]]) -> Path:
+    """A download ledger: ``None`` for a video that was not downloaded."""
+    write_ledger(path, [dict(video_id=vid, status="ok" if video else "unavailable", path=str(video or ""),
+                             message="", attempts=1) for vid, video in rows], DOWNLOAD_COLUMNS)
     return path
+
+
+def media_stage_settings(**video3d) -> dict:
+    """config.yaml's media stage (2D + 3D video), scaled down: no kept videos, small 2D frames, the 3D
+    settings of :func:`settings` (32 x 32 crops)."""
+    config = load_config([REPO / "config.yaml"], {
+        "normalize": {"keep": False},
+        "training": {"video_features": ["2d", "3d"], "video_dim": 4096},
+        "features": {"video": {"weights": "none", "short_side": 64, "batch_size": 1, "decode_workers": 0,
+                               "device": "cpu"},
+                     "video3d": {k: v for k, v in settings(**video3d).items() if k != "compression"}}})
+    return json.loads(json.dumps(Plan(config).settings("media")))
+
+
+def media_outputs(root: Path) -> Outputs:
+    return Outputs(root / "normalize.tsv", None, {name: (root / f"{name}.h5", root / f"{name}.tsv")
+                                                  for name in ("video", "audio", "video3d")})
 
 
 def cosines(features: np.ndarray) -> np.ndarray:
@@ -71,7 +86,8 @@ def test_rows_per_second_and_the_rounding_of_partial_clips():
     # a partial last clip counts: rows = ceil(frames / 16)
     assert [n_clips(t) for t in (0, 1, 15, 16, 17, 32, 33, 96, 103)] == [0, 1, 1, 1, 2, 2, 3, 6, 7]
     # frames = floor(24 d + 0.5) (ffmpeg's fps filter, at least 1), rows = ceil(frames / 16)
-    assert [expected_rows(d) for d in (4.0, 4.3, 10.0, 0.5, 0.02, 2 / 3, 0.7)] == [6, 7, 15, 1, 1, 1, 2]
+    rows = [n_clips(expected_frames(d, 24)) for d in (4.0, 4.3, 10.0, 0.5, 0.02, 2 / 3, 0.7)]
+    assert rows == [6, 7, 15, 1, 1, 1, 2]
 
 
 def test_clip_batches_pad_the_last_clip_with_zero_frames():
@@ -87,7 +103,7 @@ def test_clip_batches_pad_the_last_clip_with_zero_frames():
 def test_preprocessing_crops_the_centre_and_subtracts_the_kinetics_mean():
     # landscape, short side already 112 (as ffmpeg's scale gives it): column c holds the value c
     columns = torch.arange(198, dtype=torch.uint8).view(1, 1, 198, 1).expand(2, 112, 198, 3)
-    x = preprocess_3d(columns)
+    x = ClipPreprocess()(columns)
     assert x.shape == (2, 3, 112, 112) and x.dtype == torch.float32
     assert crop_box(198, 112, 112) == (43, 0)  # int((198 - 112) / 2)
     for channel, mean in enumerate((110.6, 103.2, 96.3)):
@@ -99,18 +115,9 @@ def test_preprocessing_crops_the_centre_and_subtracts_the_kinetics_mean():
     # a frame of another size is scaled to short side 112 first (int(396 * 112 / 224) = 198), then cropped
     grey = torch.full((1, 224, 396, 3), 200, dtype=torch.uint8)
     assert torch.equal(resize_and_crop(grey), torch.full((1, 112, 112, 3), 200, dtype=torch.uint8))
-    assert torch.allclose(preprocess_3d(grey)[0, :, 5, 7], torch.tensor([200.0]) - torch.tensor(KINETICS_MEAN))
+    assert torch.allclose(ClipPreprocess()(grey)[0, :, 5, 7], torch.tensor([200.0]) - torch.tensor(KINETICS_MEAN))
     with pytest.raises(ValueError, match="uint8"):
-        preprocess_3d(torch.zeros(1, 112, 112, 3))
-
-
-def test_ffmpeg_crop_equals_cropping_the_scaled_frame(tmp_path):
-    """The extractor lets ffmpeg crop; the pixels are those of the scaled frame's centre crop."""
-    video = make_video(tmp_path / "t.mp4", 0.5, size="454x256")
-    cropped = decode_clip_frames(video, 24, 112, 112)
-    scaled = decode_frames(video, 24, 112)  # 198 x 112, no crop
-    assert cropped.frames.shape == (12, 112, 112, 3) and scaled.frames.shape == (12, 112, 198, 3)
-    assert np.array_equal(cropped.frames, resize_and_crop(torch.from_numpy(scaled.frames)).numpy())
+        ClipPreprocess()(torch.zeros(1, 112, 112, 3))
 
 
 # --- the checkpoint ----------------------------------------------------------------------------------
@@ -226,7 +233,8 @@ def test_wrong_checkpoints_fail_naming_the_file_and_the_key(tmp_path):
 def test_random_init_features_are_not_collapsed(tmp_path):
     """Full depth, full size: features of different clips must differ (cosine < 0.99; with plain random
     init, without the zero-initialised last BN of each block, testsrc2 vs smptebars gives 0.992)."""
-    clips = [decode_clip_frames(make_video(tmp_path / f"{source}.mp4", 0.7, source, "454x256")).frames[:16]
+    clips = [resize_and_crop(torch.from_numpy(decode_frames(make_video(tmp_path / f"{source}.mp4", 0.7, source,
+                                                                      "454x256"), 24, 112).frames))[:16].numpy()
              for source in ("testsrc2", "smptebars", "mandelbrot")]
     red = np.zeros((16, 112, 112, 3), np.uint8)
     red[..., 0] = 255
@@ -259,10 +267,11 @@ def test_settings_come_from_the_config_and_errors_name_the_key(repo_root):
 
     from mcnflow.core.frozen import thaw
 
-    real = Plan(load_config([repo_root / "config.yaml"])).settings("features.video3d")
+    # the media stage carries the 3D settings when an experiment reads 3D features (config.yaml's do)
+    real = Plan(load_config([repo_root / "config.yaml"])).settings("media")["video3d"]
     assert thaw(real) == settings(weights="data/models/resnext101.pth", short_side=112, crop=112, batch_size=64,
                                   device="auto", decode_workers=2)
-    demo = Plan(load_config([repo_root / "config.yaml", repo_root / "demo" / "config.yaml"])).settings("features.video3d")
+    demo = Plan(load_config([repo_root / "config.yaml", repo_root / "demo" / "config.yaml"])).settings("media")["video3d"]
     assert demo["weights"] == "none"
     assert check_settings(settings()) == settings()
     with pytest.raises(ConfigError, match="features.video3d.crop.*larger than.*short_side"):
@@ -271,29 +280,46 @@ def test_settings_come_from_the_config_and_errors_name_the_key(repo_root):
         check_settings(settings(weights="some/checkpoint.pth", blocks=[1, 1, 1, 1]))
     with pytest.raises(ConfigError, match="unknown key.*colour"):
         check_settings(settings(colour="red"))
-    allowed = r"features.video3d.device': 'tpu' is not allowed; allowed values: 'auto', 'cpu', 'cuda'"
+    allowed = r"video3d.device': 'tpu' is not allowed; allowed values: 'auto', 'cpu', 'cuda'"
+    media = thaw(Plan(load_config([repo_root / "config.yaml"])).settings("media"))
+    media["video3d"]["device"] = "tpu"
     with pytest.raises(ConfigError, match=allowed):
-        validate_stage_settings("features.video3d", settings(device="tpu"))
+        validate_stage_settings("media", media)
 
 
-# --- the shard -----------------------------------------------------------------------------------------
+# --- the shard (mcnflow media) -------------------------------------------------------------------------
 
-def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
+def shallow_encoder() -> ClipEncoder:
+    return ClipEncoder(ResNeXt3DWeights.random(0, SHALLOW), CPU, batch_size=4, recipe=Recipe3D(short_side=32, crop=32))
+
+
+@pytest.fixture(scope="module")
+def encoder_2d():
+    """The media job's 2D encoder, built once (a ResNet-152 random init takes seconds)."""
+    from mcnflow.features.video import build_encoder
+
+    return build_encoder(media_stage_settings()["video"])
+
+
+@pytest.mark.slow
+def test_the_media_shard_gives_1_5_3d_rows_per_second(tmp_path, encoder_2d):
     four = make_video(tmp_path / "four.mp4", 4.0)          # 96 frames at 24 fps -> 6 clips
     partial = make_video(tmp_path / "partial.mp4", 4.3)    # 103 frames -> 6 full clips + 1 padded = 7
     red = make_video(tmp_path / "red.mp4", 0.7, source="color=c=red")  # 17 frames -> 2 clips
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 100)
-    ledger_in = normalize_ledger(tmp_path / "normalize.tsv", [
-        ("four", four, "ok", 4.0), ("gone", None, "corrupt", None), ("partial", partial, "ok", 4.3),
-        ("broken", broken, "ok", 1.0), ("red", red, "ok", 0.7)])
-    out, ledger = tmp_path / "video3d" / "shard-00002.h5", tmp_path / "video3d" / "shard-00002.tsv"
-    extract_shard(read_ledger(ledger_in), "demo", "00002", out, ledger, settings(), progress=False,
-                  encoder=shallow_encoder())
-    assert [(r["video_id"], r["status"], r["length"]) for r in read_ledger(ledger)] == [
-        ("four", "ok", "6"), ("gone", "no_media", "0"), ("partial", "ok", "7"), ("broken", "error", "0"),
+    downloads = download_ledger(tmp_path / "download.tsv", [
+        ("four", four), ("gone", None), ("partial", partial), ("broken", broken), ("red", red)])
+    settings_3d = media_stage_settings()
+    media_shard(downloads, "demo", "00002", media_outputs(tmp_path / "out"), settings_3d, progress=False,
+                encoders={"video": encoder_2d, "video3d": shallow_encoder()})
+    rows = read_ledger(tmp_path / "out" / "video3d.tsv")
+    assert [(r["video_id"], r["status"], r["length"]) for r in rows] == [
+        ("four", "ok", "6"), ("gone", "no_media", "0"), ("partial", "ok", "7"), ("broken", "no_media", "0"),
         ("red", "ok", "2")]
+    assert "normalize status corrupt" in rows[3]["message"]
 
+    out = tmp_path / "out" / "video3d.h5"
     assert is_complete(out)
     reader = ShardReader(out)
     attrs = reader.attrs
@@ -302,7 +328,7 @@ def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
     assert attrs["pretrained"] == False and "NOT pretrained" in attrs["weights"]  # noqa: E712 (numpy bool)
     assert attrs["preprocess_mean"].tolist() == [110.6, 103.2, 96.3] and attrs["precision"] == "float32"
     assert attrs["weights_setting"] == "none" and attrs["feature_dim"] == 2048
-    assert json.loads(attrs["settings"]) == settings()
+    assert json.loads(attrs["settings"]) == settings_3d["video3d"]
     features = {v: reader.read(v) for v in ("four", "partial", "red")}
     assert {v: f.shape for v, f in features.items()} == {"four": (6, 2048), "partial": (7, 2048), "red": (2, 2048)}
     assert features["four"].dtype == np.float16
@@ -320,29 +346,28 @@ def test_extract_video3d_shard_gives_1_5_rows_per_second(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_extract_video3d_at_full_depth(tmp_path):
-    """`mcnflow extract video3d` builds ResNeXt-101 itself from the settings."""
+def test_media_cli_builds_the_full_resnext_101_from_the_settings(tmp_path):
     video = make_video(tmp_path / "v.mp4", 0.7)  # 17 frames: 2 clips
-    ledger_in = normalize_ledger(tmp_path / "normalize.tsv", [("v", video, "ok", 0.7)])
-    out, ledger = tmp_path / "shard-00000.h5", tmp_path / "shard-00000.tsv"
-    assert cli.main(["extract", "video3d", "--normalize-ledger", str(ledger_in), "--corpus", "demo",
-                     "--shard", "00000", "--output", str(out), "--ledger", str(ledger), "--quiet",
-                     "--settings", json.dumps(settings(decode_workers=1))]) == 0
-    reader = ShardReader(out)
+    downloads = download_ledger(tmp_path / "download.tsv", [("v", video)])
+    settings_3d = media_stage_settings()
+    settings_3d["video"]["decode_workers"] = 1
+    out = tmp_path / "out"
+    argv = ["media", "--download-ledger", str(downloads), "--corpus", "demo", "--shard", "00000",
+            "--normalize-ledger", str(out / "normalize.tsv"), "--quiet", "--settings", json.dumps(settings_3d)]
+    for name in ("video", "audio", "video3d"):
+        argv += [f"--{name}-output", str(out / f"{name}.h5"), f"--{name}-ledger", str(out / f"{name}.tsv")]
+    assert cli.main(argv) == 0
+    reader = ShardReader(out / "video3d.h5")
     assert reader.read("v").shape == (2, 2048) and reader.attrs["rows_per_second"] == 1.5
     assert "blocks" not in reader.attrs["weights"]  # the full ResNeXt-101
     reader.close()
 
 
-def shallow_encoder() -> ClipEncoder:
-    return ClipEncoder(ResNeXt3DWeights.random(0, SHALLOW), CPU, batch_size=4, recipe=Recipe3D(short_side=32, crop=32))
-
-
 class KilledAfter:
-    """The real encoder, but the job is killed (an exception) when video number ``videos + 1`` starts."""
+    """The real encoder, but the job is killed (an exception) when encode call number ``calls + 1`` starts."""
 
-    def __init__(self, encoder: ClipEncoder, videos: int):
-        self.encoder, self.left, self.encoded = encoder, videos, 0
+    def __init__(self, encoder: ClipEncoder, calls: int):
+        self.encoder, self.left, self.encoded = encoder, calls, 0
 
     def __getattr__(self, name):
         return getattr(self.encoder, name)
@@ -355,24 +380,26 @@ class KilledAfter:
         return self.encoder.encode(frames)
 
 
-def test_a_rerun_keeps_the_finished_parts(tmp_path, caplog):
+def test_a_rerun_keeps_the_finished_3d_parts(tmp_path, caplog, encoder_2d):
+    """Each 0.5 s video is one encode call (12 frames, fewer than a batch of clips). The 2D batch is
+    one frame, so when v1's 3D encode is killed, v0 has every row (the 2D one lands as v1's batch runs)."""
     videos = [make_video(tmp_path / f"v{i}.mp4", 0.5, source=f"color=c={c}") for i, c in enumerate(("red", "blue"))]
-    rows = [{**dict.fromkeys(NORMALIZE_COLUMNS, ""), "video_id": f"v{i}", "status": "ok", "path": str(p),
-             "duration": "0.5"} for i, p in enumerate(videos)]
+    downloads = download_ledger(tmp_path / "download.tsv", [(f"v{i}", p) for i, p in enumerate(videos)])
+    settings_3d = media_stage_settings()
     encoder = shallow_encoder()
-    out, ledger = tmp_path / "run" / "shard-00000.h5", tmp_path / "run" / "shard-00000.tsv"
     with pytest.raises(KeyboardInterrupt):
-        extract_shard(rows, "demo", 0, out, ledger, settings(), progress=False, encoder=KilledAfter(encoder, 1))
-    assert not out.exists() and [p.name for p in (tmp_path / "run" / "shard-00000.tsv.parts").glob("*.npz")] == ["v0.npz"]
+        media_shard(downloads, "demo", 0, media_outputs(tmp_path / "run"), settings_3d, progress=False,
+                    encoders={"video": encoder_2d, "video3d": KilledAfter(encoder, 1)})
+    assert not (tmp_path / "run" / "video3d.h5").exists()
+    assert [p.name for p in (tmp_path / "run" / "video3d.tsv.parts").glob("*.npz")] == ["v0.npz"]
 
     caplog.set_level(logging.INFO, logger="mcnflow")
     rerun = KilledAfter(encoder, 2)
-    extract_shard(rows, "demo", 0, out, ledger, settings(), progress=False, encoder=rerun)
+    media_shard(downloads, "demo", 0, media_outputs(tmp_path / "run"), settings_3d, progress=False,
+                encoders={"video": encoder_2d, "video3d": rerun})
     assert rerun.encoded == 1  # only v1
-    messages = [r.getMessage() for r in caplog.records]
-    assert "demo/0: 1 video(s) to extract, 1 outcome(s) kept from an earlier run" in messages
+    assert "demo/0: 1 video(s) to decode, 1 kept from an earlier run" in [r.getMessage() for r in caplog.records]
     assert leftovers(tmp_path / "run") == []
-    fresh_out = tmp_path / "fresh" / "shard-00000.h5"
-    extract_shard(rows, "demo", 0, fresh_out, tmp_path / "fresh" / "shard-00000.tsv", settings(), progress=False,
-                  encoder=encoder)
-    assert h5_contents(out) == h5_contents(fresh_out)
+    media_shard(downloads, "demo", 0, media_outputs(tmp_path / "fresh"), settings_3d, progress=False,
+                encoders={"video": encoder_2d, "video3d": encoder})
+    assert h5_contents(tmp_path / "run" / "video3d.h5") == h5_contents(tmp_path / "fresh" / "video3d.h5")

@@ -1,4 +1,6 @@
-"""`mcnflow extract video`: decoding, preprocessing, weights, the shard file and its atomicity.
+"""2D video features: the 1 fps decode and frame size, preprocessing, weights, batching across videos,
+and the documented reading code of the shard file. (The media stage that runs them on a shard is
+tested in test_media.py.)
 
 ResNet-152 runs at roughly 0.4-1 s per 397x224 frame on the 2-core test machine, so the model sees
 at most a handful of frames per test; most model checks use small frames.
@@ -6,30 +8,20 @@ at most a handful of frames per test; most model checks use small frames.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-import signal
+import copy
 import subprocess
-import sys
-import time
 import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from mcnflow import cli
 from mcnflow.features import frames as frames_module
 from mcnflow.features.frames import decode_frames, expected_frames, output_size
-from mcnflow.features.resnet import (FrameEncoder, ResNet152Features, ResNet152Weights, WeightsError,
-                                     random_resnet152)
-from mcnflow.features.store import ShardReader, is_complete
-from mcnflow.features.video import check_settings, plan_shard
-from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger
-from shard_utils import h5_contents, leftovers
+from mcnflow.features.resnet import FrameEncoder, ResNet152Weights, WeightsError, random_resnet152
+from mcnflow.features.video import BatchPipeline, check_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -48,20 +40,6 @@ def make_video(path: Path, colour: str, seconds: float, size: str = "454x256") -
     return path
 
 
-def normalize_row(video_id: str, path: Path | None, status: str = "ok", message: str = "",
-                  duration: float | None = None) -> dict:
-    row = dict.fromkeys(NORMALIZE_COLUMNS, "")
-    row.update(video_id=video_id, status=status, message=message,
-               path=str(path) if path else "", duration="" if duration is None else str(duration))
-    return row
-
-
-def write_normalize_ledger(path: Path, rows: list[dict]) -> Path:
-    lines = ["\t".join(NORMALIZE_COLUMNS)] + ["\t".join(r[c] for c in NORMALIZE_COLUMNS) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def uniform(rgb, height=64, width=112) -> torch.Tensor:
     return torch.tensor(rgb, dtype=torch.uint8).expand(height, width, 3)
 
@@ -69,6 +47,18 @@ def uniform(rgb, height=64, width=112) -> torch.Tensor:
 def cosine(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def torchvision_features(resnet: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """The reference features, written out without the code under test: the recipe's normalization
+    (x / 255, ImageNet mean and std) and torchvision's own forward pass up to its average pool."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    trunk = copy.deepcopy(resnet).eval()
+    trunk.fc = nn.Identity()  # torchvision's avgpool is the mean over H and W, then flatten
+    with torch.inference_mode():
+        return trunk(x)
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +142,7 @@ def test_weights_from_a_state_dict_file(saved_state):
     resnet, path = saved_state
     frame = uniform((30, 160, 90))[None]
     loaded = FrameEncoder(ResNet152Weights.resolve(str(path), seed=0), CPU, l2_normalize=False)
-    with torch.inference_mode():
-        reference = ResNet152Features(resnet).eval()(loaded.weights.preprocess(frame))
-    assert torch.allclose(loaded(frame), reference, atol=1e-5)
+    assert torch.allclose(loaded(frame), torchvision_features(resnet, frame), atol=1e-4)
     assert str(path.resolve()) in loaded.weights.description and loaded.weights.pretrained
 
 
@@ -168,9 +156,8 @@ def test_imagenet_weights_come_from_the_torch_hub_cache(saved_state, tmp_path, m
     weights = ResNet152Weights.resolve("imagenet", seed=0)
     assert "IMAGENET1K_V1" in weights.description
     frame = uniform((200, 40, 10))[None]
-    with torch.inference_mode():
-        reference = ResNet152Features(resnet).eval()(weights.preprocess(frame))
-    assert torch.allclose(FrameEncoder(weights, CPU, l2_normalize=False)(frame), reference, atol=1e-5)
+    assert torch.allclose(FrameEncoder(weights, CPU, l2_normalize=False)(frame), torchvision_features(resnet, frame),
+                          atol=1e-4)
 
 
 def test_imagenet_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
@@ -210,7 +197,7 @@ def test_cuda_without_a_gpu_is_a_config_error():
         resolve_device("cuda", "features.video.device")
 
 
-# --- settings and plan -------------------------------------------------------------------------
+# --- settings ----------------------------------------------------------------------------------
 
 def test_settings_must_be_complete_and_known():
     assert check_settings(settings()) == settings()
@@ -220,128 +207,39 @@ def test_settings_must_be_complete_and_known():
         check_settings(settings(colour="red"))
 
 
-def test_plan_turns_failed_normalizations_into_no_media(tmp_path):
-    plan = plan_shard([normalize_row("a", tmp_path / "a.mp4", duration=2.0),
-                       normalize_row("b", None, status="corrupt", message="moov atom not found"),
-                       normalize_row("c", None, status="ok")])
-    assert [j.video_id for j in plan.jobs] == ["a"] and plan.jobs[0].duration == 2.0
-    assert plan.skipped == [("b", "no_media", "normalize status corrupt: moov atom not found"),
-                            ("c", "no_media", "normalize status ok but the ledger gives no path")]
-    with pytest.raises(ValueError, match="twice"):
-        plan_shard([normalize_row("a", tmp_path / "a.mp4")] * 2)
+# --- batching across videos ---------------------------------------------------------------------
 
+def test_batches_cross_videos_and_every_video_gets_its_own_rows_back(random_encoder, one_torch_thread):
+    """Batches of 2 frames over videos of 3, 1 and 2 frames (and one of another frame size, which
+    cannot share a batch): each video's rows are the encoder's rows for its own frames alone."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = {"a": (3, 48, 80), "b": (1, 48, 80), "other": (2, 64, 64), "c": (2, 48, 80)}
+    videos = {vid: torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=generator)
+              for vid, shape in sizes.items()}
+    done, calls = [], []
 
-# --- the shard, end to end -----------------------------------------------------------------------
+    class Counting:
+        def __init__(self, encoder):
+            self.encoder = encoder
 
-@pytest.mark.slow
-def test_extract_video_shard(tmp_path):
-    red = make_video(tmp_path / "red.mp4", "red", 2.0)        # 2 rows
-    blue = make_video(tmp_path / "blue.mp4", "blue", 1.2)     # 1 row
-    short = make_video(tmp_path / "short.mp4", "red", 0.3)    # shorter than half a second: still 1 row
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"\x00" * 100)
-    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv", [
-        normalize_row("red", red, duration=2.0), normalize_row("gone", None, "corrupt", "moov atom not found"),
-        normalize_row("blue", blue, duration=1.2), normalize_row("broken", broken, duration=1.0),
-        normalize_row("short", short, duration=0.3)])
-    out, ledger = tmp_path / "video" / "shard-00003.h5", tmp_path / "video" / "shard-00003.tsv"
-    # batch_size 3: the first batch holds red's 2 rows and blue's 1, so rows are split back across videos
-    code = cli.main(["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", "00003",
-                     "--output", str(out), "--ledger", str(ledger), "--quiet", "--settings", json.dumps(settings())])
-    assert code == 0
+        def __getattr__(self, name):
+            return getattr(self.encoder, name)
 
-    rows = read_ledger(ledger)
-    assert [(r["video_id"], r["status"], r["length"]) for r in rows] == [
-        ("red", "ok", "2"), ("gone", "no_media", "0"), ("blue", "ok", "1"), ("broken", "error", "0"),
-        ("short", "ok", "1")]
-    assert "moov atom not found" in rows[1]["message"] and "broken.mp4" in rows[3]["message"]
+        def __call__(self, frames):
+            calls.append(int(frames.shape[0]))
+            return self.encoder(frames)
 
-    assert is_complete(out)
-    reader = ShardReader(out)
-    attrs = reader.attrs
-    assert attrs["modality"] == "video" and attrs["corpus"] == "demo" and attrs["shard"] == 3
-    assert "NOT pretrained" in attrs["weights"] and attrs["weights_setting"] == "none"
-    assert attrs["fps"] == 1 and attrs["short_side"] == 224 and attrs["compression"] == "null"
-    assert json.loads(attrs["settings"]) == {**settings(), "compile": False}  # the schema fills compile in
-    assert {r["video_id"]: (r["status"], r["length"]) for r in reader.index()} == {
-        "red": ("ok", 2), "gone": ("no_media", 0), "blue": ("ok", 1), "broken": ("error", 0), "short": ("ok", 1)}
-    features = {v: reader.read(v) for v in ("red", "blue", "short")}
-    assert features["red"].shape == (2, 2048) and features["red"].dtype == np.float16
-    assert features["short"].shape == (1, 2048)
-    assert np.allclose(np.linalg.norm(features["red"].astype(np.float32), axis=1), 1, atol=2e-3)
-    assert cosine(features["red"][0], features["red"][1]) > 0.999
-    assert cosine(features["red"][0], features["short"][0]) > 0.999
-    assert cosine(features["red"][1], features["blue"][0]) < 0.99
-    video_attrs = reader.video_attrs("red")
-    assert video_attrs["duration"] == pytest.approx(2.0, abs=0.05) and video_attrs["n_frames"] == 2
-    assert video_attrs["source_checksum"] == hashlib.sha256(red.read_bytes()).hexdigest()
-    assert video_attrs["source"] == "red.mp4"
-    assert (video_attrs["frame_width"], video_attrs["frame_height"]) == (397, 224)
-    assert "broken" not in reader and "gone" not in reader
-    reader.close()
-
-
-def video_argv(ledger_in: Path, out_dir: Path, shard: str = "00000") -> list[str]:
-    return ["extract", "video", "--normalize-ledger", str(ledger_in), "--corpus", "demo", "--shard", shard,
-            "--output", str(out_dir / f"shard-{shard}.h5"), "--ledger", str(out_dir / f"shard-{shard}.tsv"),
-            "--quiet", "--settings", json.dumps(settings(short_side=64, batch_size=1, decode_workers=1))]
-
-
-def journal_rows(ledger: Path) -> dict:
-    return Journal(journal_path(ledger), FEATURE_COLUMNS).read()
-
-
-@pytest.mark.slow
-def test_killed_extraction_resumes_from_the_videos_it_finished(tmp_path, caplog):
-    videos = [make_video(tmp_path / f"v{i}.mp4", colour, 1.0, "128x72")
-              for i, colour in enumerate(("red", "green", "blue"))]
-    ledger_in = write_normalize_ledger(tmp_path / "normalize.tsv", [
-        normalize_row("gone", None, "corrupt", "moov atom not found"),
-        *(normalize_row(f"v{i}", p, duration=1.0) for i, p in enumerate(videos))])
-    out_dir = tmp_path / "video"
-    out, ledger, parts = out_dir / "shard-00000.h5", out_dir / "shard-00000.tsv", out_dir / "shard-00000.tsv.parts"
-    argv = video_argv(ledger_in, out_dir)
-    # its own session, so the kill takes the decoding worker with it, as a scheduler's kill of the job would
-    process = subprocess.Popen([sys.executable, "-m", "mcnflow", *argv], cwd=tmp_path, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(row["status"] == "ok" for row in journal_rows(ledger).values()):
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no video was finished"
-            time.sleep(0.01)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    finished = [vid for vid, row in journal_rows(ledger).items() if row["status"] == "ok"]
-    assert finished[0] == "v0" and len(finished) < 3, "the job finished before it could be killed"
-    assert not out.exists() and not ledger.exists()
-    assert sorted(p.name for p in parts.iterdir() if p.suffix == ".npz") == [f"{vid}.npz" for vid in finished]
-
-    neighbour = out_dir / ".tmp-shard-00001.h5.n31ghb0r"  # shard 00001's job writes beside this one
-    neighbour.write_bytes(b"shard 00001")
-    caplog.set_level(logging.INFO, logger="mcnflow")
-    assert cli.main(argv) == 0
-
-    # the rerun kept the finished videos' parts (and the no_media row) and computed only the others' rows
-    messages = [r.getMessage() for r in caplog.records]
-    assert f"demo/00000: {3 - len(finished)} video(s) to extract, {len(finished) + 1} outcome(s) kept " \
-           "from an earlier run" in messages
-    assert any(m.startswith(f"demo/00000: 3 of 4 videos ok; computed {3 - len(finished)} rows of "
-                            f"{3 - len(finished)} video(s)") for m in messages), messages
-    assert neighbour.read_bytes() == b"shard 00001"
-    neighbour.unlink()
-    assert leftovers(out_dir) == [] and sorted(p.name for p in out_dir.iterdir()) == [out.name, ledger.name]
-
-    # the same file an uninterrupted run writes
-    fresh = tmp_path / "fresh"
-    assert cli.main(video_argv(ledger_in, fresh)) == 0
-    assert h5_contents(out) == h5_contents(fresh / out.name)
-    assert read_ledger(ledger) == read_ledger(fresh / ledger.name)
-    assert [r["status"] for r in read_ledger(ledger)] == ["no_media", "ok", "ok", "ok"]
+    pipeline = BatchPipeline(Counting(random_encoder), 2, lambda vid, rows, attrs: done.append((vid, rows, attrs)))
+    for vid, frames in videos.items():
+        pipeline.add(vid, frames, {"name": vid})
+    pipeline.flush()
+    # a's third frame shares a batch with b; c's two frames are a batch of their own
+    assert calls == [2, 2, 2, 2] and [vid for vid, _, _ in done] == ["a", "b", "other", "c"]
+    for vid, rows, attrs in done:
+        assert attrs == {"name": vid} and rows.shape == (len(videos[vid]), 2048) and rows.dtype == np.float32
+        assert np.allclose(rows, random_encoder(videos[vid]).numpy(), atol=1e-4), vid
+    with pytest.raises(ValueError, match="no frames"):
+        pipeline.add("empty", videos["a"][:0], {})
 
 
 def documented_reading_code() -> dict:

@@ -35,6 +35,8 @@ def test_dry_run_has_one_job_per_shard_per_stage(workdir):
     assert counts["media_shard"] == counts["extract_text"] == shards
     assert not {"normalize_shard", "extract_video", "extract_audio"} & set(counts)
     assert counts["manifest"] == corpora and counts["survival"] == corpora and counts["word2vec"] == 1
+    # HowTo100M's caption.json is read by one job, which splits it per shard for the text jobs
+    assert counts["split_captions"] == 1
     benchmarks = len(config["evaluation"]["benchmarks"])
     assert counts["train"] == branches and counts["evaluate"] == branches * benchmarks and counts["summarize"] == 1
 

@@ -4,6 +4,7 @@ The package root is the architecture; data flows one way, top to bottom, and no 
 stage below it or beside it:
 
     manifest.py      corpus files -> sharded manifest            (corpora/: one reader per format)
+    caption_split.py caption.json -> one caption file per shard  (read once: ~8 GB for 1.22M videos)
     download/        manifest -> videos + download ledger          (yt-dlp; retry policy; canary)
     media/           downloads -> one decode per video -> normalize ledger (+ kept 454x256 @ 30 fps mp4),
                      2D / 3D video and audio features         (normalize.py: the normalization itself)

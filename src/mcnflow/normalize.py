@@ -1,40 +1,31 @@
-"""``mcnflow normalize``: re-encode one shard's downloads to one frame size, frame rate and audio format.
+"""The normalization: one frame size, frame rate and audio format for every download, and the checks
+that say whether a video was normalized as configured.
 
-The workflow does not run this stage any more: ``mcnflow media`` (:mod:`mcnflow.media`) decodes each
-download once and makes the normalized file (when ``normalize.keep`` is true), the 2D/3D video
-frames and the 16 kHz audio from that one decode, with this module's filters, probing, failure
-classification and verification. ``mcnflow normalize`` stays for users who want only the normalized
-videos (e.g. to hand them to another tool, or to re-extract features from them later).
-
-Every downloaded video becomes ``<out-dir>/<video_id>.mp4`` (``normalize.width`` x ``height`` at a
-constant ``fps``, H.264 yuv420p, AAC mono at ``audio_rate`` when the input has audio) or a ledger row
-saying why not. One ffmpeg run per video; its output is written under a ``.tmp-`` name and renamed
-only after ffprobe confirms size, frame rate, duration and audio, so a killed job never leaves a file
-a rerun would trust. Outcomes go to a journal as they happen (:class:`mcnflow.core.shard_stage.ShardRun`);
-the rerun of a killed job skips the videos the journal already settles, after checking that an ``ok``
-video's output is still the file the journal describes, and removes only this shard's own temporaries.
+``mcnflow media`` (:mod:`mcnflow.media`) runs it: each download is decoded once, and that decode
+makes the normalized file (when ``normalize.keep`` is true), the 2D/3D video frames and the 16 kHz
+audio, with this module's filters (:func:`picture_filters`, :func:`output_options`), probing
+(:func:`probe_source`), failure classification (:func:`ffmpeg_failure`) and verification
+(:func:`verify_file`, :func:`trusted_row`). A normalized file is ``normalize.width`` x ``height`` at a
+constant ``fps``, H.264 yuv420p, AAC mono at ``audio_rate`` when the input has audio; a download that
+cannot become one is a normalize-ledger row saying why. Only problems of the input become rows:
+ffmpeg failing for a reason outside the input (a full disk, no memory) stops the job
+(:class:`EnvironmentFailure`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
-from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from typing import Mapping
 
-import ffmpeg
-from tqdm import tqdm
-
 from mcnflow.core.atomic import atomic_path
-from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
+from mcnflow.core.config import ConfigError
 from mcnflow.core.ids import is_valid_video_id
-from mcnflow.core.ledger import NORMALIZE_COLUMNS, NORMALIZE_STATUSES, read_ledger
+from mcnflow.core.ledger import NORMALIZE_STATUSES, read_ledger
 from mcnflow.core.media_probe import MediaInfo, MediaProbeError, ffmpeg_path, last_meaningful_line, probe
-from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import DownloadStatus, NormalizeStatus
 
 log = logging.getLogger(__name__)
@@ -49,6 +40,11 @@ INPUT_FAILURE_MARKERS = (
     "invalid data found", "moov atom not found", "error while decoding", "partial file",
     "invalid nal unit", "error splitting the input", "could not find codec parameters",
     "corrupt", "truncat", "end of file",
+)
+# ffmpeg stderr fragments that mean the machine, not the input, failed: the job stops (no ledger row).
+ENVIRONMENT_FAILURE_MARKERS = (
+    "no space left on device", "disk quota exceeded", "cannot allocate memory", "read-only file system",
+    "too many open files", "permission denied", "input/output error",
 )
 # Two frame rates are equal when they agree to this relative precision (ffprobe prints fractions).
 FPS_REL_TOL = 1e-6
@@ -96,13 +92,19 @@ class NormalizeSettings:
 
 
 class NormalizeFailure(Exception):
-    """One video could not be normalized; ``status`` is one of ledger.NORMALIZE_STATUSES."""
+    """One video could not be normalized because of its input; ``status`` is one of
+    ledger.NORMALIZE_STATUSES (its ledger row)."""
 
     def __init__(self, status: str, message: str):
         assert status in NORMALIZE_STATUSES and status != NormalizeStatus.OK, status
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class EnvironmentFailure(RuntimeError):
+    """ffmpeg failed for a reason outside the input (disk, memory, permissions): the job stops, and the
+    video gets no ledger row (a rerun on a healthy machine normalizes it)."""
 
 
 # --- the ffmpeg command -----------------------------------------------------------------------
@@ -126,7 +128,8 @@ def scaled_size(display_size: tuple[float, float], width: int, height: int, cove
 
 def picture_filters(video, info: MediaInfo, settings: NormalizeSettings):
     """Resize to exactly width x height (as resize_mode says) with square pixels: the per-frame part
-    of the normalization (it commutes with the frame-rate filters, which only pick frames)."""
+    of the normalization (it commutes with the frame-rate filters, which only pick frames; the decode
+    graph, :mod:`mcnflow.media.decode`, applies ``fps`` first)."""
     width, height = settings.width, settings.height
     if settings.resize_mode == "stretch":
         video = video.filter("scale", width, height)
@@ -139,12 +142,6 @@ def picture_filters(video, info: MediaInfo, settings: NormalizeSettings):
         video = (video.filter("scale", *scaled_size(info.display_size, width, height, cover=True))
                  .filter("crop", width, height))  # crop centres by default
     return video.filter("setsar", 1)
-
-
-def _video_filters(video, info: MediaInfo, settings: NormalizeSettings):
-    """Resize to exactly width x height (as resize_mode says), square pixels, constant frame rate."""
-    # The fps filter (not input -r) keeps timestamps: output frame k shows input time k / fps.
-    return picture_filters(video, info, settings).filter("fps", fps=settings.fps)
 
 
 def sampler_frame_indices_expr(fps: float, sample_fps: float) -> str:
@@ -187,19 +184,6 @@ def keyframe_options(settings: NormalizeSettings) -> dict:
     # keyint above the period: x264 never adds a keyframe of its own between two forced ones
     return {"force_key_frames": f"expr:{sampler_frame_indices_expr(settings.fps, settings.sample_fps)}",
             "g": max(2, math.ceil(period) * 2), "sc_threshold": 0, "flags": "+cgop"}
-
-
-def build_command(info: MediaInfo, output: str | Path, settings: NormalizeSettings):
-    """The ffmpeg-python graph that normalizes ``info.path`` into ``output`` (not yet run)."""
-    source = ffmpeg.input(ffmpeg_path(info.path), threads=settings.threads)
-    streams = [_video_filters(source[str(info.video_stream_index)], info, settings)]
-    if info.has_audio:
-        # Map one audio stream by index: "0:a" would map every audio track of the input.
-        streams.append(source[str(info.audio_stream_index)])
-    return (ffmpeg.output(*streams, ffmpeg_path(output), **output_options(info, settings))
-            .global_args("-nostdin", "-hide_banner", "-loglevel", "error",
-                         "-filter_complex_threads", str(settings.threads))
-            .overwrite_output())
 
 
 def output_options(info: MediaInfo, settings: NormalizeSettings) -> dict:
@@ -272,8 +256,8 @@ def duration_problems(out_duration: float | None, settings: NormalizeSettings, *
     return []
 
 
-def check_existing_output(path: Path, row: Mapping[str, str], settings: NormalizeSettings) -> list[str]:
-    """Why a journal's ``ok`` output can no longer be trusted (empty list: it still can)."""
+def output_problems(path: Path, row: Mapping[str, str], settings: NormalizeSettings) -> list[str]:
+    """Why a journaled ``ok`` file can no longer be trusted (empty list: it still can)."""
     if not path.is_file():
         return [f"{path} is missing"]
     try:
@@ -289,15 +273,23 @@ def check_existing_output(path: Path, row: Mapping[str, str], settings: Normaliz
                          duration_tolerance=1.0 / settings.fps)
 
 
+def trusted_row(row: Mapping[str, str], output: Path | None, settings: NormalizeSettings) -> bool:
+    """Whether a normalize-journal row of an earlier (failed or killed) run stands, so the video is not
+    normalized again: ``error`` rows are retried (the cause may have passed), the other failures
+    stand (the same input fails the same way), and an ``ok`` row with a kept file (``output``; None
+    with ``normalize.keep: false``) stands only while that file still probes as the row says. The
+    journal is the only way a kept file is trusted: a file without a row is made again."""
+    if row["status"] in RETRIED_STATUSES:
+        return False
+    if row["status"] != NormalizeStatus.OK or output is None:
+        return True
+    problems = output_problems(output, row, settings)
+    if problems:
+        log.info("%s: normalizing again, the kept file is not usable: %s", row["video_id"], "; ".join(problems))
+    return not problems
+
+
 # --- one video --------------------------------------------------------------------------------
-
-def _ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
-    message = last_meaningful_line(stderr, path)
-    text = stderr.decode("utf-8", errors="replace").lower()
-    if any(marker in text for marker in INPUT_FAILURE_MARKERS):
-        return NormalizeFailure(NormalizeStatus.CORRUPT, message)
-    return NormalizeFailure(NormalizeStatus.ERROR, f"ffmpeg failed: {message}")
-
 
 def probe_source(source_path: str | Path) -> MediaInfo:
     """The facts of one download, or :class:`NormalizeFailure` with the ledger status of what is wrong
@@ -320,8 +312,16 @@ def probe_source(source_path: str | Path) -> MediaInfo:
 
 
 def ffmpeg_failure(stderr: bytes, path: str | Path) -> NormalizeFailure:
-    """The failure of an ffmpeg run on ``path``: corrupt when its stderr says the input is bad, else error."""
-    return _ffmpeg_failure(stderr, ffmpeg_path(path))
+    """The ledger failure of an ffmpeg run on ``path`` that exited non-zero: ``corrupt`` when its stderr
+    says the input is bad, else ``error`` (retried by a rerun). Raises :class:`EnvironmentFailure`
+    when it says the machine failed (disk full, no memory): that is no row of the video's."""
+    message = last_meaningful_line(stderr, ffmpeg_path(path))
+    text = stderr.decode("utf-8", errors="replace").lower()
+    if any(marker in text for marker in ENVIRONMENT_FAILURE_MARKERS):
+        raise EnvironmentFailure(f"ffmpeg failed on {path}: {message}")
+    if any(marker in text for marker in INPUT_FAILURE_MARKERS):
+        return NormalizeFailure(NormalizeStatus.CORRUPT, message)
+    return NormalizeFailure(NormalizeStatus.ERROR, f"ffmpeg failed: {message}")
 
 
 def verify_file(tmp: str | Path, source: MediaInfo, settings: NormalizeSettings) -> MediaInfo:
@@ -337,24 +337,26 @@ def verify_file(tmp: str | Path, source: MediaInfo, settings: NormalizeSettings)
 
 
 def normalize_video(source_path: str | Path, output: str | Path, settings: NormalizeSettings) -> MediaInfo:
-    """Normalize one video into ``output``; return the verified output's facts.
+    """Normalize one file into ``output`` with the pipeline's decode graph (no feature taps); return the
+    verified output's facts.
 
     Raises :class:`NormalizeFailure` (with a ledger status) if the input is bad or the result does not
     verify; ``output`` then does not exist and no temporary file is left behind.
     """
+    from mcnflow.media.decode import DecodeRun, collect  # imported here: mcnflow.media.decode imports this module
+
     source_path, output = Path(source_path), Path(output)
     source = probe_source(source_path)
-
     with atomic_path(output) as tmp:
-        try:
-            build_command(source, tmp, settings).run(capture_stdout=True, capture_stderr=True)
-        except ffmpeg.Error as exc:
-            raise _ffmpeg_failure(exc.stderr or b"", ffmpeg_path(source_path)) from None
+        run = DecodeRun(source, settings, [], encode_to=tmp)
+        collect(run)
+        if run.result.returncode != 0:
+            raise ffmpeg_failure(run.result.stderr, source_path)
         result = verify_file(tmp, source, settings)
     return dataclasses.replace(result, path=str(output))
 
 
-# --- one shard --------------------------------------------------------------------------------
+# --- ledger rows --------------------------------------------------------------------------------
 
 def ok_row(video_id: str, output: Path, result: MediaInfo) -> dict:
     return dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=result.has_audio,
@@ -382,46 +384,6 @@ def is_safe_id(video_id: str) -> bool:
     return is_valid_video_id(video_id, "youtube") or is_valid_video_id(video_id, "local")
 
 
-def _settled(row: Mapping[str, str] | None, output: Path, settings: NormalizeSettings) -> bool:
-    """Whether a journal row from an earlier (killed) run can stand without redoing the video."""
-    if row is None or row["status"] in RETRIED_STATUSES:
-        return False
-    if row["status"] != NormalizeStatus.OK:
-        return True  # the same input gives the same failure again
-    problems = check_existing_output(output, row, settings)
-    if problems:
-        log.info("%s: redoing, earlier output not usable: %s", row["video_id"], "; ".join(problems))
-    return not problems
-
-
-def normalize_shard(download_ledger: str | Path, ledger: str | Path, out_dir: str | Path,
-                    settings: NormalizeSettings) -> list[dict[str, str]]:
-    """Normalize every video of one shard; write ``ledger`` and return its rows."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    rows = read_download_ledger(download_ledger)
-
-    def output_of(video_id: str) -> Path:
-        return out_dir / f"{video_id}.mp4"
-
-    # Temporaries of *this* shard only (its ledger's and its videos'): ShardRun leaves the rest alone.
-    outputs = [output_of(row["video_id"]) for row in rows if is_safe_id(row["video_id"])]
-    run = ShardRun(ledger, NORMALIZE_COLUMNS, outputs=outputs,
-                   trust=lambda video_id, row: _settled(row, output_of(video_id), settings))
-    for download in tqdm(rows, desc=f"normalize {Path(ledger).stem}", unit="video"):
-        video_id = download["video_id"]
-        if run.settled(video_id) is not None:
-            continue
-        run.record(_normalize_row(download, output_of(video_id), settings))
-
-    final = run.finish([row["video_id"] for row in rows])
-    counts = Counter(row["status"] for row in final)
-    log.info("%s: %d video(s): %s", ledger, len(final),
-             ", ".join(f"{status}={counts[status]}" for status in NORMALIZE_STATUSES if counts[status]) or "none")
-    return final
-
-
 def download_failure(download: Mapping[str, str]) -> dict | None:
     """The normalize-ledger row of a download row that gives nothing to normalize (unsafe id, not
     downloaded, no path), or None when there is a file to try."""
@@ -439,50 +401,5 @@ def read_download_ledger(download_ledger: str | Path) -> list[dict[str, str]]:
     """The shard's download rows, one per video id (first wins), checked to be a download ledger."""
     download_rows = read_ledger(download_ledger)
     if download_rows and not {"video_id", "status", "path"} <= set(download_rows[0]):
-        raise ValueError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
+        raise ConfigError(f"{download_ledger}: not a download ledger (needs columns video_id, status, path)")
     return _shard_order(download_rows)
-
-
-def _normalize_row(download: Mapping[str, str], output: Path, settings: NormalizeSettings) -> dict:
-    video_id = download["video_id"]
-    failure = download_failure(download)
-    if failure is not None:
-        return failure
-    try:
-        result = normalize_video(download["path"], output, settings)
-    except NormalizeFailure as failure:
-        log.debug("%s: %s: %s", video_id, failure.status, failure.message)
-        row = failure_row(video_id, failure.status, failure.message)
-    except Exception as exc:  # one bad video must not end the shard
-        log.exception("%s: unexpected failure", video_id)
-        row = failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")
-    else:
-        return ok_row(video_id, output, result)
-    # An output from an earlier run must not sit beside a row that says there is none.
-    output.unlink(missing_ok=True)
-    return row
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--download-ledger", required=True, type=Path,
-                        help="the shard's download ledger (results/download/{corpus}/shard-NNNNN.tsv)")
-    parser.add_argument("--ledger", required=True, type=Path,
-                        help="normalize ledger to write (results/normalize/{corpus}/shard-NNNNN.tsv)")
-    parser.add_argument("--out-dir", required=True, type=Path,
-                        help="directory for <video_id>.mp4 (results/normalize/{corpus}/shard-NNNNN)")
-    add_settings_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    settings = NormalizeSettings.from_mapping(settings_from_args(args, "normalize"))
-    if not args.download_ledger.is_file():
-        log.error("download ledger not found: %s", args.download_ledger)
-        return 1
-    try:
-        normalize_shard(args.download_ledger, args.ledger, args.out_dir, settings)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0

@@ -18,6 +18,11 @@ validate_config(config)
 os.environ.update(PYTHONPATH=str(Path(workflow.basedir) / "src"))
 
 PLAN = Plan(config)
+# One resource per egress route, so YouTube's per-IP limits hold per route whatever --cores / jobs allow;
+# a limit given on the command line (--resources route_0=N) wins.
+for _route, _limit in PLAN.route_limits().items():
+    if _route not in workflow.global_resources:
+        workflow.register_resource(_route, _limit)
 CORPORA = PLAN.corpora
 EXPERIMENTS = PLAN.experiments
 BENCHMARKS = PLAN.benchmarks
@@ -164,8 +169,29 @@ def training_inputs(wildcards):
 WORD2VEC = "results/features/word2vec.h5"
 
 
+def split_caption_files(corpus):
+    """The corpus's captions split per shard (results/captions/<corpus>), when they are (HowTo100M's caption.json)."""
+    return (
+        {"captions": f"results/captions/{corpus}"}
+        if PLAN.splits_captions(corpus)
+        else {}
+    )
+
+
+def text_caption_inputs(wildcards):
+    return split_caption_files(wildcards.corpus)
+
+
+def text_captions_arg(wildcards, inputs):
+    """``--captions`` with the job's own shard's caption file, for a corpus whose captions are split."""
+    if "captions" not in inputs.keys():
+        return ""
+    return f"--captions {inputs.captions}/shard-{wildcards.shard}.jsonl"
+
+
 def word2vec_inputs(wildcards):
-    """The GoogleNews binary, or the training corpus's manifest and download ledgers (captions)."""
+    """The GoogleNews binary, or the training corpus's manifest, download ledgers (VTT captions) and
+    split captions (caption.json)."""
     if config["features"]["text"]["word2vec"]["source"] == "googlenews":
         binary = PLAN.word2vec_inputs()
         if not all(Path(path).exists() for path in binary):
@@ -181,14 +207,20 @@ def word2vec_inputs(wildcards):
             "results/download/{corpus}/shard-{shard}.tsv", TRAIN_CORPUS
         ),
         "corpus_files": PLAN.corpus_input_files(TRAIN_CORPUS),
+        **split_caption_files(TRAIN_CORPUS),
     }
 
 
 def word2vec_args(inputs):
     if "manifest" not in inputs.keys():
         return ""
-    return f"--manifest {inputs.manifest} --download-ledgers " + " ".join(
-        inputs.ledgers
+    captions = (
+        f" --captions-dir {inputs.captions}" if "captions" in inputs.keys() else ""
+    )
+    return (
+        f"--manifest {inputs.manifest} --download-ledgers "
+        + " ".join(inputs.ledgers)
+        + captions
     )
 
 

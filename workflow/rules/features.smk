@@ -23,8 +23,31 @@ rule word2vec:
         " --settings-file {params.settings} > {log} 2>&1"
 
 
+rule split_captions:
+    # HowTo100M's caption.json (~8 GB for 1.22M videos) streamed once into one caption file per
+    # manifest shard, so each extract_text job reads only its own shard's captions.
+    input:
+        manifest="results/manifest/{corpus}.tsv",
+        captions=lambda wc: PLAN.caption_file(wc.corpus),
+    output:
+        directory("results/captions/{corpus}"),
+    log:
+        "logs/captions/{corpus}.log",
+    benchmark:
+        "benchmarks/results/split_captions/{corpus}.tsv"
+    conda:
+        "../../envs/features.yaml"
+    threads: 1
+    params:
+        settings=stage_settings("split_captions", "corpus"),
+    shell:
+        "python -m mcnflow split-captions --corpus {wildcards.corpus} --manifest {input.manifest}"
+        " --output {output} --settings-file {params.settings} > {log} 2>&1"
+
+
 rule extract_text:
     input:
+        unpack(text_caption_inputs),
         manifest="results/manifest/{corpus}.tsv",
         download="results/download/{corpus}/shard-{shard}.tsv",
         normalize="results/normalize/{corpus}/shard-{shard}.tsv",
@@ -34,14 +57,18 @@ rule extract_text:
         ledger="results/features/{corpus}/text/shard-{shard}.tsv",
     log:
         "logs/features/{corpus}/text/shard-{shard}.log",
+    benchmark:
+        "benchmarks/results/text/{corpus}/shard-{shard}.tsv"
     conda:
         "../../envs/features.yaml"
     threads: 1
     params:
         settings=stage_settings("features.text", "corpus"),
+        captions=lambda wc, input: text_captions_arg(wc, input),
     shell:
         "python -m mcnflow extract text --corpus {wildcards.corpus} --settings-file {params.settings}"
         " --manifest {input.manifest} --shard {wildcards.shard} --download-ledger {input.download}"
+        " {params.captions}"
         " --normalize-ledger {input.normalize} --word2vec {input.word2vec}"
         " --output {output.features} --ledger {output.ledger} > {log} 2>&1"
 

@@ -1,19 +1,15 @@
 # Decode each download once (mcnflow media): the same decode gives the normalize ledger, the 2D video
 # and audio features, the 3D video features (when an experiment reads them) and, with normalize.keep, the normalized
-# 454x256 @ 30 fps videos. One job per shard; the downstream file names are those of the separate
-# normalize / extract stages this rule replaced.
+# 454x256 @ 30 fps videos. One job per shard.
 
 
-# Optional outputs: the normalized videos (normalize.keep) and the 3D features (training.video_features 3d).
+# Optional outputs: the 3D features (training.video_features 3d). The normalized videos (normalize.keep) are no
+# output: Snakemake deletes a failed job's outputs, and they are hours of encoding. They go to params.videos_dir,
+# the normalize ledger's path column points at them, and a rerun trusts one only through its journal row.
 rule media_shard:
     input:
         "results/download/{corpus}/shard-{shard}.tsv",
     output:
-        **(
-            {"videos": directory("results/normalize/{corpus}/shard-{shard}")}
-            if config["normalize"]["keep"]
-            else {}
-        ),
         **(
             {
                 "video3d": "results/features/{corpus}/video3d/shard-{shard}.h5",
@@ -34,14 +30,12 @@ rule media_shard:
     conda:
         "../../envs/features.yaml"
     # the model thread plus the decoding workers (each runs one single-threaded ffmpeg)
-    threads: config["features"]["video"]["decode_workers"] + 1
+    threads: PLAN.media_threads()
     resources:
         gpu=1,
     params:
         settings=stage_settings("media"),
-        videos=lambda wc, output: (
-            f"--videos-dir {output.videos}" if "videos" in output.keys() else ""
-        ),
+        videos_dir="results/normalize/{corpus}/shard-{shard}",
         video3d=lambda wc, output: (
             f"--video3d-output {output.video3d} --video3d-ledger {output.video3d_ledger}"
             if "video3d" in output.keys()
@@ -52,4 +46,4 @@ rule media_shard:
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --normalize-ledger {output.ledger}"
         " --video-output {output.video} --video-ledger {output.video_ledger}"
         " --audio-output {output.audio} --audio-ledger {output.audio_ledger}"
-        " {params.videos} {params.video3d} --quiet --settings-file {params.settings} > {log} 2>&1"
+        " --videos-dir {params.videos_dir} {params.video3d} --quiet --settings-file {params.settings} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Every experiment's metrics -> results/summary.csv, summary.md and plots (also in the HTML report).
+# Every experiment's metrics -> the study's answer (summary.md, answer.rst: the HTML report's first page),
+# summary.csv, statistics.csv, pair_effects.csv, power.csv and plots.
 
 
 localrules:
@@ -18,10 +19,19 @@ rule summarize:
             "results/summary.csv", caption="../report/summary.rst", category="Results"
         ),
         markdown="results/summary.md",
+        answer="results/answer.rst",
         statistics=report(
             "results/statistics.csv",
             caption="../report/statistics.rst",
             category="Results",
+        ),
+        pair_effects=report(
+            "results/pair_effects.csv",
+            caption="../report/pair_effects.rst",
+            category="Results",
+        ),
+        power=report(
+            "results/power.csv", caption="../report/power.rst", category="Results"
         ),
         plots=report(
             directory("results/plots"),

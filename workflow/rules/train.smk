@@ -13,7 +13,7 @@ rule train:
         "benchmarks/results/train/{experiment}/seed-{seed}.tsv"
     conda:
         "../../envs/model.yaml"
-    threads: config["training"]["num_workers"] + 1
+    threads: PLAN.train_threads()
     resources:
         gpu=1,
     params:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -40,6 +41,7 @@ def _umask() -> int:
 
 # mkstemp creates owner-only files; finished outputs get the usual umask-derived mode instead.
 FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
 
 
 def commit(tmp: str | Path, final: str | Path) -> Path:
@@ -81,5 +83,42 @@ def remove_stale_temps(directory: str | Path) -> int:
     for path in directory.glob(f"{TMP_PREFIX}*"):
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             path.unlink()
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory to fill; on success it replaces ``final`` as a whole (every
+    file fsynced first), on error it is removed. A killed writer leaves only a ``.tmp-`` directory."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        for path in tmp.iterdir():
+            fsync_path(path)
+            os.chmod(path, FILE_MODE)
+        os.chmod(tmp, DIR_MODE)
+        if final.exists():
+            # a directory cannot be renamed over a non-empty one: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}.old.", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temp_dirs(final: str | Path) -> int:
+    """Delete the ``.tmp-`` directories killed :func:`atomic_directory` writers of ``final`` left."""
+    final = Path(final)
+    removed = 0
+    for path in final.parent.glob(f"{TMP_PREFIX}{final.name}.*") if final.parent.is_dir() else ():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed

@@ -16,6 +16,7 @@ changes exactly when the settings do, and YAML key order changes nothing (sorted
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -47,6 +48,10 @@ STEP_TASK_READERS = {"crosstask": "crosstask", "mining_youtube": "mining_youtube
 # (MCN's YouCook2 protocol); step localization evaluates every test video, as MCN.
 EXCLUDE_TRAIN_VIDEOS_BY_DEFAULT = ("retrieval", "localization")
 
+# Caption formats whose captions are the corpus's caption file (HowTo100M's caption.json /
+# raw_caption.json), split once per shard by `mcnflow split-captions`; vtt captions are yt-dlp's files.
+CAPTION_FILE_FORMATS = ("caption_json", "raw_caption_json")
+
 # Files `mcnflow demo-corpus` writes, relative to demo.corpus_dir.
 DEMO_CORPUS_FILES = (
     "howto100m/HowTo100M_v1.csv",
@@ -60,6 +65,12 @@ DEMO_CORPUS_FILES = (
 
 # Where the workflow writes the settings files it hands to jobs.
 SETTINGS_DIR = Path(".snakemake") / "mcnflow-settings"
+
+
+def splits_captions(spec: Mapping[str, Any]) -> bool:
+    """Whether a corpus's captions are read per shard from its split caption file (HowTo100M's
+    caption.json / raw_caption.json; not VTT auto-captions, not the annotation corpora)."""
+    return spec.get("reader") == "howto100m" and spec.get("caption_format", "caption_json") in CAPTION_FILE_FORMATS
 
 
 def experiment_modalities(pairs) -> list[str]:
@@ -103,19 +114,57 @@ class Plan:
         """Whether any experiment reads 3D video features (then the media stage makes them)."""
         return any("video3d" in self.feature_sets(name, training=False) for name in self.experiments)
 
+    def train_threads(self) -> int:
+        """CPU threads of a training job: the loop plus its DataLoader workers."""
+        return int(self.config["training"]["num_workers"]) + 1
+
+    def media_threads(self) -> int:
+        """CPU threads of a media job: the model thread plus the decoding workers (one ffmpeg each)."""
+        return int(self.config["features"]["video"]["decode_workers"]) + 1
+
+    def route_count(self) -> int:
+        """Egress routes of the downloads (download.routes; none configured: the machine's own address)."""
+        return len(self.config["download"]["routes"]) or 1
+
+    def route_resource(self, shard: int | str) -> str:
+        """The Snakemake resource of the route shard ``shard`` leaves by (the download CLI's rule: shard % routes)."""
+        return f"route_{int(shard) % self.route_count()}"
+
+    def route_limits(self) -> dict[str, int]:
+        """Per route, how many download jobs may run at once: YouTube's per-IP limits apply per route."""
+        return {f"route_{number}": int(self.config["download"]["jobs_per_route"])
+                for number in range(self.route_count())}
+
     def training_modalities(self, experiment: str) -> list[str]:
         """What a training reads: its modalities, plus text, whose caption times define the clips."""
         return sorted(set(experiment_modalities(self._experiment(experiment)["pairs"])) | {"text"})
 
     def corpus_input_files(self, corpus: str) -> list[str]:
-        """The corpus's own files (annotations / id lists / captions) the manifest is read from."""
+        """The corpus's own files (annotations / id lists) the manifest is read from (HowTo100M's
+        caption.json is read by the caption split alone: :meth:`caption_file`)."""
         spec = self._corpus(corpus)
         keys = [ID_SOURCE_KEY[spec["reader"]]]
-        if spec["reader"] == "howto100m" and spec.get("caption_format") != "vtt":
-            keys.append("captions")
         if spec["reader"] == "crosstask":
             keys.append("steps")
         return [spec[key] for key in keys]
+
+    def splits_captions(self, corpus: str) -> bool:
+        """Whether the corpus's captions are split per shard (``mcnflow split-captions``) before text
+        extraction: HowTo100M's caption.json / raw_caption_json, never VTT or an annotation corpus."""
+        return splits_captions(self._corpus(corpus))
+
+    @property
+    def caption_split_corpora(self) -> list[str]:
+        """The corpora whose features are extracted and whose captions are split per shard."""
+        return [corpus for corpus in self.feature_corpora if self.splits_captions(corpus)]
+
+    def caption_file(self, corpus: str) -> str:
+        """The caption file the split streams (``corpora.<corpus>.captions``)."""
+        if not self.splits_captions(corpus):
+            raise ConfigError(f"corpus {corpus!r} has no caption file to split (reader "
+                              f"{self._corpus(corpus)['reader']!r}, caption_format "
+                              f"{self._corpus(corpus).get('caption_format', 'caption_json')!r})")
+        return self._corpus(corpus)["captions"]
 
     def id_file(self, corpus: str) -> str:
         spec = self._corpus(corpus)
@@ -202,6 +251,11 @@ class Plan:
         return {"corpus": corpus, "spec": copy.deepcopy(self._corpus(corpus)), "max_words": text["max_words"],
                 "compression": self.config["features"]["compression"]}
 
+    def _split_captions(self, corpus: str) -> dict:
+        self.caption_file(corpus)  # the corpus must have a caption file to split
+        return {"corpus": corpus, "spec": copy.deepcopy(self._corpus(corpus)),
+                "buffer_mb": self.config["features"]["text"]["split_buffer_mb"]}
+
     def _word2vec(self) -> dict:
         return {"word2vec": copy.deepcopy(self.config["features"]["text"]["word2vec"]),
                 "corpus": self.train_corpus, "spec": copy.deepcopy(self._corpus(self.train_corpus))}
@@ -273,7 +327,10 @@ class Plan:
         return {"statistics": copy.deepcopy(dict(self.config.get("statistics") or {})),
                 "benchmarks": {name: {"task": bench["task"], "corpus": bench["corpus"],
                                       "reader": self._corpus(bench["corpus"])["reader"]}
-                               for name, bench in self.benchmarks.items()}}
+                               for name, bench in self.benchmarks.items()},
+                # what each experiment trains: pair effects contrast experiments equal in all but one pair
+                "experiments": {name: {key: copy.deepcopy(value) for key, value in entry.items() if key != "seeds"}
+                                for name, entry in self.experiments.items()}}
 
     def _demo(self) -> dict:
         if not self.demo:
@@ -346,8 +403,6 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
     "manifest": (Plan._manifest, ("corpus",), _object(
         {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA, "shard_size": _ref("properties", "shard_size")})),
     "download": (Plan._download, (), _flat("download")),
-    "normalize": (Plan._normalize, (), _flat("normalize", extra={"sample_fps": _ref(
-        "properties", "features", "properties", "video", "properties", "fps")})),
     "media": (Plan._media, (), lambda root: _object({
         "normalize": _flat("normalize", extra={"sample_fps": _ref(
             "properties", "features", "properties", "video", "properties", "fps")})(root),
@@ -358,16 +413,13 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
         "video3d": {key: value for key, value in _flat("features", "video3d", extra={"compression": _COMPRESSION})(
             root).items() if key != "default"},
     }, required=["normalize", "media", "video", "audio"])(root)),
-    "features.video": (lambda plan: plan._features("video"), (), _flat("features", "video",
-                                                                       extra={"compression": _COMPRESSION})),
-    "features.video3d": (lambda plan: plan._features("video3d"), (), _flat("features", "video3d",
-                                                                           extra={"compression": _COMPRESSION})),
-    "features.audio": (lambda plan: plan._features("audio"), (), _flat("features", "audio",
-                                                                       extra={"compression": _COMPRESSION})),
     "features.text": (Plan._text, ("corpus",), _object(
         {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA,
          "max_words": _ref("properties", "features", "properties", "text", "properties", "max_words"),
          "compression": _COMPRESSION})),
+    "split_captions": (Plan._split_captions, ("corpus",), _object(
+        {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA,
+         "buffer_mb": _ref("properties", "features", "properties", "text", "properties", "split_buffer_mb")})),
     "word2vec": (Plan._word2vec, (), _object(
         {"word2vec": _ref("properties", "features", "properties", "text", "properties", "word2vec"),
          "corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA})),
@@ -395,7 +447,8 @@ STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], d
             "type": "object", "additionalProperties": False, "required": ["task", "corpus", "reader"],
             "properties": {"task": {"type": "string"}, "corpus": {"type": "string"},
                            "reader": _ref("$defs", "corpus", "properties", "reader")}}},
-    })),
+        "experiments": _ref("properties", "experiments"),
+    }, required=["statistics", "benchmarks"])),
     "demo": (Plan._demo, (), lambda root: {**copy.deepcopy(root["properties"]["demo"]), "type": "object"}),
 }
 
@@ -421,25 +474,89 @@ def validate_stage_settings(stage: str, settings: Any, origin: str = "--settings
     errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         # Keys of a stage that is one config section are named as in the config (features.video.device).
-        prefix = f"{stage}." if stage in ("download", "normalize", "features.video", "features.video3d", "features.audio") else ""
+        prefix = f"{stage}." if stage == "download" else ""
         messages = [describe_error(e).replace("config key '<top level>'", f"settings key '{prefix.rstrip('.') or '<top level>'}'", 1)
                     .replace("config key '", f"settings key '{prefix}", 1) for e in errors[:10]]
         raise ConfigError(f"{origin}: invalid settings for stage {stage!r}:\n  " + "\n  ".join(messages))
     return freeze(settings)
 
 
-def settings_digest(settings: Mapping) -> str:
-    return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()
+# Schema keyword of keys that change how fast a stage runs, never what it computes (batch sizes of
+# inference, workers, devices, thread counts, sleeps): config reference in docs/settings.md.
+OPERATIONAL = "x-operational"
+
+
+def _resolve(node: Mapping, schema: Mapping) -> Mapping:
+    """Follow local ``$ref`` s ("#/a/b") to the node they name."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        node = _step(node["$ref"], schema)
+    return node
+
+
+def _is_operational(node: Mapping | None, schema: Mapping) -> bool:
+    """The node, or any node its ``$ref`` chain passes through, is marked operational."""
+    while isinstance(node, Mapping):
+        if node.get(OPERATIONAL):
+            return True
+        if "$ref" not in node:
+            return False
+        node = _step(node["$ref"], schema)
+    return False
+
+
+def _step(ref: str, schema: Mapping) -> Any:
+    """The node one ``$ref`` names (not following its own ``$ref``)."""
+    target: Any = schema
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def _without_operational(value: Any, node: Mapping | None, schema: Mapping) -> Any:
+    if node is None or not isinstance(value, Mapping):
+        return value
+    node = _resolve(node, schema)
+    properties = node.get("properties", {})
+    extra = node.get("additionalProperties")
+    kept = {}
+    for key, item in value.items():
+        child = properties.get(key, extra if isinstance(extra, Mapping) else None)
+        if not _is_operational(child, schema):
+            kept[key] = _without_operational(item, child, schema)
+    return kept
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_stage_schema(stage: str) -> dict:
+    return stage_schema(stage)  # read-only below: planning 1,220 shards must not re-read the schema per job
+
+
+def result_settings(stage: str, settings: Mapping) -> dict:
+    """``settings`` without the operational keys: what decides whether a stage's outputs are still valid."""
+    schema = _cached_stage_schema(stage)
+    return _without_operational(json.loads(canonical_json(settings)), schema, schema)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(stage: str, text: str) -> str:
+    return hashlib.sha256(canonical_json(result_settings(stage, json.loads(text))).encode("utf-8")).hexdigest()
+
+
+def settings_digest(stage: str, settings: Mapping) -> str:
+    """The hash of a stage's result settings: equal when only operational keys differ."""
+    return _digest(stage, canonical_json(settings))
 
 
 def settings_file(stage: str, settings: Mapping, directory: str | Path = SETTINGS_DIR) -> str:
-    """Write ``settings`` to ``<directory>/<stage>.<sha256>.json`` (once) and return that path.
+    """Write ``settings`` to ``<directory>/<stage>.<sha256 of the result settings>.json`` and return that path.
 
-    The name is the content's hash, so it changes exactly when the settings do: as a Snakemake
-    param it is as exact a rerun trigger as the JSON itself, and it keeps command lines short.
+    The name changes exactly when a result setting does: as a Snakemake param it reruns a job when
+    its results can change, and not when only an operational key (a batch size, a worker count, a
+    device) did. The file holds every setting, operational ones included, and is rewritten in place
+    when they change, so the next job that runs reads them.
     """
     text = canonical_json(settings)
-    path = Path(directory) / f"{stage}.{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
+    path = Path(directory) / f"{stage}.{settings_digest(stage, settings)}.json"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{path.name}.{id(text)}")

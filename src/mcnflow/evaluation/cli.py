@@ -12,7 +12,9 @@ training}}``. The experiment's ``training`` section gives the clip cutting (``ma
 The result JSON holds ``metrics`` in the benchmark's ``convention`` and ``metrics_by_convention``
 with both (:data:`mcnflow.evaluation.metrics.CONVENTIONS`), ``protocol`` (``mcn``, or ``mcnflow``
 for the YouCook2 IoU localization, which is mcnflow's own), and ``n_excluded`` / ``excluded_by``: the
-queries (clips, or step-localization videos) left out because their video is in another corpus.
+queries (clips, or step-localization videos) left out because their video is in another corpus, and
+``per_query``: each query's (step localization: each video's) values, from which results/statistics.csv
+computes intervals and paired tests (:mod:`mcnflow.statistics`).
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ The protocol (``evaluation.crosstask`` settings; MCN's value in brackets):
    recalled steps / annotated steps (eval_cross.py:124-129). CrossTask averages it over each task's
    videos, then over tasks (eval_cross.py:252-257, 279, 341-351); Mining YouTube over all videos
    (eval_cross.py:266-267, 288). A video with no annotated step is skipped (MCN divides 0 by 0).
+   CrossTask's own evaluation (Zhukov et al., train.py ``get_recalls``) pools instead: a task's
+   recalled steps over all its videos / its annotated steps over all its videos.
+
+Each scored video's recall (x100) is stored as ``per_query`` (keyed ``<index>:<video_id>``; CrossTask's
+with its task as group), so :mod:`mcnflow.statistics` gives step recall the same intervals and paired
+tests as retrieval.
 
 A video without features is a missing query: left out (convention ``present``, MCN's loaders only
 list videos with features) or recall 0 (``failures``).
@@ -55,6 +61,7 @@ from mcnflow.evaluation.core import EvalFeatures, Outcome, _chunks, _to, embed_q
 from mcnflow.evaluation.metrics import FAILURES, PRESENT
 from mcnflow.evaluation.scoring import Scoring, embed_clips, similarity
 from mcnflow.model import inputs as clips
+from mcnflow.statistics import GROUP_MEAN
 
 # MCN's values (cvpr19_dataloader.py); evaluation.crosstask in the config.
 MCN_SETTINGS = {"audio_window": 8.0, "max_words": 30, "pool": "features"}
@@ -309,11 +316,27 @@ def aggregate(task: StepTask, records: Sequence[tuple[str, float | None]]) -> tu
     return ({task.metric: 100.0 * float(np.mean(values))} if values else {}), {}
 
 
+def steps_per_query(task: StepTask, records: Sequence[tuple[str, str, float | None]],
+                    convention: str) -> dict[str, Any]:
+    """Each video's contribution to the step recall (100 x its recall), for intervals and paired tests
+    (:mod:`mcnflow.statistics`), from the same ``(key, group, recall)`` records as the metric:
+    ``present``: the scored videos; ``failures``: missing ones too, with recall 0. CrossTask's values
+    carry their task as group (its recall is a mean of task means)."""
+    kept = [(key, group, recall) for key, group, recall in records if recall is not None or convention == FAILURES]
+    per_query: dict[str, Any] = {"keys": [key for key, _, _ in kept],
+                                 "values": {task.metric: [100.0 * (recall or 0.0) for _, _, recall in kept]},
+                                 "aggregate": {task.metric: GROUP_MEAN if task.per_group else "mean"}}
+    if task.per_group:
+        per_query["groups"] = [group for _, group, _ in kept]
+    return per_query
+
+
 def evaluate_steps(model: Any, scoring: Scoring, task: str, files: Mapping[str, str], features: EvalFeatures,
                    batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
                    convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
     """Step recall of one step-localization benchmark (``task`` crosstask or mining_youtube; see the
-    module doc). ``excluded``: video ids left out of the benchmark."""
+    module doc), with each video's recall in ``extra["per_query"]``. ``excluded``: video ids left out
+    of the benchmark."""
     if task not in STEP_TASKS:
         raise ValueError(f"task {task!r}; allowed values: {', '.join(STEP_TASKS)}")
     settings = {**MCN_SETTINGS, **dict(settings or {})}
@@ -322,9 +345,10 @@ def evaluate_steps(model: Any, scoring: Scoring, task: str, files: Mapping[str, 
     protocol = STEP_TASKS[task]
     videos, n_excluded = exclude_videos(protocol.load(files), excluded)
     step_text: dict[tuple[str, ...], dict] = {}
-    records: list[tuple[str, float | None]] = []   # None: a missing video
+    records: list[tuple[str, str, float | None]] = []   # (query key, group, recall); None: a missing video
     reasons: Counter = Counter()
-    for video in tqdm(videos, desc=task, unit="video"):
+    for index, video in enumerate(tqdm(videos, desc=task, unit="video")):
+        key = f"{index}:{video.video_id}"  # as retrieval's query keys: the same for every experiment
         reason = features.why_missing(video.video_id, scoring.clip_modalities)
         n_seconds = 0 if reason else feature_seconds(features, scoring, video.video_id)
         truth = None
@@ -334,7 +358,7 @@ def evaluate_steps(model: Any, scoring: Scoring, task: str, files: Mapping[str, 
                 reason = "features: zero seconds"
         if reason is not None:
             reasons[reason] += 1
-            records.append((video.group, None))
+            records.append((key, video.group, None))
             continue
         if video.steps not in step_text:
             tokens = [features.sentence_tokens(step, settings["max_words"]) for step in video.steps]
@@ -346,30 +370,15 @@ def evaluate_steps(model: Any, scoring: Scoring, task: str, files: Mapping[str, 
             scores = log_softmax(scores)
         recall = step_recall(truth, assign_steps(scores))
         if recall is not None:  # a video with no annotated step says nothing about recall
-            records.append((video.group, recall))
-    present = [(g, r) for g, r in records if r is not None]
-    failures = [(g, 0.0 if r is None else r) for g, r in records]
+            records.append((key, video.group, recall))
+    present = [(g, r) for _, g, r in records if r is not None]
+    failures = [(g, 0.0 if r is None else r) for _, g, r in records]
     (metrics_present, groups_present), (metrics_failures, groups_failures) = (
         aggregate(protocol, present), aggregate(protocol, failures))
     per_group = groups_present if convention == PRESENT else groups_failures
-    extra: dict[str, Any] = {"protocol": PROTOCOL, "n_excluded": n_excluded}
+    extra: dict[str, Any] = {"protocol": PROTOCOL, "n_excluded": n_excluded,
+                             "per_query": steps_per_query(protocol, records, convention)}
     if protocol.per_group:
         extra["per_task"] = per_group
     return Outcome.of({PRESENT: metrics_present, FAILURES: metrics_failures}, convention, len(videos),
                       sum(reasons.values()), dict(reasons), extra=extra)
-
-
-def evaluate_crosstask(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
-                       batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
-                       convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
-    """CrossTask step recall (averaged per task, then over tasks)."""
-    return evaluate_steps(model, scoring, "crosstask", files, features, batch_size, device, settings,
-                          convention, excluded)
-
-
-def evaluate_mining_youtube(model: Any, scoring: Scoring, files: Mapping[str, str], features: EvalFeatures,
-                            batch_size: int, device: Any, settings: Mapping[str, Any] | None = None,
-                            convention: str = PRESENT, excluded: Iterable[str] = ()) -> Outcome:
-    """Mining YouTube step recall (log-softmax over steps, averaged over videos)."""
-    return evaluate_steps(model, scoring, "mining_youtube", files, features, batch_size, device, settings,
-                          convention, excluded)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Container, Iterable, Mapping
 
 from mcnflow.corpora.base import Caption
+from mcnflow.core.plan import splits_captions
 
 WORD = re.compile(r"[\w']+")
 # "00:01:02.345" or "01:02.345" (hours optional in WebVTT), cue settings may follow the end time.
@@ -174,15 +175,24 @@ class CaptionSource:
     """The captions of one corpus's videos, from where its ``caption_format`` says they are.
 
     * ``vtt``: the auto-caption file the download ledger names (``captions_path``), via :func:`parse_vtt`;
-    * ``raw_caption_json``: the corpus's captions with :func:`dedup_rolling` applied;
-    * otherwise (``caption_json``, and the annotation-based readers): the corpus's captions as they are,
-      in their order (YouCook2's captions are its annotated steps, so their order must not change).
+    * HowTo100M's ``caption_json`` / ``raw_caption_json``: the shard's caption file (``caption_shard``,
+      made by ``mcnflow split-captions``; caption.json itself is never read here), with
+      :func:`dedup_rolling` applied for ``raw_caption_json``;
+    * the annotation-based readers: the corpus's captions as they are, in their order (YouCook2's
+      captions are its annotated steps, so their order must not change).
     """
 
-    def __init__(self, corpus, spec: Mapping[str, Any], captions_paths: Mapping[str, str] | None = None):
+    def __init__(self, corpus, spec: Mapping[str, Any], captions_paths: Mapping[str, str] | None = None,
+                 caption_shard: str | Path | None = None, shard: str | None = None):
         self.corpus = corpus
         self.caption_format = spec.get("caption_format", "caption_json")
         self.captions_paths = dict(captions_paths or {})
+        if splits_captions(dict(spec)):
+            if caption_shard is None:
+                raise CaptionFileError(f"corpus {corpus.name!r} ({self.caption_format}) reads its captions per shard: "
+                                       "the shard's caption file (results/captions/<corpus>/shard-NNNNN.jsonl, "
+                                       "made by `mcnflow split-captions`) is needed")
+            corpus.open_caption_shard(caption_shard, shard)
 
     def captions(self, video_id: str) -> list[Caption]:
         if self.caption_format == "vtt":

@@ -1,4 +1,7 @@
-"""``mcnflow extract <modality>``: one shard of one modality into HDF5 (or the word2vec source)."""
+"""``mcnflow extract <modality>``: the text features of one shard into HDF5, or the word2vec source.
+
+Video and audio features are not extracted here: ``mcnflow media`` makes them from one decode of
+each download (:mod:`mcnflow.media`)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,6 @@ import importlib
 
 # sub-command -> module defining configure_parser(parser) and main(args)
 EXTRACTORS = {
-    "video": ("mcnflow.features.video", "ResNet152 per-second features of one shard"),
-    "video3d": ("mcnflow.features.video3d", "3D ResNeXt-101 features (1.5 per second) of one shard"),
-    "audio": ("mcnflow.features.audio", "DaveNet log-mel spectrograms of one shard"),
     "word2vec": ("mcnflow.features.word2vec", "the word2vec source every corpus's text features use"),
     "text": ("mcnflow.features.text", "caption tokens (with their word vectors) of one shard"),
 }

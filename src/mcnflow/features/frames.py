@@ -1,4 +1,8 @@
-"""Decode a video to frames sampled at a fixed rate, as the HowTo100M 2D extractor does.
+"""Frame sampling and sizes of the HowTo100M 2D extractor, and a file decode that follows them.
+
+``mcnflow media`` samples and scales the frames in its one decode graph (:mod:`mcnflow.media.decode`)
+with :func:`output_size`; :func:`decode_frames` decodes a file on its own, for checks outside the
+pipeline (tests, benchmarks, e.g. reading a kept normalized file).
 
 ffmpeg does the sampling and the resize: ``-vf fps=<fps>,scale=<w>:<h>`` then raw RGB24 on a pipe.
 The ``fps`` filter runs first so only the kept frames are scaled and turned into arrays (never all

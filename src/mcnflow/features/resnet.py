@@ -14,7 +14,7 @@ from __future__ import annotations
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -102,16 +102,18 @@ def _imagenet_state_dict() -> dict:
             f"features.video.weights to the path of a resnet152 state dict") from exc
 
 
-def _file_state_dict(path: Path) -> dict:
+def read_weights_file(path: Path, what: str = "state dict") -> Mapping:
+    """The mapping a weights file holds (``torch.load``, tensors only), or a WeightsError naming the
+    file and saying it is not ``what``."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types; all mean "not a state dict"
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; all mean "not a weights file"
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise WeightsError(f"weights '{path}': cannot be read as a torch state dict "
+        raise WeightsError(f"weights '{path}': cannot be read as a torch {what} "
                            f"({type(exc).__name__}: {first_line})") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights '{path}': holds a {type(state).__name__}, not a state dict")
-    return state
+    if not isinstance(data, Mapping):
+        raise WeightsError(f"weights '{path}': holds a {type(data).__name__}, not a {what}")
+    return data
 
 
 def _state_dict_mismatch(expected: dict, state: dict, examples: int = 3) -> str:
@@ -163,7 +165,7 @@ class ResNet152Weights:
             raise WeightsError(f"weights '{path}': not 'imagenet' or 'none', and no such file")
         return cls(setting=str(path), description=f"resnet152 state dict from file {path.resolve()}",
                    pretrained=True, preprocess=FramePreprocess(RECIPE_MEAN, RECIPE_STD),
-                   _state_dict=lambda: _file_state_dict(path))
+                   _state_dict=lambda: dict(read_weights_file(path)))
 
     @classmethod
     def resolve(cls, setting: str, seed: int) -> "ResNet152Weights":

@@ -17,7 +17,8 @@ channel (std 1) on 0-255 values, non-overlapping 16-frame clips: 24 / 16 = 1.5 f
 each L2-normalised.
 
 These functions do not decode: they take uint8 RGB frames ``(T, H, W, 3)`` sampled at ``fps`` however
-they were decoded (:mod:`mcnflow.features.video3d` decodes with ffmpeg, which also scales and crops).
+they were decoded (``mcnflow media`` decodes with ffmpeg, which also scales them to short side 112:
+:class:`mcnflow.media.consumers.Clips3D`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcnflow.features.frames import output_size
-from mcnflow.features.resnet import CUDA_AUTOCAST_DTYPE, WeightsError
+from mcnflow.features.resnet import CUDA_AUTOCAST_DTYPE, WeightsError, read_weights_file
 
 FEATURE_DIM = 2048
 CARDINALITY = 32
@@ -77,9 +78,6 @@ class Recipe3D:
     def rows_per_second(self) -> float:
         """Features per second of video: 24 fps / 16 frames = 1.5."""
         return self.fps / self.clip_frames
-
-    def clips_for_frames(self, n_frames: int) -> int:
-        return n_clips(n_frames, self.clip_frames)
 
 
 def n_clips(n_frames: int, clip_frames: int = 16) -> int:
@@ -142,12 +140,6 @@ class ClipPreprocess:
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return self.normalize(resize_and_crop(frames, self.recipe.short_side, self.recipe.crop))
-
-
-def preprocess_3d(frames: torch.Tensor | np.ndarray, recipe: Recipe3D = Recipe3D()) -> torch.Tensor:
-    """uint8 RGB frames ``(T, H, W, 3)`` sampled at ``recipe.fps`` -> float32 ``(T, 3, crop, crop)``
-    (short side 112, centre crop 112x112, ``x - mean`` on 0-255 values by default)."""
-    return ClipPreprocess(recipe)(torch.as_tensor(frames))
 
 
 def clip_batches(frames: torch.Tensor | np.ndarray, clip_frames: int = 16,
@@ -264,14 +256,7 @@ def random_resnext3d(seed: int, layers: Sequence[int] = LAYERS_101) -> ResNeXt3D
 def _read_checkpoint(path: Path) -> dict:
     """The state dict inside a checkpoint file: ``{"state_dict": ...}`` (Hara et al.) or a plain state
     dict (the HowTo100M extractor's copy), with a DataParallel ``module.`` prefix removed."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types; all mean "not a checkpoint"
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise WeightsError(f"weights '{path}': cannot be read as a torch checkpoint "
-                           f"({type(exc).__name__}: {first_line})") from exc
-    if not isinstance(data, Mapping):
-        raise WeightsError(f"weights '{path}': holds a {type(data).__name__}, not a checkpoint or state dict")
+    data = read_weights_file(path, "checkpoint or state dict")
     arch = data.get("arch")
     if isinstance(arch, str) and arch != ARCH:
         raise WeightsError(f"weights '{path}': a checkpoint of arch {arch!r}, not {ARCH!r}")
@@ -445,20 +430,3 @@ class ClipEncoder:
                 clips = clips.pin_memory()  # an asynchronous host-to-device copy
             out[first:first + len(clips)] = self(clips) if resize else self._forward(clips)
         return out.cpu().numpy()
-
-
-def seconds_per_clip(layers: Sequence[int] = LAYERS_101, clips: int = 1, repeats: int = 1,
-                     device: str = "cpu") -> float:
-    """Wall seconds per 16 x 112 x 112 clip of a random-init model (a quick speed check)."""
-    import time
-
-    encoder = ClipEncoder(ResNeXt3DWeights.random(0, layers), torch.device(device), batch_size=clips)
-    frames = torch.randint(0, 256, (clips * 16, 112, 112, 3), dtype=torch.uint8)
-    encoder.encode(frames)  # warm-up
-    started = time.perf_counter()
-    for _ in range(repeats):
-        encoder.encode(frames)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / (repeats * clips)
-

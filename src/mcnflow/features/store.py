@@ -13,6 +13,10 @@ docs/hdf5_layout.md describes the same layout for users who read the files with 
     /index/status          its outcome (ok, no_audio, ...; see mcnflow.core.ledger.FEATURE_STATUSES)
     /index/length          rows / frames / captions stored for it (0 when nothing is stored)
 
+Training and evaluation read through :class:`FeatureIndex` and a :class:`ShardFiles` of each process:
+a bounded set of open shard files (``training.max_open_files`` descriptors per loader process), each
+memory-mapped so a video's contiguous datasets are read as array views, with no h5py call per read.
+
 A resumable extractor keeps each finished video in its own *part* (:func:`write_part`, an ``.npz``
 in the shard's work directory, see mcnflow.core.shard_stage) and builds the shard file from the
 parts at the end (:func:`assemble_shard`); parts are never read by training or evaluation.
@@ -20,10 +24,14 @@ parts at the end (:func:`assemble_shard`); parts are never read by training or e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import mmap
 import os
+import resource
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -44,6 +52,62 @@ STR = h5py.string_dtype(encoding="utf-8")
 
 class IncompleteShardError(RuntimeError):
     """The file was not completely written (its writer was killed) or is not an mcnflow shard."""
+
+
+class OpenFilesLimitError(OSError):
+    """The process ran out of file descriptors (EMFILE) opening a shard; the shard itself may be fine."""
+
+
+# An open shard holds h5py's descriptor and its memory map's (Python's mmap keeps a dup of it).
+DESCRIPTORS_PER_FILE = 2
+
+
+def out_of_descriptors(exc: BaseException) -> bool:
+    """Whether ``exc`` is EMFILE (h5py's OSError says "Too many open files" in its text)."""
+    return getattr(exc, "errno", None) == errno.EMFILE or "Too many open files" in str(exc)
+
+
+def descriptor_limits() -> tuple[int, int]:
+    """This process's (soft, hard) RLIMIT_NOFILE."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def open_failure(path: str | Path, exc: OSError, setting: str | None = None,
+                 max_open_files: int | None = None) -> Exception:
+    """The error to raise when opening shard ``path`` failed with ``exc``: OpenFilesLimitError for EMFILE
+    (naming the limit and the setting that bounds what mcnflow keeps open), else IncompleteShardError."""
+    if not out_of_descriptors(exc):
+        return IncompleteShardError(f"{path}: cannot be opened as HDF5 ({exc})")
+    soft, hard = descriptor_limits()
+    if setting is None:
+        kept = "every feature shard it reads stays open"
+    elif max_open_files is None:
+        kept = f"{setting} is null, so every feature shard it reads stays open"
+    else:
+        kept = (f"{setting} = {max_open_files} lets it keep that many open for feature shards "
+                f"({DESCRIPTORS_PER_FILE} per shard), besides those Python, torch and the DataLoader hold")
+    advice = f"lower {setting} well below the limit, or raise" if setting else "raise"
+    return OpenFilesLimitError(
+        errno.EMFILE,
+        f"{path}: too many open files (errno {errno.EMFILE}, EMFILE): this process may hold {_limit_text(soft)} "
+        f"file descriptors (soft limit RLIMIT_NOFILE, `ulimit -n`; hard limit {_limit_text(hard)}) and {kept}. "
+        f"The shard itself is not at fault: {advice} the limit (`ulimit -n`, up to the hard limit).")
+
+
+def raise_descriptor_limit() -> tuple[int, int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit where the OS allows (DataLoader
+    workers inherit it). Returns (soft before, soft after, hard)."""
+    soft, hard = descriptor_limits()
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # e.g. macOS refuses an unlimited soft limit: keep the current one
+            pass
+    return soft, descriptor_limits()[0], hard
 
 
 def _attr_value(value: Any) -> Any:
@@ -306,14 +370,7 @@ class ShardReader:
 
     def _open(self) -> h5py.File:
         if self._file is None:
-            try:
-                handle = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise IncompleteShardError(f"{self.path}: cannot be opened as HDF5 ({exc})") from exc
-            if handle.attrs.get("format") != FORMAT or not bool(handle.attrs.get("complete", False)):
-                handle.close()
-                raise IncompleteShardError(f"{self.path}: not a complete {FORMAT} file")
-            self._file = handle
+            self._file = open_shard(self.path)
         return self._file
 
     def close(self) -> None:
@@ -370,28 +427,165 @@ def check_rate(paths: Iterable[str | Path], key: str, expected: float, user: str
             raise ValueError(f"{path}: {key}={value}; {user} cuts clips assuming {key}={expected:g}")
 
 
+def open_shard(path: str | Path, setting: str | None = None, max_open_files: int | None = None) -> h5py.File:
+    """Open a complete shard file read-only; IncompleteShardError if it is not one, OpenFilesLimitError
+    when the process is out of descriptors (see :func:`open_failure`)."""
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise open_failure(path, exc, setting, max_open_files) from exc
+    if handle.attrs.get("format") != FORMAT or not bool(handle.attrs.get("complete", False)):
+        handle.close()
+        raise IncompleteShardError(f"{path}: not a complete {FORMAT} file")
+    return handle
+
+
 def is_complete(path: str | Path) -> bool:
-    """True when ``path`` is a finished shard file (what a rerun may trust)."""
+    """True when ``path`` is a finished shard file (what a rerun may trust). Running out of descriptors
+    raises OpenFilesLimitError rather than calling a good shard incomplete."""
     try:
         with h5py.File(path, "r") as handle:
             return handle.attrs.get("format") == FORMAT and bool(handle.attrs.get("complete", False))
-    except (OSError, FileNotFoundError):
+    except (OSError, FileNotFoundError) as exc:
+        if out_of_descriptors(exc):
+            raise open_failure(path, exc) from exc
         return False
 
 
-class FeatureIndex:
-    """video_id -> reader over many shard files of one modality."""
+class _MappedShard:
+    """One open shard file: its HDF5 file id (to find datasets) and a map of the whole file (to read them)."""
 
-    def __init__(self, paths: Iterable[str | Path]):
+    def __init__(self, path: str, files: "ShardFiles"):
+        # The low-level open and close cost about half of h5py.File's (dataset ids are never kept, so
+        # closing the file id releases the file).
+        try:
+            self.id = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
+        except OSError as exc:
+            raise open_failure(path, exc, files.setting, files.max_open_files) from exc
+        try:
+            if path not in files.checked:  # once per process: a shard is only ever replaced by a complete one
+                attrs = h5py.File(self.id).attrs
+                if attrs.get("format") != FORMAT or not bool(attrs.get("complete", False)):
+                    raise IncompleteShardError(f"{path}: not a complete {FORMAT} file")
+                files.checked.add(path)
+            # MAP_PRIVATE with write access: arrays on it are writable (torch.from_numpy takes them
+            # silently), and a write changes this process's copy of the page, never the file.
+            self.map = mmap.mmap(self.id.get_vfd_handle(), 0, flags=mmap.MAP_PRIVATE,
+                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            self.id.close()
+            raise open_failure(path, exc, files.setting, files.max_open_files) from exc
+        except BaseException:
+            self.id.close()
+            raise
+        self.tables: dict[str, np.ndarray] = {}
+
+    def close(self) -> None:
+        # Arrays still viewing the map keep it alive; it is unmapped when the last one goes.
+        self.map = None
+        self.tables.clear()
+        self.id.close()
+
+
+class ShardFiles:
+    """The shard files one process has open: at most ``max_open_files`` descriptors, the least recently
+    used file closed first (None: no bound, every file stays open).
+
+    A contiguous dataset (the layout ShardWriter writes without compression) is read as a view of the
+    file's memory map: no h5py call per read, no copy, and only the pages used are read. Chunked
+    (compressed) datasets are read through h5py. Each process opens its own files: pickling (a
+    DataLoader worker) drops them, and nothing may be open when workers are forked.
+    """
+
+    def __init__(self, max_open_files: int | None = None, setting: str | None = None):
+        if max_open_files is not None and max_open_files < DESCRIPTORS_PER_FILE:
+            raise ValueError(f"{setting or 'max_open_files'} is {max_open_files}: an open shard takes "
+                             f"{DESCRIPTORS_PER_FILE} file descriptors")
+        self.max_open_files = max_open_files
+        self.setting = setting
+        self._open: OrderedDict[str, _MappedShard] = OrderedDict()
+        self.checked: set[str] = set()  # paths found complete by this process
+        self.opened = 0  # files opened so far: how often the bound made a file be reopened
+
+    def __getstate__(self) -> dict:
+        return {"max_open_files": self.max_open_files, "setting": self.setting, "_open": OrderedDict(),
+                "checked": set(), "opened": 0}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def _file(self, path: str | Path) -> _MappedShard:
+        key = str(path)
+        entry = self._open.get(key)
+        if entry is not None:
+            self._open.move_to_end(key)
+            return entry
+        if self.max_open_files is not None:
+            while self._open and (len(self._open) + 1) * DESCRIPTORS_PER_FILE > self.max_open_files:
+                self._open.popitem(last=False)[1].close()
+        entry = _MappedShard(key, self)
+        self._open[key] = entry
+        self.opened += 1
+        return entry
+
+    def _view(self, entry: _MappedShard, dataset: h5py.h5d.DatasetID) -> np.ndarray:
+        shape, dtype = tuple(dataset.shape), dataset.dtype
+        count = int(np.prod(shape, dtype=np.int64))
+        offset = dataset.get_offset()  # None unless contiguous and allocated
+        if offset is None:
+            if count == 0:
+                return np.empty(shape, dtype)
+            return h5py.Dataset(dataset)[()]  # chunked (compressed): h5py decodes it
+        return np.frombuffer(entry.map, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+    def read(self, path: str | Path, name: str) -> np.ndarray | dict[str, np.ndarray]:
+        """The dataset ``name`` of shard ``path`` as an array, or a text video's group as a dict of
+        TEXT_FIELDS arrays; views of the file where the layout allows (do not keep them for long: each
+        keeps its file mapped). The kernel's own read-ahead serves a cold page cache: asking for the
+        whole dataset ahead (MADV_WILLNEED) was measured to cost more CPU than it saved."""
+        entry = self._file(path)
+        node = h5py.h5o.open(entry.id, name.encode())
+        if isinstance(node, h5py.h5g.GroupID):
+            return {field: self._view(entry, h5py.h5o.open(node, field.encode())) for field in TEXT_FIELDS}
+        return self._view(entry, node)
+
+    def table(self, path: str | Path, name: str) -> np.ndarray:
+        """A dataset read by scattered rows, e.g. a text shard's word vectors: located once per open
+        file. (Telling the kernel the rows are random, MADV_RANDOM, was measured ~8% slower cold: the
+        frequent words come first in a shard's table, so reading ahead around a row pays.)"""
+        entry = self._file(path)
+        array = entry.tables.get(name)
+        if array is None:
+            array = entry.tables[name] = self._view(entry, h5py.h5o.open(entry.id, name.encode()))
+        return array
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem(last=False)[1].close()
+
+
+class FeatureIndex:
+    """video_id -> shard over many shard files of one modality.
+
+    ``files``: the open files of this process, shared by the indexes of one reader (e.g. every modality
+    of a training set) so one bound covers them all; by default the index has its own, unbounded.
+    """
+
+    def __init__(self, paths: Iterable[str | Path], files: ShardFiles | None = None):
+        self.files = files if files is not None else ShardFiles()
         self.readers = [ShardReader(p) for p in paths]
         self._where: dict[str, ShardReader] = {}
         self.status: dict[str, str] = {}
         for reader in self.readers:
-            for row in reader.index():
-                self.status[row["video_id"]] = row["status"]
-                if row["status"] == "ok":
-                    self._where[row["video_id"]] = reader
-            reader.close()  # reopen lazily where used (e.g. in a DataLoader worker)
+            try:
+                for row in reader.index():
+                    self.status[row["video_id"]] = row["status"]
+                    if row["status"] == "ok":
+                        self._where[row["video_id"]] = reader
+            except OpenFilesLimitError as exc:
+                raise open_failure(reader.path, exc, self.files.setting, self.files.max_open_files) from exc
+            finally:
+                reader.close()  # one file at a time here; reads reopen through self.files
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self._where
@@ -399,9 +593,18 @@ class FeatureIndex:
     def video_ids(self) -> list[str]:
         return list(self._where)
 
+    def view(self, video_id: str) -> np.ndarray | dict[str, np.ndarray]:
+        """The video's features as views of the mapped file where possible (see ShardFiles.read)."""
+        return self.files.read(self._where[video_id].path, f"videos/{video_id}")
+
     def read(self, video_id: str):
-        return self._where[video_id].read(video_id)
+        """The video's features as arrays of their own."""
+        data = self.view(video_id)
+        if isinstance(data, dict):
+            return {field: np.array(value) for field, value in data.items()}
+        return np.array(data)
 
     def close(self) -> None:
         for reader in self.readers:
             reader.close()
+        self.files.close()

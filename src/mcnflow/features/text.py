@@ -15,7 +15,10 @@ At most ``max_words`` tokens are stored per caption. This loses nothing MCN uses
 neighbouring captions into one clip and keeps the merged list's first ``max_words`` words.
 
 Outcomes: ok; no_media (did not survive normalization, or absent from the normalize ledger);
-no_captions (no caption at all); error (its caption file or corpus entry could not be read).
+no_captions (no caption at all); error (its caption file or corpus entry could not be read, e.g. a
+caption.json entry whose start/end/text lengths differ or whose times are not numbers: the message names
+the video). HowTo100M's captions come from the shard's own caption file (``--captions``, made by
+``mcnflow split-captions``), so a job's memory and time do not depend on the corpus size.
 A killed job resumes: each video's tokens are journaled with ShardRun and kept in the shard's work
 directory until the shard file is assembled.
 """
@@ -36,6 +39,7 @@ from mcnflow.core.ledger import FEATURE_COLUMNS, ledger_by_id, read_ledger
 from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import FeatureStatus, NormalizeStatus
 from mcnflow.corpora import CorpusError, open_corpus
+from mcnflow.core.plan import splits_captions
 from mcnflow.features.captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, tokenize
 from mcnflow.features.store import TEXT_FIELDS, ShardWriter
 from mcnflow.features.word2vec import read_rows, read_word_vectors
@@ -50,6 +54,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", required=True, help="5-digit shard id, e.g. 00003")
     parser.add_argument("--download-ledger", help="results/download/{corpus}/shard-{shard}.tsv "
                                                   "(its captions_path is read for caption_format vtt)")
+    parser.add_argument("--captions", help="results/captions/{corpus}/shard-{shard}.jsonl: the shard's caption file "
+                                           "(mcnflow split-captions; HowTo100M caption_json / raw_caption_json)")
     parser.add_argument("--normalize-ledger", required=True, help="results/normalize/{corpus}/shard-{shard}.tsv")
     parser.add_argument("--word2vec", required=True, help="results/features/word2vec.h5")
     parser.add_argument("--output", required=True, help="results/features/{corpus}/text/shard-{shard}.h5")
@@ -167,7 +173,14 @@ def main(args: argparse.Namespace) -> int:
     caption_format = spec.get("caption_format", "caption_json")
     if caption_format == "vtt" and not args.download_ledger:
         raise ConfigError(f"corpus {args.corpus!r} has caption_format vtt: --download-ledger is required")
-    source = CaptionSource(open_corpus(args.corpus, dict(spec)), spec, captions_paths)
+    if splits_captions(dict(spec)) and not args.captions:
+        raise ConfigError(f"corpus {args.corpus!r} has caption_format {caption_format}: --captions (its shard's "
+                          "caption file, results/captions/<corpus>/shard-NNNNN.jsonl from mcnflow split-captions) "
+                          "is required")
+    try:
+        source = CaptionSource(open_corpus(args.corpus, dict(spec)), spec, captions_paths, args.captions, args.shard)
+    except CorpusError as exc:
+        raise ConfigError(str(exc)) from exc  # the shard's caption file itself is missing or not one
     video_ids = [row["video_id"] for row in read_manifest(args.manifest, args.shard)]
     word2vec_attrs = read_word_vectors(args.word2vec, vectors=False).attrs
     attrs = {"word2vec_fingerprint": word2vec_attrs["fingerprint"],

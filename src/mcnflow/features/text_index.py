@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from mcnflow.features.store import FeatureIndex, ShardReader
+from mcnflow.features.store import FeatureIndex, ShardFiles, ShardReader
 
 
 class WordSourceMismatch(ValueError):
@@ -32,9 +32,13 @@ def shard_fingerprint(path: str | Path) -> str:
 
 
 class TextIndex(FeatureIndex):
-    """video_id -> captions over many text shards; ``read`` adds ``vectors`` (one row per token)."""
+    """video_id -> captions over many text shards; ``read`` adds ``vectors`` (one row per token).
 
-    def __init__(self, paths: Iterable[str | Path]):
+    Word vectors are gathered row by row from the shard's mapped ``/vocabulary/vectors``: a process
+    never holds a whole word table (tens of MB per shard, over a thousand shards in HowTo100M).
+    """
+
+    def __init__(self, paths: Iterable[str | Path], files: ShardFiles | None = None):
         paths = [str(p) for p in paths]
         fingerprints = {p: shard_fingerprint(p) for p in paths}
         distinct = sorted(set(fingerprints.values()))
@@ -43,8 +47,7 @@ class TextIndex(FeatureIndex):
             raise WordSourceMismatch("text shards come from different word2vec sources: "
                                      + "; ".join(f"{p} ({fp[:12]})" for fp, p in example.items()))
         self.fingerprint = distinct[0] if distinct else ""
-        super().__init__(paths)
-        self._tables: dict[str, np.ndarray] = {}
+        super().__init__(paths, files)
 
     def require(self, fingerprint: str, what: str) -> None:
         """Refuse these shards unless they were made from the word2vec source ``fingerprint``."""
@@ -52,29 +55,20 @@ class TextIndex(FeatureIndex):
             raise WordSourceMismatch(f"these text features come from word2vec source {self.fingerprint[:12]}, "
                                      f"but {what} used {fingerprint[:12]}")
 
-    def _vectors(self, reader: ShardReader) -> np.ndarray:
-        key = str(reader.path)
-        if key not in self._tables:
-            self._tables[key] = np.ascontiguousarray(reader.word_table()[1], dtype=np.float32)
-        return self._tables[key]
+    def vocabulary(self, video_id: str) -> np.ndarray:
+        """The (n_words, dim) word vectors the video's token ids index (its shard's table, mapped)."""
+        return self.files.table(self._where[video_id].path, "vocabulary/vectors")
 
     def read(self, video_id: str) -> dict[str, np.ndarray]:
-        reader = self._where[video_id]
-        fields = reader.read(video_id)
-        fields["vectors"] = self._vectors(reader)[fields["token_ids"]]
+        fields = super().read(video_id)
+        fields["vectors"] = np.asarray(self.vocabulary(video_id)[fields["token_ids"]], dtype=np.float32)
         return fields
 
     @property
     def dim(self) -> int | None:
-        for reader in self.readers:
+        for video_id in self._where:
             try:
-                if reader.video_ids():
-                    return int(self._vectors(reader).shape[1])
+                return int(self.vocabulary(video_id).shape[1])
             finally:
-                reader.close()  # no open HDF5 handle may be inherited by forked DataLoader workers
+                self.files.close()  # no open HDF5 handle may be inherited by forked DataLoader workers
         return None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_tables"] = {}  # each DataLoader worker reads its own
-        return state

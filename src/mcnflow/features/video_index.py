@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mcnflow.features.store import FeatureIndex, check_rate
+from mcnflow.features.store import FeatureIndex, ShardFiles, check_rate
 
 # rows per second of each stream, as the extractors record them (attribute, value)
 STREAM_RATES = {"2d": 1.0, "3d": 1.5}
@@ -24,7 +24,7 @@ STREAMS = tuple(STREAM_RATES)
 class VideoIndex:
     """video_id -> {stream: (rows, dim) features} over the shards of each stream."""
 
-    def __init__(self, shards: Mapping[str, Sequence[str | Path]], user: str):
+    def __init__(self, shards: Mapping[str, Sequence[str | Path]], user: str, files: ShardFiles | None = None):
         unknown = sorted(set(shards) - set(STREAMS))
         if unknown:
             raise ValueError(f"unknown video feature stream(s) {unknown}; allowed: {', '.join(STREAMS)}")
@@ -32,12 +32,13 @@ class VideoIndex:
         if not self.streams:
             raise ValueError("no video feature stream given")
         self.indexes: dict[str, FeatureIndex] = {}
+        files = files if files is not None else ShardFiles()
         for stream in self.streams:
             if not shards[stream]:
                 raise ValueError(f"{stream} video features are used but no {stream} shards were given")
             attr, rate = STREAM_RATE_ATTRS[stream]
             check_rate(shards[stream], attr, rate, user)
-            self.indexes[stream] = FeatureIndex(shards[stream])
+            self.indexes[stream] = FeatureIndex(shards[stream], files)
         self.readers = [r for index in self.indexes.values() for r in index.readers]
         # a video's status: ok when every stream has it, else the first stream's reason it is missing
         self.status: dict[str, str] = {}
@@ -62,6 +63,10 @@ class VideoIndex:
 
     def read(self, video_id: str) -> dict[str, np.ndarray]:
         return {stream: self.indexes[stream].read(video_id) for stream in self.streams}
+
+    def view(self, video_id: str) -> dict[str, np.ndarray]:
+        """Like ``read``, as views of the mapped files where possible (see ShardFiles.read)."""
+        return {stream: self.indexes[stream].view(video_id) for stream in self.streams}
 
     def close(self) -> None:
         for index in self.indexes.values():

@@ -32,7 +32,9 @@ from mcnflow import __version__
 from mcnflow.core.atomic import commit, temp_path_for
 from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 from mcnflow.core.ledger import read_ledger
+from mcnflow.caption_split import caption_shard_path
 from mcnflow.corpora import CorpusError, open_corpus
+from mcnflow.core.plan import splits_captions
 from mcnflow.features.captions import CaptionFileError, CaptionSource, captions_paths_from_ledgers, words_of
 from mcnflow.manifest import read_manifest
 
@@ -146,10 +148,13 @@ def googlenews_vectors(w2v: Mapping[str, Any]) -> WordVectors:
                        {"source": "googlenews", "path": str(path), "limit": w2v["limit"] or 0})
 
 
-def caption_sentences(source: CaptionSource, video_ids: Sequence[str], label: str) -> Iterator[list[str]]:
+def caption_sentences(source: CaptionSource, video_ids: Sequence[str], label: str,
+                      progress: tqdm | None = None) -> Iterator[list[str]]:
     """Every caption of the videos as a list of words; unreadable captions are skipped with a warning
     (the text stage records them per video)."""
-    for video_id in tqdm(video_ids, desc=f"captions {label}", unit="video"):
+    for video_id in video_ids:
+        if progress is not None:
+            progress.update()
         try:
             captions = source.captions(video_id)
         except (CaptionFileError, CorpusError) as exc:
@@ -159,6 +164,28 @@ def caption_sentences(source: CaptionSource, video_ids: Sequence[str], label: st
             words = words_of(caption.text)
             if words:
                 yield words
+
+
+def corpus_sentences(corpus: str, spec: Mapping[str, Any], manifest: str, captions_paths: Mapping[str, str],
+                     captions_dir: str | None) -> Iterator[list[str]]:
+    """The sentences of every video of the manifest, shard by shard: a split corpus (HowTo100M's
+    caption.json) is read one shard's caption file at a time."""
+    by_shard: dict[str, list[str]] = {}
+    for row in read_manifest(str(manifest)):
+        by_shard.setdefault(row["shard"], []).append(row["video_id"])
+    split = splits_captions(dict(spec))
+    if split and captions_dir is None:
+        raise ConfigError(f"corpus {corpus!r} has caption_format {spec.get('caption_format', 'caption_json')}: "
+                          "--captions-dir (results/captions/<corpus>, made by mcnflow split-captions) is required")
+    reader = open_corpus(corpus, dict(spec))
+    with tqdm(total=sum(map(len, by_shard.values())), desc=f"captions {corpus}", unit="video") as progress:
+        for shard, video_ids in by_shard.items():
+            caption_shard = caption_shard_path(captions_dir, shard) if split else None
+            try:
+                source = CaptionSource(reader, spec, captions_paths, caption_shard, shard)
+            except CorpusError as exc:
+                raise ConfigError(str(exc)) from exc  # the shard's caption file is missing or not one
+            yield from caption_sentences(source, video_ids, corpus, progress)
 
 
 def trained_vectors(w2v: Mapping[str, Any], sentences: list[list[str]], corpus: str) -> WordVectors:
@@ -175,7 +202,7 @@ def trained_vectors(w2v: Mapping[str, Any], sentences: list[list[str]], corpus: 
 
 
 def build_word_vectors(settings: Mapping[str, Any], manifest: str | None,
-                       download_ledgers: Sequence[str]) -> WordVectors:
+                       download_ledgers: Sequence[str], captions_dir: str | None = None) -> WordVectors:
     w2v = settings["word2vec"]
     if w2v["source"] == "googlenews":
         return googlenews_vectors(w2v)
@@ -185,22 +212,23 @@ def build_word_vectors(settings: Mapping[str, Any], manifest: str | None,
     captions_paths: dict[str, str] = {}
     for ledger in download_ledgers:
         captions_paths.update(captions_paths_from_ledgers(read_ledger(ledger)))
-    source = CaptionSource(open_corpus(corpus, dict(spec)), spec, captions_paths)
-    video_ids = [row["video_id"] for row in read_manifest(str(manifest))]
-    return trained_vectors(w2v, list(caption_sentences(source, video_ids, corpus)), corpus)
+    sentences = list(corpus_sentences(corpus, spec, manifest, captions_paths, captions_dir))
+    return trained_vectors(w2v, sentences, corpus)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", help="the training corpus's results/manifest/{corpus}.tsv (source train)")
     parser.add_argument("--download-ledgers", nargs="*", default=[], metavar="TSV",
                         help="its results/download/{corpus}/shard-*.tsv (their captions_path feeds vtt captions)")
+    parser.add_argument("--captions-dir", help="its results/captions/{corpus} (source train; HowTo100M's caption.json "
+                                               "split per shard by mcnflow split-captions)")
     parser.add_argument("--output", required=True, help="results/features/word2vec.h5")
     add_settings_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, "word2vec")
-    vectors = build_word_vectors(settings, args.manifest, args.download_ledgers)
+    vectors = build_word_vectors(settings, args.manifest, args.download_ledgers, args.captions_dir)
     if not len(vectors):
         raise ConfigError("the word2vec source has no words")
     write_word_vectors(args.output, vectors)

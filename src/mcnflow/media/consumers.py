@@ -13,6 +13,8 @@ A consumer has two halves:
   and calls ``done(video_id, features, attrs)`` when a video's features are ready; ``discard`` drops a
   video whose decode failed after its chunks were sent; ``flush`` runs what is left at the end.
 
+:meth:`Consumer.worker_half` is the copy the decode workers get (no model, nothing in flight).
+
 The three consumers: :class:`Frames2D` (ResNet-152 at ``features.video.fps``, the frames scaled to
 short side ``features.video.short_side`` by ffmpeg, batched across videos), :class:`LogMel` (DaveNet
 log-mel at 16 kHz) and :class:`Clips3D` (3D ResNeXt-101 at ``features.video3d.fps``, streamed in
@@ -23,6 +25,7 @@ chunks of whole clips). A new model plugs in by subclassing :class:`Consumer` an
 from __future__ import annotations
 
 import abc
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -68,6 +71,15 @@ class Consumer(abc.ABC):
     def __init__(self, settings: Mapping[str, Any], normalize: NormalizeSettings):
         self.settings = dict(settings)
         self.normalize = normalize
+
+    def worker_half(self) -> "Consumer":
+        """A copy for the decode workers: cheap to pickle, without the main half's model and state."""
+        clone = copy.copy(self)
+        clone._drop_main_half()
+        return clone
+
+    def _drop_main_half(self) -> None:
+        """Forget what only the main half holds (the model, videos in flight)."""
 
     # --- worker half ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -140,6 +152,10 @@ class Frames2D(Consumer):
 
         return torch.from_numpy(data)
 
+    def _drop_main_half(self) -> None:
+        self.encoder = None
+        self._pipeline = None
+
     def open(self) -> None:
         from mcnflow.features.video import build_encoder
 
@@ -159,20 +175,16 @@ class Frames2D(Consumer):
         from mcnflow.features.video import BatchPipeline
 
         if self._pipeline is None:
-            def finished(video) -> None:
-                done(video.video_id, video.features.astype(np.float16), video.attrs)
+            def finished(video_id: str, features: np.ndarray, attrs: dict) -> None:
+                done(video_id, features.astype(np.float16), attrs)
             self._pipeline = BatchPipeline(self.encoder, int(self.settings["batch_size"]), finished)
         return self._pipeline
 
     def accept(self, video: VideoContext, prepared, done: Done) -> None:
-        from mcnflow.features.video import _Video
-
         frames = prepared
         width, height = int(frames.shape[2]), int(frames.shape[1])
         attrs = {**video.attrs, "n_frames": int(frames.shape[0]), "frame_width": width, "frame_height": height}
-        row = _Video(video.video_id, np.empty((int(frames.shape[0]), self.encoder.model.feature_dim), np.float32),
-                     attrs, int(frames.shape[0]))
-        self._pipeline_for(done).add(row, frames)
+        self._pipeline_for(done).add(video.video_id, frames, attrs)
 
     def flush(self) -> None:
         if self._pipeline is not None:
@@ -187,15 +199,9 @@ class LogMel(Consumer):
     name = modality = fingerprint_kind = "audio"
 
     def __init__(self, settings, normalize):
-        from mcnflow.features.audio import SETTING_KEYS
+        from mcnflow.features.audio import check_settings
 
-        missing = [key for key in SETTING_KEYS if key not in settings]
-        unknown = sorted(set(settings) - set(SETTING_KEYS))
-        if missing or unknown:
-            from mcnflow.core.config import ConfigError
-            raise ConfigError(f"audio settings: missing {missing}, unknown {unknown}; allowed keys: "
-                              + ", ".join(SETTING_KEYS))
-        super().__init__(settings, normalize)
+        super().__init__(check_settings(settings), normalize)
 
     def tap(self) -> AudioTap:
         return AudioTap(self.name, int(self.settings["sample_rate"]))
@@ -260,16 +266,15 @@ class Clips3D(Consumer):
         return VideoTap(self.name, float(self.recipe.fps), size=self.frame_size,
                         chunk_frames=self.recipe.clip_frames * 4)
 
-    def open(self) -> None:
-        if self.encoder is None:
-            from mcnflow.core.device import resolve_device
-            from mcnflow.features.resnext3d import ClipEncoder, ResNeXt3DWeights
+    def _drop_main_half(self) -> None:
+        self.encoder = None
+        self._videos = defaultdict(_ClipVideo)
 
-            weights = ResNeXt3DWeights.resolve(str(self.settings["weights"]), int(self.settings["seed"]),
-                                               tuple(self.settings.get("blocks", (3, 4, 23, 3))))
-            self.encoder = ClipEncoder(weights, resolve_device(str(self.settings["device"]), "features.video3d.device"),
-                                       bool(self.settings["l2_normalize"]), int(self.settings["batch_size"]),
-                                       self.recipe)
+    def open(self) -> None:
+        from mcnflow.features.video3d import build_encoder
+
+        if self.encoder is None:
+            self.encoder = build_encoder(self.settings)
         elif self.encoder.recipe != self.recipe:
             raise ValueError(f"the encoder's recipe {self.encoder.recipe} is not the settings' {self.recipe}")
 
@@ -280,18 +285,6 @@ class Clips3D(Consumer):
         attrs["sampling"] = (f"the normalized {self.normalize.width}x{self.normalize.height} picture at "
                              f"{self.normalize.fps} fps, then " + str(attrs["sampling"]))
         return attrs
-
-    def _encode(self, frames) -> np.ndarray:
-        import torch
-
-        from mcnflow.features.resnext3d import clip_batches
-
-        blocks = []
-        for _, clips in clip_batches(frames, self.recipe.clip_frames, self.encoder.batch_size):
-            if self.encoder.cuda:
-                clips = clips.pin_memory()
-            blocks.append(self.encoder(clips).cpu().numpy())
-        return np.concatenate(blocks) if blocks else np.zeros((0, self.encoder.feature_dim), np.float32)
 
     def accept_chunk(self, video_id: str, chunk) -> None:
         import torch
@@ -304,7 +297,7 @@ class Clips3D(Consumer):
         if state.pending_frames >= per_batch:
             frames = torch.cat(state.pending)
             whole = (int(frames.shape[0]) // per_batch) * per_batch
-            state.rows.append(self._encode(frames[:whole]))
+            state.rows.append(self.encoder.encode(frames[:whole]))
             state.pending = [frames[whole:]] if whole < frames.shape[0] else []
             state.pending_frames = int(frames.shape[0]) - whole
 
@@ -313,9 +306,8 @@ class Clips3D(Consumer):
 
         state = self._videos.pop(video.video_id, _ClipVideo())
         if state.pending:
-            state.rows.append(self._encode(torch.cat(state.pending)))  # the last clip padded with black
-        features = np.concatenate(state.rows) if state.rows else np.zeros((0, 2048), np.float32)
-        width, height = self.frame_size
+            state.rows.append(self.encoder.encode(torch.cat(state.pending)))  # the last clip padded with black
+        features = np.concatenate(state.rows) if state.rows else np.zeros((0, self.encoder.feature_dim), np.float32)
         attrs = {**video.attrs, "n_frames": state.n_frames, "n_clips": len(features),
                  "padded_frames": len(features) * self.recipe.clip_frames - state.n_frames,
                  "frame_width": self.recipe.crop, "frame_height": self.recipe.crop}

@@ -22,7 +22,6 @@ filling memory. :class:`DecodeRun` yields ``(tap name, numpy chunk)`` in arrival
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import subprocess
@@ -353,10 +352,3 @@ def collect(run: DecodeRun) -> dict[str, np.ndarray]:
             width, height = tap.frame_size(run.settings)
             out[tap.name] = np.zeros((0, height, width, 3), np.uint8)
     return out
-
-
-def expected_normalized_frames(duration: float | None, fps: float) -> int | None:
-    """Frames the fps filter makes of ``duration`` seconds (at least one), None when unknown."""
-    if duration is None or not math.isfinite(duration):
-        return None
-    return max(1, int(math.floor(duration * fps + 0.5)))

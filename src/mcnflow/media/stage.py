@@ -3,27 +3,37 @@ the normalize ledger, the 2D video features, the audio features, optionally the 
 and (``normalize.keep: true``) the normalized videos.
 
 Per video, a decode worker (a DataLoader worker process) probes the download and classifies bad media
-exactly as ``mcnflow normalize`` does (:func:`mcnflow.normalize.probe_source`, the same ffmpeg failure
-markers, the same verification: ffprobe of the kept file, or with ``keep: false`` the counted
-normalized frames and audio samples against the input's duration), runs one ffmpeg process
-(:mod:`.decode`) and prepares each consumer's data (:mod:`.consumers`). The main process runs the
-models, batching frames across videos, writes each finished video's features to a part in the
-shard's work directory and journals its rows (:class:`mcnflow.core.shard_stage.ShardRun`, one run per
-ledger). A video counts as done only when every ledger of the job has a trusted row for it, so the
-rerun of a killed job redoes exactly the videos it had not finished, all outputs at once. At the end
-the HDF5 files are assembled from the parts, then the feature ledgers and the normalize ledger are
-written.
+(:func:`mcnflow.normalize.probe_source`, :func:`mcnflow.normalize.ffmpeg_failure`; verification: ffprobe
+of the kept file, or with ``keep: false`` the counted normalized frames and audio samples against the
+input's duration), runs one ffmpeg process (:mod:`.decode`) and prepares each consumer's data
+(:mod:`.consumers`). The main process runs the models, batching frames across videos, writes each
+finished video's features to a part in the shard's work directory and journals its rows
+(:class:`mcnflow.core.shard_stage.ShardRun`, one run per ledger). A video counts as done only when
+every ledger of the job has a trusted row for it (:func:`mcnflow.normalize.trusted_row`,
+:func:`mcnflow.features.store.part_row_trusted`), so the rerun of a failed or killed job redoes
+exactly the videos it had not finished; a video whose normalized file is kept and journaled is decoded
+again for its features but not encoded again. At the end the HDF5 files are assembled from the parts,
+then the feature ledgers and the normalize ledger are written.
 
-Ledger rows: the normalize ledger as ``mcnflow normalize`` writes it (with ``keep: false`` the path is
-empty: nothing was encoded; duration, size and fps describe the in-memory normalization). Feature
-ledgers as ``mcnflow extract`` writes them: ``no_media`` for a video that did not normalize,
-``no_audio`` for one without an audio stream, ``too_short`` below one log-mel window, ``ok`` otherwise.
+Failures: only a problem of the input becomes a ledger row (the download is missing, empty, not
+decodable, has no video stream, or its normalization does not verify). A device error (CUDA, cuDNN,
+out of memory), a machine failure (disk full) or a bug stops the job with the exception and a
+non-zero exit, writing no row for the video it happened on; the journal keeps what was finished.
+
+The normalized videos go to ``--videos-dir``, which the workflow does not declare as an output:
+Snakemake deletes the outputs of a failed job, and these files are hours of encoding. The normalize
+ledger's ``path`` column points at them; a file there without a trusted journal or ledger row is
+never used.
+
+Ledger rows: normalize (with ``keep: false`` the path is empty: nothing was encoded; duration, size and
+fps describe the in-memory normalization). Feature ledgers: ``no_media`` for a video that did not
+normalize, ``no_audio`` for one without an audio stream, ``too_short`` below one log-mel window,
+``ok`` otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import re
 import shutil
@@ -43,11 +53,12 @@ from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, NORMALIZE_ST
 from mcnflow.core.media_probe import MediaInfo
 from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import FeatureStatus, NormalizeStatus
+from mcnflow.features.store import source_identity
 from mcnflow.media import decode as decode_module
 from mcnflow.media.consumers import Clips3D, Consumer, ConsumerSkip, Frames2D, LogMel, VideoContext
-from mcnflow.normalize import (RETRIED_STATUSES, NormalizeFailure, NormalizeSettings, check_existing_output,
-                               download_failure, duration_problems, failure_row, ffmpeg_failure, ok_row,
-                               probe_source, read_download_ledger, verify_file)
+from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, download_failure, duration_problems,
+                               failure_row, ffmpeg_failure, is_safe_id, ok_row, probe_source,
+                               read_download_ledger, trusted_row, verify_file)
 
 log = logging.getLogger(__name__)
 
@@ -134,57 +145,73 @@ def in_memory_problems(source: MediaInfo, settings: NormalizeSettings, normalize
                                        tolerance=settings.duration_tolerance)
 
 
+def decode_failure(exc: decode_module.DecodeError, path: Path) -> NormalizeFailure:
+    """The ledger failure of a decode whose ffmpeg gave no whole frames (classified by its stderr)."""
+    failure = ffmpeg_failure(exc.stderr, path)
+    return NormalizeFailure(failure.status, f"{exc} ({failure.message})")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to decode: its download row and, when an earlier run's normalize row stands
+    (:func:`mcnflow.normalize.trusted_row`), that row: the video is decoded for its features only."""
+
+    download: Mapping[str, str]
+    normalized: Mapping[str, str] | None = None
+
+
 class VideoWorker:
-    """The decode-worker side of one job: download row in, items for the main process out."""
+    """The decode-worker side of one job: download row in, items for the main process out.
+
+    Only problems of the input become a normalize row here (:class:`NormalizeFailure`); any other
+    exception leaves the worker and stops the job."""
 
     def __init__(self, settings: MediaSettings, consumers: Sequence[Consumer], videos_dir: Path | None):
         self.settings = settings
         self.normalize = settings.normalize
         # the worker halves only: no model is ever built in a worker
-        self.consumers = [_worker_copy(c) for c in consumers]
+        self.consumers = [c.worker_half() for c in consumers]
         self.videos_dir = videos_dir
 
     def output_of(self, video_id: str) -> Path | None:
         return self.videos_dir / f"{video_id}.mp4" if self.settings.keep and self.videos_dir else None
 
-    def process(self, download: Mapping[str, str]) -> Iterator[dict]:
+    def process(self, job: Job) -> Iterator[dict]:
+        download = job.download
         video_id = download["video_id"]
         final: dict = {"kind": "video", "video_id": video_id, "prepared": {}, "attrs": {}, "identity": {},
                        "info": None}
         failure = download_failure(download)
+        if job.normalized is not None and job.normalized["status"] != NormalizeStatus.OK:
+            failure = dict(job.normalized)  # an earlier run's failure of the same input stands
         if failure is not None:
             yield {**final, "normalize": failure}
             return
         output = self.output_of(video_id)
+        path = Path(download["path"])
         try:
-            path = Path(download["path"])
             info = probe_source(path)
-            identity = _identity(path)
+            identity = source_identity(path)
             checksum = file_sha256(path)
             row, prepared = None, {}
-            for item in self._decode(video_id, info, output, prepared):
+            for item in self._decode(video_id, info, output, prepared, job.normalized):
                 if item.get("kind") == "row":
                     row = item["row"]
                 else:
                     yield item
-            assert row is not None
-        except NormalizeFailure as exc:
+        except (NormalizeFailure, decode_module.DecodeError) as exc:
+            failure = exc if isinstance(exc, NormalizeFailure) else decode_failure(exc, path)
             if output is not None:
-                output.unlink(missing_ok=True)
-            yield {**final, "normalize": failure_row(video_id, exc.status, exc.message)}
-            return
-        except Exception as exc:  # noqa: BLE001 - one bad video must not end the shard
-            log.exception("%s: unexpected failure", video_id)
-            if output is not None:
-                output.unlink(missing_ok=True)
-            yield {**final, "normalize": failure_row(video_id, NormalizeStatus.ERROR, f"{type(exc).__name__}: {exc}")}
+                output.unlink(missing_ok=True)  # no kept file beside a row that says there is none
+            yield {**final, "normalize": failure_row(video_id, failure.status, failure.message)}
             return
         attrs = {"duration": float(row["duration"] or 0.0), "source": path.name, "source_checksum": checksum,
                  "source_width": self.normalize.width, "source_height": self.normalize.height,
                  "download_width": int(info.width or 0), "download_height": int(info.height or 0)}
         yield {**final, "normalize": row, "prepared": prepared, "attrs": attrs, "identity": identity, "info": info}
 
-    def _decode(self, video_id: str, info: MediaInfo, output: Path | None, prepared: dict) -> Iterator[dict]:
+    def _decode(self, video_id: str, info: MediaInfo, output: Path | None, prepared: dict,
+                normalized: Mapping[str, str] | None) -> Iterator[dict]:
         """Run the one decode; yields chunk items, then ``{"kind": "row"}``; fills ``prepared``."""
         settings = self.normalize
         gpu = self.settings.decode == "cuda"
@@ -214,33 +241,17 @@ class VideoWorker:
                     whole[name].append(chunk)
             return run.result
 
-        if gpu and not taps:
-            result = None
-        elif output is not None:
+        if output is not None and normalized is None:
             with atomic_path(output) as tmp:
                 result = yield from run_decode(tmp)
                 self._check_ffmpeg(result, info)
-                encoded = verify_file(tmp, info, settings)
-            row = ok_row(video_id, output, encoded)
+                row = ok_row(video_id, output, verify_file(tmp, info, settings))
         else:
-            result = yield from run_decode(None)
-        if output is None:
+            # GPU decode with no CPU tap (no audio) runs no ffmpeg at all
+            result = (yield from run_decode(None)) if taps or not gpu else None
             if result is not None:
                 self._check_ffmpeg(result, info)
-            if gpu:
-                duration = info.duration  # checked against the GPU decode in the main process
-                problems = []
-                if result is not None and info.duration:
-                    audio = result.sizes.get("audio", 0) / settings.audio_rate
-                    problems = duration_problems(audio, settings, duration=info.duration,
-                                                 tolerance=settings.duration_tolerance)
-            else:
-                duration, problems = in_memory_problems(info, settings, result.normalized_frames,
-                                                        result.sizes.get("audio"))
-            if problems:
-                raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
-            row = dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=info.has_audio,
-                       duration=duration, width=settings.width, height=settings.height, fps=settings.fps, path="")
+            row = dict(normalized) if normalized is not None else self._in_memory_row(video_id, info, result)
         # whole-stream consumers, and the first-frame fallback of a video too short for one sample
         for name, tap in tap_of.items():
             consumer = by_name[name]
@@ -261,6 +272,24 @@ class VideoWorker:
                 prepared[name] = _prepare(consumer, samples)
         yield {"kind": "row", "row": row}
 
+    def _in_memory_row(self, video_id: str, info: MediaInfo, result) -> dict:
+        """``keep: false``: the normalize row of the decode (nothing encoded), or verify_failed."""
+        settings = self.normalize
+        if self.settings.decode == "cuda":
+            duration = info.duration  # the video is checked against the GPU decode in the main process
+            problems = []
+            if result is not None and info.duration:
+                audio = result.sizes.get("audio", 0) / settings.audio_rate
+                problems = duration_problems(audio, settings, duration=info.duration,
+                                             tolerance=settings.duration_tolerance)
+        else:
+            duration, problems = in_memory_problems(info, settings, result.normalized_frames,
+                                                    result.sizes.get("audio"))
+        if problems:
+            raise NormalizeFailure(NormalizeStatus.VERIFY_FAILED, "; ".join(problems))
+        return dict(video_id=video_id, status=NormalizeStatus.OK, message="", has_audio=info.has_audio,
+                    duration=duration, width=settings.width, height=settings.height, fps=settings.fps, path="")
+
     @staticmethod
     def _check_ffmpeg(result, info: MediaInfo) -> None:
         if result.returncode != 0:
@@ -274,24 +303,10 @@ def _prepare(consumer: Consumer, data: np.ndarray):
         return Skipped(skip.status, skip.message)
 
 
-def _identity(path: Path) -> dict:
-    from mcnflow.features.store import source_identity
-
-    return source_identity(path)
-
-
-def _worker_copy(consumer: Consumer) -> Consumer:
-    clone = copy.copy(consumer)
-    for attribute in ("encoder", "_pipeline"):
-        if hasattr(clone, attribute):
-            setattr(clone, attribute, None)
-    return clone
-
-
 class MediaJobs(IterableDataset):
-    """An iterable dataset over the shard's downloads; each DataLoader worker takes every n-th video."""
+    """An iterable dataset over the shard's jobs; each DataLoader worker takes every n-th video."""
 
-    def __init__(self, worker: VideoWorker, jobs: Sequence[Mapping[str, str]]):
+    def __init__(self, worker: VideoWorker, jobs: Sequence[Job]):
         self.worker = worker
         self.jobs = list(jobs)
 
@@ -330,7 +345,7 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from mcnflow.features.store import assemble_shard, part_problems, parts_fingerprint, write_part
+    from mcnflow.features.store import assemble_shard, part_row_trusted, parts_fingerprint, write_part
 
     settings = settings if isinstance(settings, MediaSettings) else media_settings(settings)
     for tool in ("ffmpeg", "ffprobe"):
@@ -359,20 +374,9 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
 
     # --- the runs: one per ledger; a video is settled when every ledger trusts its row
     normalize_fp = parts_fingerprint("normalize", {"normalize": canonical_json(settings.raw["normalize"])}, downloads)
-
-    def normalize_trust(video_id: str, row: Mapping[str, str]) -> bool:
-        if row["status"] in RETRIED_STATUSES:
-            return False
-        if row["status"] != NormalizeStatus.OK or not settings.keep:
-            return True
-        problems = check_existing_output(videos_dir / f"{video_id}.mp4", row, settings.normalize)
-        if problems:
-            log.info("%s: redoing, earlier output not usable: %s", video_id, "; ".join(problems))
-        return not problems
-
-    mp4s = [videos_dir / f"{vid}.mp4" for vid in order if videos_dir is not None and _safe(vid)]
-    normalize_run = ShardRun(outputs.normalize_ledger, NORMALIZE_COLUMNS, outputs=mp4s, trust=normalize_trust,
-                             fingerprint=normalize_fp)
+    mp4s = [worker.output_of(vid) for vid in order if videos_dir is not None and is_safe_id(vid)]
+    normalize_run = ShardRun(outputs.normalize_ledger, NORMALIZE_COLUMNS, outputs=mp4s, fingerprint=normalize_fp,
+                             trust=lambda vid, row: trusted_row(row, worker.output_of(vid), settings.normalize))
     # the models are built in this process only; the decode workers get the consumers' worker halves
     for consumer in consumers:
         consumer.open()
@@ -381,29 +385,19 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
     attrs = {c.name: {**c.root_attrs(), **extra_attrs} for c in consumers}
     fingerprints = {c.name: parts_fingerprint(c.fingerprint_kind, attrs[c.name], downloads) for c in consumers}
     runs: dict[str, ShardRun] = {}
-
-    def feature_trust(consumer: Consumer):
-        def trust(video_id: str, row: Mapping[str, str]) -> bool:
-            if row["status"] == FeatureStatus.ERROR:
-                return False
-            if row["status"] != FeatureStatus.OK:
-                return True
-            problems = part_problems(runs[consumer.name].part_path(video_id), consumer.modality,
-                                     fingerprint=fingerprints[consumer.name], source=paths.get(video_id) or None,
-                                     length=row["length"])
-            if problems:
-                log.info("%s: %s again: %s", video_id, consumer.name, "; ".join(problems))
-            return not problems
-        return trust
-
     for consumer in consumers:
         h5, ledger = outputs.features[consumer.name]
-        runs[consumer.name] = ShardRun(ledger, FEATURE_COLUMNS, outputs=[h5], trust=feature_trust(consumer),
-                                       fingerprint=fingerprints[consumer.name])
-    all_runs = [normalize_run, *runs.values()]
+        runs[consumer.name] = ShardRun(
+            ledger, FEATURE_COLUMNS, outputs=[h5], fingerprint=fingerprints[consumer.name],
+            trust=lambda vid, row, c=consumer: part_row_trusted(runs[c.name], vid, row, c.modality,
+                                                                fingerprint=fingerprints[c.name],
+                                                                source=paths.get(vid) or None))
     # settled() is asked of every run for every video (it counts each run's kept rows)
+    all_runs = [normalize_run, *runs.values()]
     settled = {vid: [run.settled(vid) is not None for run in all_runs] for vid in order}
-    jobs = [row for row in downloads if not all(settled[row["video_id"]])]
+    kept = {vid: normalize_run.settled(vid) for vid in order}
+    # a video whose normalize row stands but whose features do not is decoded again, not encoded again
+    jobs = [Job(row, kept[row["video_id"]]) for row in downloads if not all(settled[row["video_id"]])]
     log.info("%s/%s: %d video(s) to decode, %d kept from an earlier run", corpus, shard, len(jobs),
              len(order) - len(jobs))
 
@@ -423,12 +417,12 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
 
     loader = DataLoader(MediaJobs(worker, jobs), batch_size=None, num_workers=int(settings.video["decode_workers"]),
                         collate_fn=_keep_item)
+    by_name = {c.name: c for c in consumers}
     started = time.monotonic()
     with tqdm(total=len(jobs) or None, unit="video", desc=f"media {corpus}/{shard}", disable=not progress,
               dynamic_ncols=True) as bar:
         for item in (loader if jobs else ()):
             video_id = item["video_id"]
-            by_name = {c.name: c for c in consumers}
             if item["kind"] == "chunk":
                 by_name[item["consumer"]].accept_chunk(video_id, item["data"])
                 continue
@@ -458,7 +452,8 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
                     consumer.end_video(context, store(consumer))
                 else:
                     consumer.accept(context, outcome, store(consumer))
-            normalize_run.record(row)
+            if row != kept[video_id]:  # a kept row is in the journal already
+                normalize_run.record(row)
         for consumer in consumers:
             consumer.flush()
     elapsed = time.monotonic() - started
@@ -482,20 +477,33 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
     return results
 
 
-def _safe(video_id: str) -> bool:
-    from mcnflow.normalize import is_safe_id
+# text of the exceptions torch and the CUDA libraries raise as RuntimeError when the device fails
+DEVICE_ERROR_MARKERS = ("cuda", "cudnn", "cublas", "out of memory", "device-side assert", "nvdec", "cuvid")
 
-    return is_safe_id(video_id)
+
+def is_device_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the GPU failing (not the input): a CUDA / cuDNN error or out of memory."""
+    import torch
+
+    device_types = tuple(t for t in (torch.cuda.OutOfMemoryError, getattr(torch, "AcceleratorError", None))
+                         if isinstance(t, type))
+    if isinstance(exc, device_types):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in DEVICE_ERROR_MARKERS)
 
 
 def _gpu_frames(decoder, item: dict, settings: NormalizeSettings):
     """``media.decode: cuda``: the sampled frames of one video, decoded and normalized on the GPU;
-    (normalize row, frames or None). A decode failure is the video's normalize outcome, as on the CPU."""
+    (normalize row, frames or None). torchcodec's RuntimeError about the file is the video's
+    ``corrupt`` row, as an ffmpeg decode failure is on the CPU; a device error or any other
+    exception stops the job."""
     row = dict(item["normalize"])
     info: MediaInfo = item["info"]
     try:
         frames = decoder.sample(info)
-    except Exception as exc:  # noqa: BLE001 - the video's row, not the shard's end
+    except RuntimeError as exc:
+        if is_device_error(exc):
+            raise
         return failure_row(row["video_id"], NormalizeStatus.CORRUPT, f"GPU decode: {type(exc).__name__}: {exc}"), None
     problems = decoder.count_problems(info, int(frames.shape[0]))
     if problems:
@@ -513,7 +521,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize-ledger", required=True, type=Path,
                         help="normalize ledger to write (results/normalize/{corpus}/shard-NNNNN.tsv)")
     parser.add_argument("--videos-dir", type=Path, default=None,
-                        help="directory for the normalized <video_id>.mp4 (needed when normalize.keep is true)")
+                        help="directory for the normalized <video_id>.mp4 (needed when normalize.keep is true; "
+                             "not a Snakemake output: the files survive a failed job, the ledger decides trust)")
     for name, what in (("video", "2D ResNet-152"), ("audio", "log-mel"), ("video3d", "3D ResNeXt (when configured)")):
         parser.add_argument(f"--{name}-output", type=Path, default=None, metavar="H5",
                             help=f"the shard's {what} HDF5 file")
@@ -541,11 +550,6 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--video3d-output given but the settings have no video3d section "
                           "(no experiment reads 3D features)")
     outputs = Outputs(args.normalize_ledger, args.videos_dir, features)
-    try:
-        media_shard(args.download_ledger, args.corpus, args.shard, outputs, settings, progress=not args.quiet)
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        log.error("%s", exc)
-        return 1
+    # any exception (a device error, a bug) ends the job with its traceback and a non-zero exit
+    media_shard(args.download_ledger, args.corpus, args.shard, outputs, settings, progress=not args.quiet)
     return 0

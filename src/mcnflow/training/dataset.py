@@ -1,8 +1,14 @@
 """The training set: one item per video = ``n_pair`` clips with the features of the trained modalities.
 
 Reads the HDF5 shards through features.store; the files open lazily in the process that reads them
-(each DataLoader worker opens its own handles). Randomness is a function of (seed, epoch, item), not
-of which worker reads the item, so a run and its resumed continuation see the same clips.
+(each DataLoader worker opens its own), at most ``max_open_files`` descriptors per process
+(training.max_open_files), so training runs past the descriptor limit whatever the shard count.
+Randomness is a function of (seed, epoch, item), not of which worker reads the item, so a run and its
+resumed continuation see the same clips.
+
+The DataLoader fetches a batch with one ``__getitems__`` call: each video's features are read as views
+of the mapped shard files and its clips are cut straight into the batch's arrays (in a worker, in
+shared memory, so the batch is not copied again on its way to the main process).
 
 Captions define the clip windows, so text shards are always needed; video and audio shards are read
 only when that modality is trained. A video lacking any needed modality is skipped (and counted).
@@ -17,9 +23,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from mcnflow.features.store import FeatureIndex, check_rate
+from mcnflow.features.store import FeatureIndex, ShardFiles, check_rate
 from mcnflow.features.text_index import TextIndex
 from mcnflow.features.video_index import VideoIndex, video_shards
 from mcnflow.model import inputs as clips
@@ -36,7 +42,7 @@ class ClipDataset(Dataset):
                  audio: Sequence[str | Path] = (), video3d: Sequence[str | Path] = (),
                  video_features: Sequence[str] = ("2d",),
                  modalities: Sequence[str], n_pair: int, min_time: float, max_words: int,
-                 audio_frames: int, seed: int):
+                 audio_frames: int, seed: int, max_open_files: int | None = None):
         self.modalities = list(modalities)
         self.n_pair, self.min_time, self.max_words = n_pair, min_time, max_words
         self.audio_frames, self.seed = audio_frames, seed
@@ -47,16 +53,18 @@ class ClipDataset(Dataset):
         used_video = ([*video] if "2d" in self.video_features else []) + \
             ([*video3d] if "3d" in self.video_features else [])
         self.input_files = sorted(str(p) for p in [*text, *(used_video if "video" in modalities else []), *audio])
-        self.text = TextIndex(text)
+        # one bound on the open shard files of every modality (None: every file stays open)
+        self.files = ShardFiles(max_open_files, "training.max_open_files")
+        self.text = TextIndex(text, self.files)
         self.video = self.audio = None
         if "video" in self.modalities:
             # MCN: 2D and 3D features, each pooled and normalised, concatenated (training.video_features)
-            self.video = VideoIndex(video_shards(video, video3d, self.video_features), "training")
+            self.video = VideoIndex(video_shards(video, video3d, self.video_features), "training", self.files)
         if "audio" in self.modalities:
             if not audio:
                 raise ValueError("audio is trained but no audio shards were given")
             check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "training")
-            self.audio = FeatureIndex(audio)
+            self.audio = FeatureIndex(audio, self.files)
         # The word vectors come with the text shards; the checkpoint records which word2vec source
         # they are from, and evaluation requires the same one.
         self.trains_text = "text" in self.modalities
@@ -109,26 +117,52 @@ class ClipDataset(Dataset):
         return len(self.video_ids)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        video_id = self.video_ids[index]
-        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
-        try:
-            text = self.text.read(video_id)
-            sampled = clips.sample_clips(text["start"], text["end"], self.n_pair, self.min_time, rng)
-            items: list[dict[str, np.ndarray]] = [{} for _ in sampled]
-            if self.video is not None:
-                features = self.video.read(video_id)
-                for item, clip in zip(items, sampled):
-                    item.update(clips.video_item(features, clip.start, clip.end))
-            if self.audio is not None:
-                spectrogram = self.audio.read(video_id)
-                for item, clip in zip(items, sampled):
-                    item.update(clips.audio_item(spectrogram, clip.start, clip.end, self.audio_frames))
-            if self.trains_text:
-                for item, clip in zip(items, sampled):
-                    item.update(clips.text_item(clips.clip_tokens(text, clip), self.max_words))
-        except ValueError as exc:
-            raise ValueError(f"video {video_id}: {exc}") from exc
-        return clips.stack_items(items)
+        """One video: ``n_pair`` clips of each trained modality (arrays with a leading clip axis)."""
+        return {key: value[0].numpy() for key, value in self._batch([index], shared=False).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A batch of videos (what the DataLoader asks for): tensors (videos, n_pair, ...)."""
+        return self._batch(indices, shared=get_worker_info() is not None)
+
+    def _batch(self, indices: Sequence[int], shared: bool) -> dict[str, torch.Tensor]:
+        arrays: dict[str, np.ndarray] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        for row, index in enumerate(indices):
+            video_id = self.video_ids[index]
+            rng = np.random.default_rng([self.seed, 1, self.epoch, index])
+            try:
+                text = self.text.view(video_id)
+                sampled = clips.sample_clips(text["start"], text["end"], self.n_pair, self.min_time, rng)
+                video = self.video.view(video_id) if self.video is not None else None
+                audio = self.audio.view(video_id) if self.audio is not None else None
+                vocabulary = self.text.vocabulary(video_id) if self.trains_text else None
+                if not tensors:
+                    tensors = self._allocate(len(indices), video, audio, vocabulary, shared)
+                    arrays = {key: tensor.numpy() for key, tensor in tensors.items()}
+                if video is not None:
+                    clips.video_clips(video, sampled, arrays["video"][row])
+                if audio is not None:
+                    clips.audio_clips(audio, sampled, self.audio_frames, arrays["audio"][row], arrays["nframes"][row])
+                if vocabulary is not None:
+                    clips.text_clips(text, vocabulary, sampled, self.max_words, arrays["words"][row], arrays["mask"][row])
+            except ValueError as exc:
+                raise ValueError(f"video {video_id}: {exc}") from exc
+        return tensors
+
+    def _allocate(self, videos: int, video: dict[str, np.ndarray] | None, audio: np.ndarray | None,
+                  vocabulary: np.ndarray | None, shared: bool) -> dict[str, torch.Tensor]:
+        """The batch's tensors, keyed and typed as MCN reads them (model.inputs), sized from one video."""
+        clip_shape = (videos, self.n_pair)
+        layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        if video is not None:
+            layout["video"] = ((*clip_shape, sum(int(v.shape[1]) for v in video.values())), np.dtype(np.float32))
+        if audio is not None:
+            layout["audio"] = ((*clip_shape, int(audio.shape[0]), self.audio_frames), np.dtype(np.float16))
+            layout["nframes"] = (clip_shape, np.dtype(np.int64))
+        if vocabulary is not None:
+            layout["words"] = ((*clip_shape, self.max_words, int(vocabulary.shape[1])), np.dtype(np.float32))
+            layout["mask"] = ((*clip_shape, self.max_words), np.dtype(bool))
+        return {key: _empty(shape, dtype, shared) for key, (shape, dtype) in layout.items()}
 
     def close(self) -> None:
         for index in (self.text, self.video, self.audio):
@@ -152,9 +186,20 @@ class EpochPermutation(Sampler[int]):
         return self.size
 
 
-def collate_videos(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack items (videos) with numpy and wrap once: torch's default_collate was measured ~100x slower here."""
-    return {key: torch.from_numpy(np.stack([item[key] for item in items])) for key in items[0]}
+def _empty(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> torch.Tensor:
+    """An uninitialised tensor; ``shared``: in shared memory, where a DataLoader worker's batch must be
+    for the main process to map it (torch would otherwise copy it there when the batch is sent)."""
+    if not shared:
+        # numpy asks for huge pages on large arrays: measured ~7x less CPU than torch.empty's first touch
+        return torch.from_numpy(np.empty(shape, dtype))
+    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * dtype.itemsize)
+    return torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)
+
+
+def collate_videos(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The DataLoader's collate_fn: ClipDataset.__getitems__ already returns the batch's tensors."""
+    return batch
 
 
 def seed_worker(worker_id: int) -> None:

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from mcnflow import __version__
 from mcnflow.core.atomic import atomic_path, atomic_write, remove_stale_temps
-from mcnflow.core.config import ConfigError, canonical_json
+from mcnflow.core.config import ConfigError, canonical_json, load_schema
 from mcnflow.core.device import resolve_device
 from mcnflow.core.frozen import thaw
+from mcnflow.features.store import raise_descriptor_limit
 from mcnflow.model.davenet import DAVENET_WIDTHS
 from mcnflow.model.losses import LOSS_TERMS, MCNObjective
 from mcnflow.model.mcn import MCN, PAIRS, SPACE_KINDS, modalities_of
@@ -51,7 +52,7 @@ TRAINING_KEYS = ("embd_dim", "video_dim", "video_features", "word_dim", "n_pair"
 DEPARTURES = ("unit_centroids", "keep_empty_clusters", "keep_centroids_across_epochs",
               "detach_reconstruction_targets", "mask_text_padding", "mask_audio_padding")
 # Keys that change how a run executes but not what it computes: a resume may change them.
-OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints")
+OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints", "max_open_files")
 # MMS of a pair whose similarities do not depend on which clip goes with which (all equal) is
 # 2 ln(clips per step); a last epoch whose mean is within this fraction of it means the pair did not learn.
 MMS_CHANCE_TOLERANCE = 0.01
@@ -505,19 +506,37 @@ class Trainer:
         return path
 
 
+def max_open_files(training: Mapping[str, Any]) -> int | None:
+    """training.max_open_files, or the schema's default where the settings predate it."""
+    if "max_open_files" in training:
+        return training["max_open_files"]
+    return load_schema()["properties"]["training"]["properties"]["max_open_files"]["default"]
+
+
+def open_files_limit() -> None:
+    """Raise the soft descriptor limit to the hard one (the DataLoader workers inherit it) and log it."""
+    before, after, hard = raise_descriptor_limit()
+    if after != before:
+        log.info("open files: soft limit (ulimit -n) raised from %s to %s, the hard limit", before, after)
+    else:
+        log.info("open files: soft limit (ulimit -n) %s; hard limit %s", before, hard)
+
+
 def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
           out_dir: str | Path, experiment: str, video3d: list = ()) -> Path:
     """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
     settings = check_settings(thaw(settings))  # plain data: the checkpoint's meta loads with weights_only
     training = settings["training"]
     modalities = modalities_of(settings["pairs"])
+    open_files_limit()
     dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
                           video3d=video3d if "video" in modalities else (),
                           video_features=training["video_features"],
                           audio=audio if "audio" in modalities else (),
                           modalities=modalities,
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
-                          audio_frames=training["audio_frames"], seed=training["seed"])
+                          audio_frames=training["audio_frames"], seed=training["seed"],
+                          max_open_files=max_open_files(training))
     try:
         return Trainer(settings, dataset, out_dir, experiment).run()
     finally:
