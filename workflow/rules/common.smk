@@ -50,8 +50,7 @@ def count_videos(corpus):
 
 
 SHARDS = {
-    corpus: shard_names(count_videos(corpus), config["shard_size"])
-    for corpus in CORPORA
+    corpus: shard_names(count_videos(corpus), PLAN.shard_size()) for corpus in CORPORA
 }
 
 
@@ -192,7 +191,7 @@ def text_captions_arg(wildcards, inputs):
 def word2vec_inputs(wildcards):
     """The GoogleNews binary, or the training corpus's manifest, download ledgers (VTT captions) and
     split captions (caption.json)."""
-    if config["features"]["text"]["word2vec"]["source"] == "googlenews":
+    if PLAN.word2vec_from_googlenews():
         binary = PLAN.word2vec_inputs()
         if not all(Path(path).exists() for path in binary):
             # Dry runs and --lint still plan; the job stops naming features.text.word2vec.path.

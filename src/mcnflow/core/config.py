@@ -86,20 +86,34 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {error.message}{suffix}"
 
 
-def fill_defaults(instance: Any, schema: dict) -> None:
-    """Insert schema ``default`` values for absent keys, recursively (as Snakemake's validate does)."""
+def _deref(node: Any, root: dict) -> Any:
+    """``node`` with its local ``$ref`` s ("#/a/b") followed (its own keys win over the target's)."""
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/"):
+        target: Any = root
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> None:
+    """Insert schema ``default`` values for absent keys, recursively (as Snakemake's validate does),
+    following ``$ref`` s, so a stage schema made of references fills the same defaults as the config's."""
+    root = schema if root is None else root
+    schema = _deref(schema, root)
     if not isinstance(instance, dict) or not isinstance(schema, dict):
         return
     for key, subschema in schema.get("properties", {}).items():
+        subschema = _deref(subschema, root)
         if key not in instance and "default" in subschema:
             instance[key] = copy.deepcopy(subschema["default"])
         if key in instance:
-            fill_defaults(instance[key], subschema)
-    extra = schema.get("additionalProperties")
+            fill_defaults(instance[key], subschema, root)
+    extra = _deref(schema.get("additionalProperties"), root)
     if isinstance(extra, dict):
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
-                fill_defaults(value, extra)
+                fill_defaults(value, extra, root)
 
 
 # Tables whose entries a later config file may remove by setting them to null (e.g. the demo drops

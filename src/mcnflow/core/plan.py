@@ -182,11 +182,18 @@ class Plan:
             return []
         return [str(Path(self.demo["corpus_dir"]) / name) for name in DEMO_CORPUS_FILES]
 
+    def word2vec_from_googlenews(self) -> bool:
+        """The word2vec source is the GoogleNews binary (else: trained on the training corpus's captions)."""
+        return self.config["features"]["text"]["word2vec"]["source"] == "googlenews"
+
+    def shard_size(self) -> int:
+        """Videos per shard: one job per shard of every per-video stage."""
+        return int(self.config["shard_size"])
+
     def word2vec_inputs(self) -> list[str]:
         """Files the word2vec source is made from: the GoogleNews binary, or nothing beyond the
         training corpus's own stage outputs (the rule adds those)."""
-        w2v = self.config["features"]["text"]["word2vec"]
-        return [w2v["path"]] if w2v["source"] == "googlenews" else []
+        return [self.config["features"]["text"]["word2vec"]["path"]] if self.word2vec_from_googlenews() else []
 
     # --- stage settings ------------------------------------------------------------------------
 

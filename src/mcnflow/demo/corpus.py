@@ -71,8 +71,8 @@ def planned_video_ids(demo: dict) -> dict[str, list[str]]:
         TRAIN_CORPUS: [f"demo{i:07d}" for i in range(demo["train_videos"])],
         YOUCOOK_CORPUS: [f"yc2v{i:07d}" for i in range(demo["eval_videos"])],
         MSRVTT_CORPUS: [f"video{9000 + i}" for i in range(demo["msrvtt_videos"])],
-        CROSSTASK_CORPUS: [f"ctsk{i:07d}" for i in range(demo.get("crosstask_videos", 0))],
-        MINING_CORPUS: [f"mytb{i:07d}" for i in range(demo.get("mining_youtube_videos", 0))],
+        CROSSTASK_CORPUS: [f"ctsk{i:07d}" for i in range(demo["crosstask_videos"])],
+        MINING_CORPUS: [f"mytb{i:07d}" for i in range(demo["mining_youtube_videos"])],
     }
 
 

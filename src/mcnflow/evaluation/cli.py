@@ -59,16 +59,16 @@ def check_checkpoint(meta: dict, experiment: dict, checkpoint: str) -> None:
     if "pairs" in meta and sorted(meta["pairs"]) != sorted(experiment["pairs"]):
         raise ConfigError(f"{checkpoint}: trained with pairs {meta['pairs']} but the experiment has "
                           f"{experiment['pairs']}")
-    if "space" in meta and meta["space"] != experiment.get("space", "shared"):
+    if "space" in meta and meta["space"] != experiment["space"]:
         raise ConfigError(f"{checkpoint}: trained with space {meta['space']!r} but the experiment has "
-                          f"{experiment.get('space', 'shared')!r}")
+                          f"{experiment['space']!r}")
 
 
 def result_record(args: argparse.Namespace, settings: dict, scoring, outcome, note: str) -> dict[str, Any]:
     experiment = settings["experiment"]
     record = {
         "experiment": args.experiment, "seed": experiment["training"]["seed"], "pairs": list(experiment["pairs"]),
-        "space": experiment.get("space", "shared"), "benchmark": args.benchmark, "task": settings["task"],
+        "space": experiment["space"], "benchmark": args.benchmark, "task": settings["task"],
         "protocol": PROTOCOLS.get(settings["task"], ""),
         "convention": settings["convention"],
         "metrics": outcome.metrics if outcome else {},
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
         raise ConfigError(f"task {task!r}; allowed values: {', '.join(TASKS)}")
     experiment = settings["experiment"]
     training = experiment["training"]
-    scoring = choose_scoring(experiment["pairs"], experiment.get("space", "shared"))
+    scoring = choose_scoring(experiment["pairs"], experiment["space"])
     device = resolve_device(training["device"], "training.device")
     model, meta = load_model(args.checkpoint, map_location=device)
     check_checkpoint(meta, experiment, args.checkpoint)

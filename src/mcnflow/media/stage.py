@@ -91,7 +91,7 @@ def media_settings(settings: Mapping[str, Any]) -> MediaSettings:
     if missing:
         raise ConfigError(f"media settings: missing key(s) {', '.join(missing)}")
     media = dict(settings["media"])
-    decode = media.get("decode", "cpu")
+    decode = media["decode"]  # filled from the schema default (cpu) when the config omits it
     if decode not in DECODE_CHOICES:
         raise ConfigError(f"config key 'media.decode': {decode!r} is not allowed; allowed values: "
                           + ", ".join(map(repr, DECODE_CHOICES)))
