@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from mcnflow.core.config import validate_config
-from mcnflow.core.plan import MODALITIES as PLAN_MODALITIES, Plan, settings_file
+from mcnflow.core.plan import Plan, settings_file
 from mcnflow.corpora import open_corpus
 from mcnflow.demo.corpus import planned_video_ids
 from mcnflow.core.shards import shard_names
@@ -29,7 +29,6 @@ BENCHMARKS = PLAN.benchmarks
 DEMO = PLAN.demo
 TRAIN_CORPUS = PLAN.train_corpus
 FEATURE_CORPORA = PLAN.feature_corpora
-MODALITIES = list(PLAN_MODALITIES)
 
 
 def count_videos(corpus):

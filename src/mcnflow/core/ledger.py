@@ -10,10 +10,9 @@ Status vocabularies are defined once, in mcnflow.core.status (docs/ledgers.md ex
 from __future__ import annotations
 
 import csv
-import io
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from mcnflow.core.atomic import atomic_write
 from mcnflow.core.status import (DOWNLOAD_PERMANENT, DOWNLOAD_RETRYABLE, DownloadStatus, FeatureStatus,  # noqa: F401
@@ -21,7 +20,6 @@ from mcnflow.core.status import (DOWNLOAD_PERMANENT, DOWNLOAD_RETRYABLE, Downloa
 
 # The status vocabularies live in mcnflow.core.status; these tuples are their ledger values.
 # --- download -------------------------------------------------------------------------------
-DOWNLOAD_OK = DownloadStatus.OK.value
 DOWNLOAD_STATUSES = values(DownloadStatus)
 # attempts, first_attempt and last_attempt count every run's requests for the video (the retry budget);
 # verdict is who the last answer was about (core.status.Verdict), ytdlp_version the yt-dlp that gave it.
@@ -134,6 +132,3 @@ def journal_path(ledger_path: str | Path) -> Path:
     ledger_path = Path(ledger_path)
     return ledger_path.with_name(ledger_path.name + ".journal")
 
-
-def iter_tsv(text: str) -> Iterator[dict[str, str]]:
-    yield from csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
