@@ -186,3 +186,32 @@ def test_power_rows_come_from_the_studys_comparisons():
     assert row["n_seeds"] == 2 and row["n_queries"] == 4
     assert row["mdd_seeds_x4"] <= row["mdd_seeds_x2"] <= row["mdd"]
     assert row["mdd_queries_x4"] <= row["mdd_queries_x2"] <= row["mdd"]
+
+
+def test_estimate_prints_a_finished_runs_planning_power(tmp_path, capsys):
+    """`mcnflow estimate` keeps its cost table and, when results/power.csv exists, adds what the run could detect."""
+    from mcnflow.cli import main as cli_main
+    from mcnflow.report import write_csv
+    from mcnflow.statistics import power_columns
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(9)
+    two = {name: [list(rng.choice([0, 100], 4)), list(rng.choice([0, 100], 4))] for name in HITS}
+    found = study(results(two, seeds=(1, 2)), settings(), EXPERIMENTS)
+    arguments = ["estimate", "--config", str(REPO / "config.yaml"), "--results", str(tmp_path),
+                 "--profile", str(REPO / "profiles" / "local"), "--rates", str(tmp_path / "no-rates.yaml")]
+    assert cli_main(arguments) == 0
+    before = capsys.readouterr().out
+    assert "minimum detectable difference" not in before  # no finished run: no planning section
+    write_csv(tmp_path / "power.csv", found.power, power_columns(found.settings))
+    assert cli_main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(before)  # the estimate's own output first, unchanged
+    (row,) = found.power
+    planning = printed.split("minimum detectable difference")[1]
+    assert "2x seeds" in planning and "4x queries" in planning
+    line = next(text for text in planning.splitlines() if text.startswith("youcook2_retrieval"))
+    assert line.split()[1:5] == ["recall_at_10", "2", "x", "4"]
+    assert [float(v) for v in line.split()[5:]] == pytest.approx(
+        [row[c] for c in ("mdd", "mdd_seeds_x2", "mdd_seeds_x4", "mdd_queries_x2", "mdd_queries_x4")], abs=0.006)

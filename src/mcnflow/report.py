@@ -163,12 +163,6 @@ def branch_of_log(path: str | Path) -> tuple[str, str | None]:
     return parent.name, None
 
 
-def experiment_of_log(path: str | Path) -> str:
-    """results/train/<experiment>/seed-<n>/log.tsv -> "<experiment> seed <n>" (or <experiment>)."""
-    experiment, seed = branch_of_log(path)
-    return f"{experiment} seed {seed}" if seed is not None else experiment
-
-
 # --- writing ---------------------------------------------------------------------------------------
 
 def _cell(value: Any) -> str:
