@@ -475,3 +475,20 @@ def test_a_pair_whose_mms_ends_at_chance_is_warned_about_and_recorded(tmp_path, 
           experiment="learns")
     assert "did not learn" not in caplog.text
     assert load_model(tmp_path / "learns" / "model.pt")[1]["mms_at_chance"] == []
+
+
+def test_a_checkpoint_that_cannot_be_loaded_stops_training_and_restart_is_explicit(corpus, tmp_path):
+    from mcnflow.training.trainer import CheckpointError, train
+    settings = tiny_settings(pairs=("tv",), epochs=1)
+    Trainer(settings, make_dataset(corpus, settings), tmp_path, "tv").run()
+    newest = tmp_path / "checkpoints" / "epoch-0001.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # damaged after it was written
+    longer = tiny_settings(pairs=("tv",), epochs=2)
+    with pytest.raises(CheckpointError, match="epoch-0001.pt cannot be loaded.*--restart"):
+        Trainer(longer, make_dataset(corpus, longer), tmp_path, "tv").run()
+    assert newest.exists()  # nothing deleted behind the user's back
+    # the explicit way past it: --restart trains from scratch
+    paths, _ = corpus
+    train(longer, text=[str(p) for p in paths["text"]], video=[str(p) for p in paths["video"]], audio=[],
+          out_dir=tmp_path, experiment="tv", restart=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]

@@ -31,6 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="3D (ResNeXt-101) video feature shards (read when training.video_features has 3d)")
     parser.add_argument("--audio", nargs="*", default=[], metavar="SHARD.h5", help="audio feature shards")
     parser.add_argument("--out-dir", required=True, help="where checkpoints/, model.pt and log.tsv go")
+    parser.add_argument("--restart", action="store_true",
+                        help="delete this branch's checkpoints and train from scratch (a checkpoint that cannot be "
+                             "resumed otherwise stops training)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed} but the settings are for seed {settings['training']['seed']}")
     from mcnflow.training.trainer import train  # torch is imported only when training runs
 
-    path = train(settings, text=args.text, video=args.video, video3d=args.video3d, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment)
+    path = train(settings, text=args.text, video=args.video, video3d=args.video3d, audio=args.audio, out_dir=args.out_dir, experiment=args.experiment,
+                 restart=args.restart)
     log.info("wrote %s", path)
     return 0

@@ -51,8 +51,10 @@ TRAINING_KEYS = ("embd_dim", "video_dim", "video_features", "word_dim", "n_pair"
 # reconstruction loss, the last two to the model (they are stored with it, in meta["model"]).
 DEPARTURES = ("unit_centroids", "keep_empty_clusters", "keep_centroids_across_epochs",
               "detach_reconstruction_targets", "mask_text_padding", "mask_audio_padding")
-# Keys that change how a run executes but not what it computes: a resume may change them.
-OPERATIONAL_KEYS = ("num_workers", "device", "tensorboard", "keep_checkpoints", "max_open_files")
+# Keys that change how a run executes but not what it computes (x-operational in the schema, the
+# same marks that keep them out of the workflow's rerun trigger): a resume may change them.
+OPERATIONAL_KEYS = frozenset(key for key, node in load_schema()["properties"]["training"]["properties"].items()
+                             if node.get("x-operational"))
 # MMS of a pair whose similarities do not depend on which clip goes with which (all equal) is
 # 2 ln(clips per step); a last epoch whose mean is within this fraction of it means the pair did not learn.
 MMS_CHANCE_TOLERANCE = 0.01
@@ -201,19 +203,31 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be resumed from: training stops instead of silently starting over."""
+
+
 def load_latest_checkpoint(directory: Path) -> dict | None:
-    """The newest checkpoint that loads and says it is complete (older ones if the newest is damaged)."""
-    for epoch, path in reversed(list_checkpoints(directory)):
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file: fall back to the one before
-            log.warning("checkpoint %s cannot be read (%s); trying an older one", path, exc)
-            continue
-        if isinstance(payload, dict) and payload.get("complete") and payload.get("epoch") == epoch:
-            payload["path"] = str(path)
-            return payload
-        log.warning("checkpoint %s is incomplete; trying an older one", path)
-    return None
+    """The newest checkpoint, or None when there is none.
+
+    Checkpoints are written atomically, so one that does not load (or does not say it is complete) is
+    not a killed write: it is damage, a torch incompatibility or a bug, and hours of training are at
+    stake. It stops training with the file and the reason; ``mcnflow train --restart`` starts over.
+    """
+    checkpoints = list_checkpoints(directory)
+    if not checkpoints:
+        return None
+    epoch, path = checkpoints[-1]
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); fix or remove "
+                              "it, or rerun `mcnflow train` with --restart to train from scratch") from exc
+    if not (isinstance(payload, dict) and payload.get("complete") and payload.get("epoch") == epoch):
+        raise CheckpointError(f"checkpoint {path} is not a complete epoch-{epoch} checkpoint; fix or remove it, "
+                              "or rerun `mcnflow train` with --restart to train from scratch")
+    payload["path"] = str(path)
+    return payload
 
 
 # --- loss log ---------------------------------------------------------------------------------
@@ -523,8 +537,15 @@ def open_files_limit() -> None:
 
 
 def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
-          out_dir: str | Path, experiment: str, video3d: list = ()) -> Path:
-    """Build the dataset for the experiment's modalities and train; return the path of model.pt."""
+          out_dir: str | Path, experiment: str, video3d: list = (), restart: bool = False) -> Path:
+    """Build the dataset for the experiment's modalities and train; return the path of model.pt.
+
+    ``restart``: delete the branch's checkpoints first and train from scratch (the explicit way past a
+    checkpoint that cannot be resumed)."""
+    if restart:
+        for _, old in list_checkpoints(Path(out_dir) / "checkpoints"):
+            log.warning("--restart: removing %s", old)
+            old.unlink()
     settings = check_settings(thaw(settings))  # plain data: the checkpoint's meta loads with weights_only
     training = settings["training"]
     modalities = modalities_of(settings["pairs"])
