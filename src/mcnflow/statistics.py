@@ -529,6 +529,17 @@ def study_rows(results: Sequence[Mapping], settings: Mapping | None,
     return rows
 
 
+def primary_scores(results: Sequence[Mapping], primary: Mapping[str, str]):
+    """(benchmark, its primary metric, {experiment: per-query scores}) of every benchmark with a primary metric."""
+    by_cell = _cells(results)
+    for benchmark in sorted({b for b, _ in by_cell}):
+        metric = primary.get(benchmark)
+        if metric is None:
+            continue
+        scores = {e: scores_of(records, metric) for (b, e), records in by_cell.items() if b == benchmark}
+        yield benchmark, metric, {e: s for e, s in scores.items() if s is not None}
+
+
 def pair_effect_rows(results: Sequence[Mapping], settings: Mapping | None, primary: Mapping[str, str],
                      experiments: Mapping | None = None) -> list[dict]:
     """Per benchmark, on its primary metric: the effect of adding each pair (and of each space against
@@ -537,12 +548,7 @@ def pair_effect_rows(results: Sequence[Mapping], settings: Mapping | None, prima
     designs = experiment_designs(results, experiments)
     by_cell = _cells(results)
     rows = []
-    for benchmark in sorted({b for b, _ in by_cell}):
-        metric = primary.get(benchmark)
-        if metric is None:
-            continue
-        scores = {e: scores_of(records, metric) for (b, e), records in by_cell.items() if b == benchmark}
-        scores = {e: s for e, s in scores.items() if s is not None}
+    for benchmark, metric, scores in primary_scores(results, primary):
         for kind, label, contrasts in pair_contrasts(designs, sorted(scores)):
             names = list(dict.fromkeys(name for contrast in contrasts for name in contrast))
             keys = common_keys([scores[name] for name in names])
@@ -656,12 +662,7 @@ def power_rows(results: Sequence[Mapping], settings: Mapping | None, primary: Ma
     level = float(settings["alpha"]) / max(family_size, 1)  # Bonferroni: Holm's first step, BH's strictest
     by_cell = _cells(results)
     rows = []
-    for benchmark in sorted({b for b, _ in by_cell}):
-        metric = primary.get(benchmark)
-        if metric is None:
-            continue
-        scores = {e: scores_of(rs, metric) for (b, e), rs in by_cell.items() if b == benchmark}
-        scores = {e: s for e, s in scores.items() if s is not None}
+    for benchmark, metric, scores in primary_scores(results, primary):
         comparisons = {tuple(c) for row in effects if row["benchmark"] == benchmark for c in row[PAIRS_KEY]}
         reference = settings["reference"]
         comparisons |= {(e, reference) for e in scores if reference in scores and e != reference}
