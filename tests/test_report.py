@@ -16,6 +16,15 @@ def _settings(**statistics):
                                                              "reader": "youcook2"}}})
 
 
+def _query_interval_statistics(paths, tmp_path) -> list[dict]:
+    """statistics.csv's rows after `mcnflow summarize` of ``paths`` with query-only intervals."""
+    out = tmp_path / "out"
+    assert cli_main(["summarize", "--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
+                     _settings(interval="queries")]) == 0
+    with open(out / "statistics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 SETTINGS = _settings()
 
 
@@ -151,11 +160,7 @@ def test_statistics_over_seeds_and_queries(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(record))
         paths.append(path)
-    out = tmp_path / "out"
-    assert cli_main(["summarize", "--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
-                     _settings(interval="queries")]) == 0
-    with open(out / "statistics.csv", newline="") as handle:
-        rows = {r["experiment"]: r for r in csv.DictReader(handle)}
+    rows = {r["experiment"]: r for r in _query_interval_statistics(paths, tmp_path)}
     per_seed = [hits[("tv_ta", s)].mean() * 100 for s in (1, 2)]
     row = rows["tv_ta"]
     assert float(row["mean"]) == pytest.approx(np.mean(per_seed))
@@ -170,7 +175,7 @@ def test_statistics_over_seeds_and_queries(tmp_path):
     assert row["interval"] == "queries" and row["family"] == "primary"
     assert float(row["p_adjusted"]) >= float(row["p_value"]) and row["survives"] == "True"
     assert rows["tv"]["reference"] == "" and rows["tv"]["p_value"] == "" and rows["tv"]["p_adjusted"] == ""
-    report = (out / "summary.md").read_text()
+    report = (tmp_path / "out" / "summary.md").read_text()
     assert "### youcook2_retrieval: R@10" in report and " ± " in report and "p (Holm)" in report
 
     # the default: two seeds resampled, then the queries; wider, since the seeds differ
@@ -222,11 +227,7 @@ def test_step_localization_has_intervals_tests_and_its_own_header(tmp_path):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(record))
                 paths.append(path)
-    out = tmp_path / "out"
-    assert cli_main(["summarize", "--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
-                     _settings(interval="queries")]) == 0
-    with open(out / "statistics.csv", newline="") as handle:
-        rows = {(r["benchmark"], r["experiment"]): r for r in csv.DictReader(handle)}
+    rows = {(r["benchmark"], r["experiment"]): r for r in _query_interval_statistics(paths, tmp_path)}
     for benchmark, metric, n_videos in (("crosstask", "crosstask_recall", 20),
                                         ("mining_youtube", "mining_youtube_recall", 15)):
         for experiment in ("tv", "tv_ta"):
@@ -253,7 +254,7 @@ def test_step_localization_has_intervals_tests_and_its_own_header(tmp_path):
     row = rows[("crosstask", "tv")]
     assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((ci.low, ci.high))
 
-    report = (out / "summary.md").read_text()
+    report = (tmp_path / "out" / "summary.md").read_text()
     crosstask = report.split("### crosstask (crosstask)")[1].split("\n### ")[0]
     assert "averaged over each task's videos, then over the tasks" in crosstask
     assert "Metrics: over the videos with features" in crosstask and "YouCook2" not in crosstask

@@ -14,7 +14,7 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -86,8 +86,9 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {error.message}{suffix}"
 
 
-def _deref(node: Any, root: dict) -> Any:
-    """``node`` with its local ``$ref`` s ("#/a/b") followed (its own keys win over the target's)."""
+def deref(node: Any, root: Mapping) -> Any:
+    """``node`` with its local ``$ref`` s ("#/a/b") followed, each referring node's own keys kept over its
+    target's (so a mark such as ``x-operational`` beside a ``$ref`` survives the whole chain)."""
     while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/"):
         target: Any = root
         for part in node["$ref"][2:].split("/"):
@@ -100,16 +101,16 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> None
     """Insert schema ``default`` values for absent keys, recursively (as Snakemake's validate does),
     following ``$ref`` s, so a stage schema made of references fills the same defaults as the config's."""
     root = schema if root is None else root
-    schema = _deref(schema, root)
+    schema = deref(schema, root)
     if not isinstance(instance, dict) or not isinstance(schema, dict):
         return
     for key, subschema in schema.get("properties", {}).items():
-        subschema = _deref(subschema, root)
+        subschema = deref(subschema, root)
         if key not in instance and "default" in subschema:
             instance[key] = copy.deepcopy(subschema["default"])
         if key in instance:
             fill_defaults(instance[key], subschema, root)
-    extra = _deref(schema.get("additionalProperties"), root)
+    extra = deref(schema.get("additionalProperties"), root)
     if isinstance(extra, dict):
         for key, value in instance.items():
             if key not in schema.get("properties", {}):

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 
 import jsonschema
 
-from mcnflow.core.config import ConfigError, canonical_json, deep_merge, describe_error, fill_defaults, load_schema
+from mcnflow.core.config import (ConfigError, canonical_json, deep_merge, deref, describe_error, fill_defaults,
+                                 load_schema)
 from mcnflow.core.frozen import FrozenSettings, freeze
 
 PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
@@ -493,36 +494,15 @@ def validate_stage_settings(stage: str, settings: Any, origin: str = "--settings
 OPERATIONAL = "x-operational"
 
 
-def _resolve(node: Mapping, schema: Mapping) -> Mapping:
-    """Follow local ``$ref`` s ("#/a/b") to the node they name."""
-    while isinstance(node, Mapping) and "$ref" in node:
-        node = _step(node["$ref"], schema)
-    return node
-
-
 def _is_operational(node: Mapping | None, schema: Mapping) -> bool:
     """The node, or any node its ``$ref`` chain passes through, is marked operational."""
-    while isinstance(node, Mapping):
-        if node.get(OPERATIONAL):
-            return True
-        if "$ref" not in node:
-            return False
-        node = _step(node["$ref"], schema)
-    return False
-
-
-def _step(ref: str, schema: Mapping) -> Any:
-    """The node one ``$ref`` names (not following its own ``$ref``)."""
-    target: Any = schema
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    return target
+    return bool(node) and bool(deref(node, schema).get(OPERATIONAL))
 
 
 def _without_operational(value: Any, node: Mapping | None, schema: Mapping) -> Any:
     if node is None or not isinstance(value, Mapping):
         return value
-    node = _resolve(node, schema)
+    node = deref(node, schema)
     properties = node.get("properties", {})
     extra = node.get("additionalProperties")
     kept = {}

@@ -37,7 +37,7 @@ from typing import Callable, Mapping
 
 from mcnflow.core.status import DOWNLOAD_PERMANENT, DownloadStatus as S, Verdict
 from mcnflow.download.canary import Canary, CanaryAnswer, RunWatch
-from mcnflow.download.classify import BLOCK_SYMPTOM, REPEATED_SYSTEMIC, Classification, Retry, is_format_unavailable
+from mcnflow.download.classify import BLOCK_SYMPTOM, FORMAT_UNAVAILABLE, REPEATED_SYSTEMIC, Classification, Retry
 from mcnflow.download.fetch import YTDLP_VERSION, Fetcher, Video, make_row
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class ShardPolicy:
                 if status == S.OK:
                     format_streak.clear()
                 continue
-            if is_format_unavailable(outcome.message):
+            if outcome.verdict is FORMAT_UNAVAILABLE:  # the verdict, warnings included, not the bare text
                 format_streak.append(row)
                 if len(format_streak) >= format_limit:
                     return self._stop_repeated(format_streak)
