@@ -167,8 +167,7 @@ def child(args: argparse.Namespace) -> None:
     options = {}
     if "max_open_files" in inspect.signature(ClipDataset).parameters:
         options["max_open_files"] = spec["max_open_files"]
-    dataset = ClipDataset(text=paths["text"], video=paths["video"], video3d=paths["video3d"], audio=paths["audio"],
-                          video_features=training["video_features"], modalities=["video", "audio", "text"],
+    dataset = ClipDataset(shards=paths, video_features=training["video_features"], modalities=["video", "audio", "text"],
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
                           audio_frames=training["audio_frames"], seed=training["seed"], **options)
     trainer = Trainer(spec["settings"], dataset, Path(spec["out"]), "bench")  # a tiny model: only its loader runs
@@ -280,8 +279,7 @@ def measured_gpu_rate(config: dict, steps: int, paths: dict) -> tuple[float, str
     settings = model_settings(config, tiny=False)
     training = settings["training"]
     training["num_workers"] = 0
-    dataset = ClipDataset(text=paths["text"], video=paths["video"], video3d=paths["video3d"], audio=paths["audio"],
-                          video_features=training["video_features"], modalities=["video", "audio", "text"],
+    dataset = ClipDataset(shards=paths, video_features=training["video_features"], modalities=["video", "audio", "text"],
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
                           audio_frames=training["audio_frames"], seed=training["seed"])
     with tempfile.TemporaryDirectory() as out:

@@ -125,9 +125,7 @@ def main() -> None:
         settings = settings_for(args)
         training = settings["training"]
         modalities = modalities_of(args.pairs)
-        dataset = ClipDataset(text=paths["text"], video=paths["video"] if "video" in modalities else (),
-                              audio=paths["audio"] if "audio" in modalities else (),
-                              modalities=modalities, n_pair=args.n_pair, min_time=training["min_time"],
+        dataset = ClipDataset(shards=paths, modalities=modalities, n_pair=args.n_pair, min_time=training["min_time"],
                               max_words=training["max_words"], audio_frames=args.audio_frames, seed=0)
         trainer = Trainer(settings, dataset, root / "out", "bench")
         trainer.model.train()

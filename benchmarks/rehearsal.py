@@ -313,8 +313,7 @@ def job_training_loader(root: Path) -> None:
     training = settings["training"]
     features = root / "results" / "features" / CORPUS
     shards = {m: sorted(str(p) for p in (features / m).glob("shard-*.h5")) for m in ("text", "video", "video3d", "audio")}
-    dataset = ClipDataset(text=shards["text"], video=shards["video"], video3d=shards["video3d"],
-                          audio=shards["audio"], video_features=training["video_features"],
+    dataset = ClipDataset(shards=shards, video_features=training["video_features"],
                           modalities=experiment_modalities(settings["pairs"]), n_pair=training["n_pair"],
                           min_time=training["min_time"], max_words=training["max_words"],
                           audio_frames=training["audio_frames"], seed=training["seed"])

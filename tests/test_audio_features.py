@@ -17,6 +17,7 @@ from mcnflow.core.config import ConfigError, load_config
 from mcnflow.core.ledger import DOWNLOAD_COLUMNS, read_ledger, write_ledger
 from mcnflow.core.plan import Plan
 from mcnflow.core.shard_stage import ShardRun
+from mcnflow.core.streams import stream
 from mcnflow.features.audio import TooShort, check_settings, spectrogram_of
 from mcnflow.features.logmel import log_mel
 from mcnflow.features.store import ShardReader
@@ -131,7 +132,7 @@ def test_less_audio_than_one_window_is_too_short():
         spectrogram_of(np.zeros(399, np.float32), SETTINGS)
     spectrogram, n_samples = spectrogram_of(np.zeros(400, np.float32) + 0.1, SETTINGS)
     assert spectrogram.shape == (40, 3) and n_samples == 400
-    consumer = LogMel(SETTINGS, None)  # the media stage's audio consumer: too short is its feature row
+    consumer = LogMel(stream("audio"), SETTINGS, None)  # the media stage's audio consumer: too short is its feature row
     with pytest.raises(ConsumerSkip) as skip:
         consumer.prepare(np.zeros(399, np.float32))
     assert skip.value.status == "too_short"

@@ -163,8 +163,8 @@ def step_benchmark(tmp_path):
     (tmp_path / "mining" / "videos_test.txt").write_text(f"{vid}\n")
     (tmp_path / "mining" / f"{vid}.srt").write_text(
         "1\n00:00:00,000 --> 00:00:01,000\nw1\n\n2\n00:00:02,000 --> 00:00:03,000\nw2\n")
-    features = EvalFeatures.open(text=[], word2vec=tmp_path / "word2vec.h5", max_words=20, audio_frames=300,
-                                 word_dim=DIM, fingerprint=word2vec.fingerprint, video=[tmp_path / "video.h5"])
+    features = EvalFeatures.open(shards={"video": [tmp_path / "video.h5"]}, word2vec=tmp_path / "word2vec.h5",
+                                 max_words=20, audio_frames=300, word_dim=DIM, fingerprint=word2vec.fingerprint)
     files = {"crosstask": {"videos": str(tmp_path / "videos.csv"), "steps": str(tmp_path / "tasks_primary.txt"),
                            "annotations": str(tmp_path / "annotations")},
              "mining_youtube": {"videos": str(tmp_path / "mining" / "videos_test.txt"),
@@ -197,9 +197,8 @@ def test_step_sentences_keep_30_words(step_benchmark):
     (b["dir"] / "tasks30.txt").write_text(f"77001\nMake it\nhttps://x\n2\n{long_step},w7\n\n")
     (b["dir"] / "annotations" / f"77001_{vid}.csv").write_text("1,2.0,3.0\n2,3.0,4.0\n")
     files = {**b["files"]["crosstask"], "steps": str(b["dir"] / "tasks30.txt")}
-    features = EvalFeatures.open(text=[], word2vec=b["dir"] / "word2vec.h5", max_words=20, audio_frames=300,
-                                 word_dim=DIM, fingerprint=b["word2vec"].fingerprint,
-                                 video=[b["dir"] / "video30.h5"])
+    features = EvalFeatures.open(shards={"video": [b["dir"] / "video30.h5"]}, word2vec=b["dir"] / "word2vec.h5",
+                                 max_words=20, audio_frames=300, word_dim=DIM, fingerprint=b["word2vec"].fingerprint)
     try:
         mcn = evaluate_steps(OracleModel(), scoring, "crosstask", files, features, 4, CPU)
         twenty = evaluate_steps(OracleModel(), scoring, "crosstask", files, features, 4, CPU,
@@ -249,9 +248,8 @@ def test_pooling_scores_instead_of_features_is_the_departure_switch(step_benchma
                                  _onehot((2, 0.6), (4, 0.8)), _onehot((2, 0.6), (4, 0.8))]))  # second 2
     truth = np.array([[1, 0], [0, 0], [0, 1]], dtype=np.uint8)
     np.save(b["dir"] / "annotations" / f"77001_{vid}.npy", truth)   # .npy: 3 seconds, as MCN's anno/
-    features = EvalFeatures.open(text=[], word2vec=b["dir"] / "word2vec.h5", max_words=20, audio_frames=300,
-                                 word_dim=DIM, fingerprint=b["word2vec"].fingerprint,
-                                 video=[b["dir"] / "video_long.h5"])
+    features = EvalFeatures.open(shards={"video": [b["dir"] / "video_long.h5"]}, word2vec=b["dir"] / "word2vec.h5",
+                                 max_words=20, audio_frames=300, word_dim=DIM, fingerprint=b["word2vec"].fingerprint)
     try:
         recall = {pool: evaluate_steps(OracleModel(), scoring, "crosstask", b["files"]["crosstask"], features, 4,
                                        CPU, settings={"pool": pool}).metrics["crosstask_recall"]

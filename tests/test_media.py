@@ -40,6 +40,7 @@ from mcnflow.core.config import ConfigError, load_config
 from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, Journal, journal_path, read_ledger
 from mcnflow.core.media_probe import probe
 from mcnflow.core.plan import Plan
+from mcnflow.core.streams import stream
 from mcnflow.features.frames import decode_frames
 from mcnflow.features.store import ShardReader
 from mcnflow.media.decode import AudioTap, DecodeRun, VideoTap, build_command, collect
@@ -404,7 +405,7 @@ def test_3d_features_from_the_same_decode_match_the_two_step_3d_path(moving_with
     # what the 3D model sees: the same 24 fps frames as decoding the kept file, before the x264 round trip
     from mcnflow.media.consumers import Clips3D
 
-    consumer = Clips3D(settings["video3d"], NormalizeSettings.from_mapping(settings["normalize"]))
+    consumer = Clips3D(stream("video3d"), settings["video3d"], NormalizeSettings.from_mapping(settings["normalize"]))
     frames = collect(DecodeRun(probe(moving_with_noise), consumer.normalize, [consumer.tap()]))["video3d"]
     mine = resize_and_crop(torch.from_numpy(frames), 32, 32).numpy().astype(int)
     kept = resize_and_crop(torch.from_numpy(kept_frames), 32, 32).numpy().astype(int)

@@ -34,7 +34,7 @@ def open_descriptors() -> int:
 
 def dataset_of(paths, settings, **options):
     t = settings["training"]
-    return ClipDataset(text=paths["text"], video=paths["video"], audio=paths["audio"],
+    return ClipDataset(shards={name: paths[name] for name in ("text", "video", "audio")},
                        modalities=["video", "audio", "text"], n_pair=t["n_pair"], min_time=t["min_time"],
                        max_words=t["max_words"], audio_frames=t["audio_frames"], seed=t["seed"], **options)
 

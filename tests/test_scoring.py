@@ -162,9 +162,9 @@ class OracleModel(nn.Module):
 
 
 def _features(b):
-    return EvalFeatures.open(text=[b["shards"]["text"]], word2vec=b["word2vec"], max_words=20, audio_frames=500,
-                             word_dim=DIM, fingerprint=b["fingerprint"],
-                             video=[b["shards"]["video"]], audio=[b["shards"]["audio"]])
+    return EvalFeatures.open(shards={name: [b["shards"][name]] for name in ("text", "video", "audio")},
+                             word2vec=b["word2vec"], max_words=20, audio_frames=500, word_dim=DIM,
+                             fingerprint=b["fingerprint"])
 
 
 def test_oracle_ranks_every_query_first(benchmark):
@@ -346,9 +346,9 @@ def test_msrvtt_whole_clip_queries(tmp_path):
                 features[-1, i] = 1.0   # only the last second shows it: the whole clip must be read
                 video.add(vid, features)
     write_text_shard(tmp_path / "text.h5", "msrvtt", {vid: corpus.captions(vid) for vid in corpus.video_ids()}, word2vec)
-    features = EvalFeatures.open(text=[tmp_path / "text.h5"], word2vec=tmp_path / "word2vec.h5", max_words=20,
-                                 audio_frames=500, word_dim=DIM, fingerprint=word2vec.fingerprint,
-                                 video=[tmp_path / "video.h5"])
+    features = EvalFeatures.open(shards={"text": [tmp_path / "text.h5"], "video": [tmp_path / "video.h5"]},
+                                 word2vec=tmp_path / "word2vec.h5", max_words=20, audio_frames=500, word_dim=DIM,
+                                 fingerprint=word2vec.fingerprint)
     scoring = choose_scoring(["tv"], "shared")
     queries = align_queries(corpus.segments(), features, scoring.clip_modalities)
     outcome = evaluate_retrieval(OracleModel(), scoring, queries, features, "average", 2, torch.device("cpu"),

@@ -106,9 +106,7 @@ def make_dataset(corpus, settings):
     from mcnflow.model import modalities_of
     t = settings["training"]
     modalities = modalities_of(settings["pairs"])
-    return ClipDataset(text=paths["text"], video=paths["video"] if "video" in modalities else (),
-                       audio=paths["audio"] if "audio" in modalities else (),
-                       modalities=modalities,
+    return ClipDataset(shards=paths, modalities=modalities,
                        n_pair=t["n_pair"], min_time=t["min_time"], max_words=t["max_words"],
                        audio_frames=t["audio_frames"], seed=t["seed"])
 
@@ -283,8 +281,7 @@ def test_short_training_on_learnable_features_lowers_the_loss(tmp_path):
     paths, _ = write_corpus(tmp_path / "corpus", n_videos=8, seconds=16, seed=1, shards=1, topics=32)
 
     def epoch_means(settings, name):
-        train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"],
-              out_dir=tmp_path / name, experiment=name)
+        train(settings, shards=paths, out_dir=tmp_path / name, experiment=name)
         return [r for r in read_log(tmp_path / name / "log.tsv") if r["kind"] == "epoch"]
 
     # MMS alone: text and video clips of the same topics find each other (chance: 16 clips per step).
@@ -353,8 +350,7 @@ def test_cli_trains_with_settings_json_and_workers(corpus, tmp_path):
     # The same data through workers and without gives the same weights.
     serial = copy.deepcopy(settings)
     serial["training"]["num_workers"] = 0
-    serial_path = train(serial, text=paths["text"], video=paths["video"], audio=paths["audio"],
-                        out_dir=tmp_path / "serial", experiment="tv_ta_pp")
+    serial_path = train(serial, shards=paths, out_dir=tmp_path / "serial", experiment="tv_ta_pp")
     other, _ = load_model(serial_path)
     for key, value in model.state_dict().items():
         assert torch.equal(value, other.state_dict()[key]), key
@@ -391,8 +387,7 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_an_uninterrupted_run(corpu
                 "--audio", *map(str, paths["audio"]), "--out-dir", str(out_dir)]
 
     # The uninterrupted run in this process; one thread everywhere, so sums add up in the same order.
-    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"],
-          out_dir=tmp_path / "straight", experiment="kill")
+    train(settings, shards=paths, out_dir=tmp_path / "straight", experiment="kill")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     victim = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
@@ -453,8 +448,7 @@ def test_a_pair_whose_mms_ends_at_chance_is_warned_about_and_recorded(tmp_path, 
     settings = tiny_settings(pairs=("tv",), epochs=3, batch_size=4, lr=1e-9)   # lr ~0: nothing moves
     settings["losses"]["clustering"]["enabled"] = False
     settings["losses"]["reconstruction"]["enabled"] = False
-    train(settings, text=paths["text"], video=paths["video"], audio=paths["audio"], out_dir=tmp_path / "stuck",
-          experiment="stuck")
+    train(settings, shards=paths, out_dir=tmp_path / "stuck", experiment="stuck")
     assert "mms_tv ended training at" in caplog.text and "did not learn" in caplog.text
     _, meta = load_model(tmp_path / "stuck" / "model.pt")
     assert meta["mms_at_chance"] == ["tv"] and meta["last_epoch_losses"]["mms_tv"] > 0.99 * mms_chance(16)
@@ -471,8 +465,7 @@ def test_a_pair_whose_mms_ends_at_chance_is_warned_about_and_recorded(tmp_path, 
     learning = tiny_settings(pairs=("tv",), epochs=30, batch_size=4, schedule="constant", lr=1e-2)
     learning["losses"]["clustering"]["enabled"] = False
     learning["losses"]["reconstruction"]["enabled"] = False
-    train(learning, text=paths["text"], video=paths["video"], audio=paths["audio"], out_dir=tmp_path / "learns",
-          experiment="learns")
+    train(learning, shards=paths, out_dir=tmp_path / "learns", experiment="learns")
     assert "did not learn" not in caplog.text
     assert load_model(tmp_path / "learns" / "model.pt")[1]["mms_at_chance"] == []
 
@@ -489,6 +482,6 @@ def test_a_checkpoint_that_cannot_be_loaded_stops_training_and_restart_is_explic
     assert newest.exists()  # nothing deleted behind the user's back
     # the explicit way past it: --restart trains from scratch
     paths, _ = corpus
-    train(longer, text=[str(p) for p in paths["text"]], video=[str(p) for p in paths["video"]], audio=[],
+    train(longer, shards={name: [str(p) for p in paths[name]] for name in ("text", "video")},
           out_dir=tmp_path, experiment="tv", restart=True)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]

@@ -70,11 +70,10 @@ def test_training_reads_2d_and_3d_and_the_video_width_follows(tmp_path, one_torc
     reader.close()
     shard3d = _shard(tmp_path / "3d.h5", {"rows_per_second": 1.5}, three_d)
     settings = tiny_settings(pairs=("tv",), epochs=1, video_features=["2d", "3d"], video_dim=VIDEO_DIM + VIDEO_DIM // 2)
-    out = train(settings, text=paths["text"], video=paths["video"], video3d=[shard3d], audio=[],
+    out = train(settings, shards={"text": paths["text"], "video": paths["video"], "video3d": [shard3d]},
                 out_dir=tmp_path / "out", experiment="tv")
     model, meta = load_model(out)
     assert meta["training"]["video_features"] == ["2d", "3d"] and model.config["video_dim"] == VIDEO_DIM * 3 // 2
     # the width must follow the streams: 2D alone with the 2D+3D width is refused
     with pytest.raises(Exception, match="video_dim"):
-        train({**settings, "training": {**settings["training"], "video_features": ["2d"]}}, text=paths["text"],
-              video=paths["video"], audio=[], out_dir=tmp_path / "bad", experiment="tv")
+        train({**settings, "training": {**settings["training"], "video_features": ["2d"]}}, shards={name: paths[name] for name in ("text", "video")}, out_dir=tmp_path / "bad", experiment="tv")

@@ -562,8 +562,10 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
     video_seconds = video_minutes * 60
     keep = bool(config["normalize"]["keep"])
     from mcnflow.core.plan import Plan
+    from mcnflow.core.streams import stream, stream_dim
 
-    video3d = Plan(config).uses_video3d()
+    made = Plan(config).media_streams()
+    video3d = "video3d" in made
     video = config["features"]["video"]
     gpu_model = video["device"] in ("auto", "cuda")
     lines: list[Line] = []
@@ -600,17 +602,12 @@ def estimate(config: Mapping, rates: Rates, counts: Mapping[str, int]) -> tuple[
     if keep:
         lines.append(Line("normalized videos", None, None, normalized_bytes,
                           f"{per_min.value / 1e6:.1f} MB/min ({per_min.source}); normalize.keep true"))
-    # HDF5: float16 rows (store.py layout); index and attributes are small
-    lines.append(Line("video features", None, None, video_seconds * float(video["fps"]) * 2048 * 2,
-                      f"float16 2048 x {video['fps']} rows/s"))
-    audio = config["features"]["audio"]
-    lines.append(Line("audio features", None, None, video_seconds * int(audio["n_mels"]) * 2 * 1000 / float(audio["hop_ms"]),
-                      f"float16 {audio['n_mels']} x {1000 / float(audio['hop_ms']):g} frames/s"))
-    if video3d:
-        v3 = config["features"]["video3d"]
-        lines.append(Line("video3d features", None, None,
-                          video_seconds * float(v3["fps"]) / float(v3["clip_frames"]) * 2048 * 2,
-                          f"float16 2048 x {float(v3['fps']) / float(v3['clip_frames']):g} rows/s"))
+    # HDF5: float16 rows (store.py layout) of each media stream; index and attributes are small
+    for name in made:
+        rows = float(stream(name).rate)
+        dim = stream_dim(stream(name), config)
+        lines.append(Line(f"{name} features", None, None, video_seconds * rows * dim * 2,
+                          f"float16 {dim} x {rows:g} rows/s"))
     text = rates.get("text_bytes_per_video")
     lines.append(Line("text features", None, None, kept * text.value, f"{text.value / 1e3:.0f} kB/video ({text.source})"))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mcnflow.core.config import validate_config
 from mcnflow.core.plan import Plan, settings_file
+from mcnflow.core.streams import NAMES as STREAM_NAMES
 from mcnflow.corpora import open_corpus
 from mcnflow.demo.corpus import planned_video_ids
 from mcnflow.core.shards import shard_names
@@ -56,7 +57,7 @@ SHARDS = {
 wildcard_constraints:
     corpus="|".join(CORPORA),
     shard=r"\d{5}",
-    modality="video|video3d|audio|text",
+    modality="|".join(STREAM_NAMES),
     experiment="|".join(EXPERIMENTS),
     seed=r"\d+",
     benchmark="|".join(BENCHMARKS),
@@ -91,13 +92,41 @@ def stage_settings(stage, *wildcard_names):
     return param
 
 
-def feature_files(corpus, modalities):
-    return {
-        m: corpus_shard_files(
-            "results/features/{corpus}/{modality}/shard-{shard}.h5", corpus, modality=m
+FEATURE_SHARD = "results/features/{corpus}/{modality}/shard-{shard}.h5"
+FEATURE_LEDGER = "results/features/{corpus}/{modality}/shard-{shard}.tsv"
+
+
+def feature_files(corpus, streams):
+    """Per feature stream (mcnflow.core.streams), the corpus's shard files of that stream."""
+    return {m: corpus_shard_files(FEATURE_SHARD, corpus, modality=m) for m in streams}
+
+
+def media_outputs():
+    """The media job's outputs: an HDF5 file and a ledger per stream it makes (PLAN.media_streams)."""
+    outputs = {}
+    for name in PLAN.media_streams():
+        outputs[name] = FEATURE_SHARD.replace("{modality}", name)
+        outputs[f"{name}_ledger"] = FEATURE_LEDGER.replace("{modality}", name)
+    return outputs
+
+
+def media_output_args(wildcards, output):
+    """``--<stream>-output H5 --<stream>-ledger TSV`` for each stream the media job makes."""
+    return " ".join(
+        f"--{name}-output {output[name]} --{name}-ledger {output[f'{name}_ledger']}"
+        for name in PLAN.media_streams()
+    )
+
+
+def stats_inputs(wildcards):
+    """Every feature ledger of the corpus: each stream it gets (PLAN.feature_streams)."""
+    return [
+        ledger
+        for name in PLAN.feature_streams()
+        for ledger in corpus_shard_files(
+            FEATURE_LEDGER, wildcards.corpus, modality=name
         )
-        for m in modalities
-    }
+    ]
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -223,8 +252,8 @@ def word2vec_args(inputs):
 
 
 def feature_args(inputs):
-    """``--video ... --video3d ... --audio ... --text ...`` for the feature sets among the inputs."""
-    sets = [s for s in ("video", "video3d", "audio", "text") if s in inputs.keys()]
+    """``--<stream> SHARD...`` for each feature stream among the inputs (``--video ... --text ...``)."""
+    sets = [s for s in STREAM_NAMES if s in inputs.keys()]
     return " ".join(f"--{s} " + " ".join(inputs[s]) for s in sets)
 
 

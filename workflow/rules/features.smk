@@ -75,9 +75,7 @@ rule extract_text:
 
 rule feature_stats:
     input:
-        shard_files("results/features/{corpus}/video/shard-{shard}.tsv"),
-        shard_files("results/features/{corpus}/audio/shard-{shard}.tsv"),
-        shard_files("results/features/{corpus}/text/shard-{shard}.tsv"),
+        stats_inputs,
     output:
         report(
             "results/features/{corpus}/stats.tsv",

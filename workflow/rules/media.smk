@@ -3,26 +3,17 @@
 # 454x256 @ 30 fps videos. One job per shard.
 
 
-# Optional outputs: the 3D features (training.video_features 3d). The normalized videos (normalize.keep) are no
+# Outputs: one HDF5 file and ledger per feature stream the job makes (PLAN.media_streams(): the 3D features
+# only when an experiment's training.video_features has 3d). The normalized videos (normalize.keep) are no
 # output: Snakemake deletes a failed job's outputs, and they are hours of encoding. They go to params.videos_dir,
 # the normalize ledger's path column points at them, and a rerun trusts one only through its journal row.
 rule media_shard:
     input:
         "results/download/{corpus}/shard-{shard}.tsv",
     output:
-        **(
-            {
-                "video3d": "results/features/{corpus}/video3d/shard-{shard}.h5",
-                "video3d_ledger": "results/features/{corpus}/video3d/shard-{shard}.tsv",
-            }
-            if PLAN.uses_video3d()
-            else {}
-        ),
+        # per stream the job makes (mcnflow.core.streams; 3D only when an experiment reads it)
+        **media_outputs(),
         ledger="results/normalize/{corpus}/shard-{shard}.tsv",
-        video="results/features/{corpus}/video/shard-{shard}.h5",
-        video_ledger="results/features/{corpus}/video/shard-{shard}.tsv",
-        audio="results/features/{corpus}/audio/shard-{shard}.h5",
-        audio_ledger="results/features/{corpus}/audio/shard-{shard}.tsv",
     log:
         "logs/media/{corpus}/shard-{shard}.log",
     benchmark:
@@ -36,14 +27,8 @@ rule media_shard:
     params:
         settings=stage_settings("media"),
         videos_dir="results/normalize/{corpus}/shard-{shard}",
-        video3d=lambda wc, output: (
-            f"--video3d-output {output.video3d} --video3d-ledger {output.video3d_ledger}"
-            if "video3d" in output.keys()
-            else ""
-        ),
+        outputs=media_output_args,
     shell:
         "OMP_NUM_THREADS={threads} python -m mcnflow media --download-ledger {input}"
         " --corpus {wildcards.corpus} --shard {wildcards.shard} --normalize-ledger {output.ledger}"
-        " --video-output {output.video} --video-ledger {output.video_ledger}"
-        " --audio-output {output.audio} --audio-ledger {output.audio_ledger}"
-        " --videos-dir {params.videos_dir} {params.video3d} --quiet --settings-file {params.settings} > {log} 2>&1"
+        " {params.outputs} --videos-dir {params.videos_dir} --quiet --settings-file {params.settings} > {log} 2>&1"

@@ -27,11 +27,10 @@ import jsonschema
 from mcnflow.core.config import (ConfigError, canonical_json, deep_merge, deref, describe_error, fill_defaults,
                                  load_schema)
 from mcnflow.core.frozen import FrozenSettings, freeze
+from mcnflow.core.streams import STREAMS, media_streams, read_streams
 
 PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
 MODALITIES = ("video", "audio", "text")
-# training.video_features streams -> their feature directory (and CLI flag)
-VIDEO_SETS = {"2d": "video", "3d": "video3d"}
 
 # The corpus file that lists a reader's videos (the manifest is read from it).
 ID_SOURCE_KEY = {
@@ -101,19 +100,23 @@ class Plan:
         return self._benchmark(benchmark)["corpus"]
 
     def feature_sets(self, experiment: str, training: bool = True) -> list[str]:
-        """The feature directories a branch reads (``results/features/<corpus>/<set>/``): text,
-        audio, and for video the streams of ``training.video_features`` (2d -> video, 3d -> video3d).
+        """The feature streams a branch reads (``results/features/<corpus>/<stream>/``, see
+        mcnflow.core.streams): text, audio, and the video streams of ``training.video_features``.
         Training reads its modalities only; evaluation reads every modality a scoring may need."""
         modalities = self.training_modalities(experiment) if training else list(MODALITIES)
-        streams = self.experiment_settings(experiment, self.seeds(experiment)[0])["training"]["video_features"]
-        sets = [m for m in modalities if m != "video"]
-        if "video" in modalities:
-            sets += [VIDEO_SETS[s] for s in streams]
-        return sorted(sets)
+        choices = self.experiment_settings(experiment, self.seeds(experiment)[0])["training"]["video_features"]
+        return sorted(read_streams(modalities, choices))
 
-    def uses_video3d(self) -> bool:
-        """Whether any experiment reads 3D video features (then the media stage makes them)."""
-        return any("video3d" in self.feature_sets(name, training=False) for name in self.experiments)
+    def media_streams(self) -> list[str]:
+        """The streams `mcnflow media` makes: those made for every corpus, and the optional ones
+        (3D video) when an experiment reads them."""
+        read = {name for experiment in self.experiments for name in self.feature_sets(experiment, training=False)}
+        return [s.name for s in media_streams() if s.always or s.name in read]
+
+    def feature_streams(self) -> list[str]:
+        """Every stream each feature corpus gets: the media streams and the text stream(s)."""
+        made = set(self.media_streams())
+        return [s.name for s in STREAMS if s.name in made or s.producer != "media"]
 
     def train_threads(self) -> int:
         """CPU threads of a training job: the loop plus its DataLoader workers."""
@@ -237,13 +240,12 @@ class Plan:
         return {**copy.deepcopy(self.config["normalize"]), "sample_fps": self.config["features"]["video"]["fps"]}
 
     def _media(self) -> dict:
-        """One decode per video (mcnflow media): the normalization, the 2D video and audio features,
-        and the 3D video features when an experiment reads them (training.video_features has 3d)."""
+        """One decode per video (mcnflow media): the normalization and, per stream it makes
+        (:meth:`media_streams`), that stream's ``features.<name>`` section."""
         media = copy.deepcopy(self.config.get("media") or {})
-        settings = {"normalize": self._normalize(), "media": media,
-                    "video": self._features("video"), "audio": self._features("audio")}
-        if self.uses_video3d():
-            settings["video3d"] = self._features("video3d")
+        settings = {"normalize": self._normalize(), "media": media}
+        for name in self.media_streams():
+            settings[name] = self._features(name)
         return settings
 
     def _features(self, modality: str) -> dict:
@@ -405,22 +407,28 @@ def _experiment_schema(root: dict) -> dict:
 
 
 _COMPRESSION = _ref("properties", "features", "properties", "compression")
+
+
+def _media_schema(root: dict) -> dict:
+    """normalize, media, and one ``features.<name>`` section per media stream (mcnflow.core.streams)."""
+    properties = {
+        "normalize": _flat("normalize", extra={"sample_fps": _ref(
+            "properties", "features", "properties", "video", "properties", "fps")})(root),
+        "media": _ref("properties", "media"),
+    }
+    for s in media_streams():
+        section = _flat("features", s.section, extra={"compression": _COMPRESSION})(root)
+        # an optional stream is present only when an experiment reads it: no default may fill it in
+        properties[s.name] = section if s.always else {k: v for k, v in section.items() if k != "default"}
+    required = ["normalize", "media", *(s.name for s in media_streams() if s.always)]
+    return _object(properties, required=required)(root)
 _EVALUATION = ("properties", "evaluation", "properties")
 
 STAGES: dict[str, tuple[Callable[..., dict], tuple[str, ...], Callable[[dict], dict]]] = {
     "manifest": (Plan._manifest, ("corpus",), _object(
         {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA, "shard_size": _ref("properties", "shard_size")})),
     "download": (Plan._download, (), _flat("download")),
-    "media": (Plan._media, (), lambda root: _object({
-        "normalize": _flat("normalize", extra={"sample_fps": _ref(
-            "properties", "features", "properties", "video", "properties", "fps")})(root),
-        "media": _ref("properties", "media"),
-        "video": _flat("features", "video", extra={"compression": _COMPRESSION})(root),
-        "audio": _flat("features", "audio", extra={"compression": _COMPRESSION})(root),
-        # present only when an experiment reads 3D features: no default may fill it in
-        "video3d": {key: value for key, value in _flat("features", "video3d", extra={"compression": _COMPRESSION})(
-            root).items() if key != "default"},
-    }, required=["normalize", "media", "video", "audio"])(root)),
+    "media": (Plan._media, (), _media_schema),
     "features.text": (Plan._text, ("corpus",), _object(
         {"corpus": {"type": "string"}, "spec": _CORPUS_SCHEMA,
          "max_words": _ref("properties", "features", "properties", "text", "properties", "max_words"),

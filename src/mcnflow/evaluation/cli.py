@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from mcnflow.core.atomic import atomic_write
 from mcnflow.core.config import ConfigError, add_settings_arguments, settings_from_args
 from mcnflow.core.device import resolve_device
+from mcnflow.core.streams import STREAMS, read_streams
 from mcnflow.evaluation.scoring import check_model, choose_scoring
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, help="benchmark name (a key of evaluation.benchmarks, or crosstask)")
     parser.add_argument("--checkpoint", required=True, help="results/train/{experiment}/seed-{seed}/model.pt")
     parser.add_argument("--manifest", help="results/manifest/{corpus}.tsv: videos outside it count as missing")
-    parser.add_argument("--video", nargs="*", default=[], metavar="H5", help="2D video feature shards of the corpus")
-    parser.add_argument("--video3d", nargs="*", default=[], metavar="H5", help="3D video feature shards of the corpus")
-    parser.add_argument("--audio", nargs="*", default=[], metavar="H5", help="audio feature shards of the corpus")
-    parser.add_argument("--text", nargs="*", default=[], metavar="H5", help="text feature shards of the corpus")
+    for s in STREAMS:
+        parser.add_argument(f"--{s.name}", nargs="*", default=[], metavar="H5",
+                            help=f"{s.name} feature shards of the corpus: {s.description}")
     parser.add_argument("--word2vec", required=True, help="results/features/word2vec.h5 (the source the "
                                                           "checkpoint's text features came from)")
     parser.add_argument("--output", required=True, help="results/eval/{experiment}/seed-{seed}/{benchmark}.json")
@@ -107,26 +107,22 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any]) -> dict[str, Any]
         return result_record(args, settings, scoring, None, scoring.note)
     check_model(model, scoring)
 
-    streams = training["video_features"]
-    shards = {"video": (args.video if "2d" in streams else [1]) and (args.video3d if "3d" in streams else [1]),
-              "audio": args.audio}
-    for modality in scoring.clip_modalities:
-        if not shards[modality]:
-            flags = " and ".join(f"--{'video' if s == '2d' else 'video3d'}" for s in streams)
-            raise ConfigError(f"scoring {scoring.label} needs {flags if modality == 'video' else '--audio'} "
-                              "feature shards")
+    # the streams the scoring's clip modalities read (training.video_features selects the video streams)
+    needed = read_streams(scoring.clip_modalities, training["video_features"])
+    absent = [name for name in needed if not getattr(args, name)]
+    if absent:
+        raise ConfigError(f"scoring {scoring.label} needs " + " and ".join(f"--{name}" for name in absent)
+                          + " feature shards")
     if task not in STEP_TASKS and not args.text:
         raise ConfigError("--text feature shards are needed: they hold the query sentences")
     fingerprint = (meta.get("word2vec") or {}).get("fingerprint", "")
     try:
-        features = EvalFeatures.open(text=args.text, word2vec=args.word2vec, max_words=training["max_words"],
+        features = EvalFeatures.open(shards={"text": args.text, **{name: getattr(args, name) for name in needed}},
+                                     word2vec=args.word2vec, max_words=training["max_words"],
                                      # evaluation clips may be longer than training's (MCN: 5120 frames)
                                      audio_frames=settings.get("audio_frames") or training["audio_frames"],
                                      word_dim=training["word_dim"], fingerprint=fingerprint,
-                                     video=args.video if "video" in scoring.clip_modalities else (),
-                                     video3d=args.video3d if "video" in scoring.clip_modalities else (),
-                                     video_features=training["video_features"],
-                                     audio=args.audio if "audio" in scoring.clip_modalities else ())
+                                     video_features=training["video_features"])
     except WordSourceMismatch as exc:
         raise ConfigError(f"{args.checkpoint}: {exc}") from exc
     try:

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mcnflow.core.streams import stream, video_by_choice
 from mcnflow.features.captions import tokenize
 from mcnflow.features.store import FeatureIndex, check_rate
 from mcnflow.features.text_index import TextIndex, WordSourceMismatch
-from mcnflow.features.video_index import VideoIndex, video_shards
+from mcnflow.features.video_index import VideoIndex
 from mcnflow.features.word2vec import WordVectors, read_rows, read_word_vectors
 from mcnflow.model import inputs as clips
 from mcnflow.evaluation.metrics import RECALL_KS, check_convention, recall_key, retrieval_conventions, target_ranks
@@ -59,21 +60,22 @@ class EvalFeatures:
     word2vec: WordVectors | None = None
 
     @classmethod
-    def open(cls, *, text: Sequence[str | Path], word2vec: str | Path, max_words: int, audio_frames: int,
-             word_dim: int, fingerprint: str, video: Sequence[str | Path] = (),
-             audio: Sequence[str | Path] = (), video3d: Sequence[str | Path] = (),
+    def open(cls, *, shards: Mapping[str, Sequence[str | Path]], word2vec: str | Path, max_words: int,
+             audio_frames: int, word_dim: int, fingerprint: str,
              video_features: Sequence[str] = ("2d",)) -> "EvalFeatures":
-        """``fingerprint``: the word2vec source the checkpoint was trained with; the text shards and
+        """``shards``: stream name -> HDF5 shards (mcnflow.core.streams; a stream not given is not read).
+        ``fingerprint``: the word2vec source the checkpoint was trained with; the text shards and
         the word2vec file must be that source (else WordSourceMismatch). ``video_features``: the
-        video streams the model reads (training.video_features); ``video`` / ``video3d`` their shards."""
-        streams = video_shards(video, video3d, video_features)
+        video streams the model reads (training.video_features)."""
+        streams = video_by_choice(shards, video_features)
         video_index = VideoIndex(streams, "evaluation") if any(streams.values()) else None
-        check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "evaluation")
+        audio = list(shards.get("audio", ()))
+        check_rate(audio, stream("audio"), "evaluation")
         words = read_word_vectors(word2vec, vectors=False)
         if fingerprint and words.fingerprint != fingerprint:
             raise WordSourceMismatch(f"{word2vec} is word2vec source {words.fingerprint[:12]}, but the checkpoint "
                                      f"was trained with {fingerprint[:12]}")
-        index = TextIndex(text)
+        index = TextIndex(list(shards.get("text", ())))
         index.require(fingerprint or words.fingerprint, "the checkpoint")
         return cls(text=index, max_words=max_words, audio_frames=audio_frames, word_dim=word_dim,
                    video=video_index, audio=FeatureIndex(audio) if audio else None,

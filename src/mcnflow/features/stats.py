@@ -3,8 +3,10 @@
     mcnflow feature-stats --corpus youcook2 --ledgers results/features/youcook2/*/shard-*.tsv \\
         --output results/features/youcook2/stats.tsv
 
-One row per (modality, status) with the number of videos and the stored length (seconds of video,
-log-mel frames, or captions), read from the feature ledgers. The modality is the ledger's folder name.
+One row per (stream, status) with the number of videos and the stored length (the stream's
+``length_unit``: seconds of 1 fps frames, 3D clips, log-mel frames, captions; mcnflow.core.streams),
+read from the feature ledgers. The stream (column ``modality``) is the ledger's folder name and must
+be a stream of the table.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import collections
 from pathlib import Path
 
 from mcnflow.core.ledger import FEATURE_STATUSES, read_ledger, write_ledger
+from mcnflow.core.streams import stream
 
 STATS_COLUMNS = ("corpus", "modality", "status", "videos", "length")
 
@@ -23,7 +26,7 @@ def feature_stats(corpus: str, ledgers: list[str]) -> list[dict]:
     length: collections.Counter = collections.Counter()
     modalities: list[str] = []
     for ledger in ledgers:
-        modality = Path(ledger).parent.name
+        modality = stream(Path(ledger).parent.name).name  # an unknown folder is an error naming the streams
         if modality not in modalities:
             modalities.append(modality)
         for row in read_ledger(ledger):
@@ -47,5 +50,6 @@ def main(args: argparse.Namespace) -> int:
     rows = feature_stats(args.corpus, args.ledgers)
     write_ledger(args.output, rows, STATS_COLUMNS)
     for row in rows:
-        print(f"{row['modality']:<6} {row['status']:<12} {row['videos']:>8} videos {row['length']:>10} stored")
+        print(f"{row['modality']:<8} {row['status']:<12} {row['videos']:>8} videos {row['length']:>10} "
+              f"{stream(row['modality']).length_unit}")
     return 0

@@ -42,6 +42,7 @@ import numpy as np
 from mcnflow import __version__
 from mcnflow.core.atomic import atomic_path, commit, temp_path_for
 from mcnflow.core.status import FeatureStatus
+from mcnflow.core.streams import FeatureStream
 
 FORMAT = "mcnflow-features"
 FORMAT_VERSION = 1
@@ -414,9 +415,13 @@ class ShardReader:
         return dict(self._open()["videos"][video_id].attrs)
 
 
-def check_rate(paths: Iterable[str | Path], key: str, expected: float, user: str) -> None:
-    """Clips are cut assuming fixed rates (1 video row / s, 100 log-mel frames / s): refuse shards whose
-    extractor recorded another ``key`` (``fps`` or ``hop_ms``) in their attributes."""
+def check_rate(paths: Iterable[str | Path], stream: FeatureStream, user: str) -> None:
+    """Clips are cut assuming each stream's fixed rate (mcnflow.core.streams: 1 video row / s, 1.5 3D
+    rows / s, 100 log-mel frames / s): refuse shards whose extractor recorded another value of the
+    stream's rate attribute (``fps``, ``rows_per_second``, ``hop_ms``)."""
+    key, expected = stream.rate_attr, stream.rate_attr_value
+    if key is None:
+        return
     for path in paths:
         reader = ShardReader(path)
         try:

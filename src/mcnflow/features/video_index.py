@@ -9,26 +9,23 @@ them. A video counts as present only when every stream has it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from mcnflow.core.streams import VIDEO_FEATURE_CHOICES, by_video_feature
 from mcnflow.features.store import FeatureIndex, ShardFiles, check_rate
-
-# rows per second of each stream, as the extractors record them (attribute, value)
-STREAM_RATES = {"2d": 1.0, "3d": 1.5}
-STREAM_RATE_ATTRS = {"2d": ("fps", 1.0), "3d": ("rows_per_second", 1.5)}
-STREAMS = tuple(STREAM_RATES)
 
 
 class VideoIndex:
-    """video_id -> {stream: (rows, dim) features} over the shards of each stream."""
+    """video_id -> {stream: (rows, dim) features} over the shards of each stream, keyed by the
+    ``training.video_features`` choice (2d, 3d; mcnflow.core.streams)."""
 
     def __init__(self, shards: Mapping[str, Sequence[str | Path]], user: str, files: ShardFiles | None = None):
-        unknown = sorted(set(shards) - set(STREAMS))
+        unknown = sorted(set(shards) - set(VIDEO_FEATURE_CHOICES))
         if unknown:
-            raise ValueError(f"unknown video feature stream(s) {unknown}; allowed: {', '.join(STREAMS)}")
-        self.streams = [s for s in STREAMS if s in shards]
+            raise ValueError(f"unknown video feature stream(s) {unknown}; allowed: {', '.join(VIDEO_FEATURE_CHOICES)}")
+        self.streams = [s for s in VIDEO_FEATURE_CHOICES if s in shards]
         if not self.streams:
             raise ValueError("no video feature stream given")
         self.indexes: dict[str, FeatureIndex] = {}
@@ -36,8 +33,7 @@ class VideoIndex:
         for stream in self.streams:
             if not shards[stream]:
                 raise ValueError(f"{stream} video features are used but no {stream} shards were given")
-            attr, rate = STREAM_RATE_ATTRS[stream]
-            check_rate(shards[stream], attr, rate, user)
+            check_rate(shards[stream], by_video_feature(stream), user)
             self.indexes[stream] = FeatureIndex(shards[stream], files)
         self.readers = [r for index in self.indexes.values() for r in index.readers]
         # a video's status: ok when every stream has it, else the first stream's reason it is missing
@@ -71,10 +67,3 @@ class VideoIndex:
     def close(self) -> None:
         for index in self.indexes.values():
             index.close()
-
-
-def video_shards(video: Iterable[str | Path] = (), video3d: Iterable[str | Path] = (),
-                 streams: Sequence[str] = ("2d",)) -> dict[str, list[str]]:
-    """The shard lists of the streams in use."""
-    given = {"2d": [str(p) for p in video], "3d": [str(p) for p in video3d]}
-    return {stream: given[stream] for stream in streams}

@@ -18,14 +18,16 @@ A consumer has two halves:
 The three consumers: :class:`Frames2D` (ResNet-152 at ``features.video.fps``, the frames scaled to
 short side ``features.video.short_side`` by ffmpeg, batched across videos), :class:`LogMel` (DaveNet
 log-mel at 16 kHz) and :class:`Clips3D` (3D ResNeXt-101 at ``features.video3d.fps``, streamed in
-chunks of whole clips). A new model plugs in by subclassing :class:`Consumer` and adding it to
-:func:`mcnflow.media.stage.build_consumers`.
+chunks of whole clips). Each is the ``extractor`` of its entry in :data:`mcnflow.core.streams.STREAMS`;
+a new model plugs in by subclassing :class:`Consumer` and naming the class in a new entry there
+(docs/feature_streams.md).
 """
 
 from __future__ import annotations
 
 import abc
 import copy
+import importlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -34,6 +36,7 @@ import numpy as np
 
 from mcnflow.core.media_probe import MediaInfo
 from mcnflow.core.status import FeatureStatus
+from mcnflow.core.streams import FeatureStream
 from mcnflow.features.frames import output_size
 from mcnflow.media.decode import AudioTap, Tap, VideoTap
 from mcnflow.normalize import NormalizeSettings
@@ -61,16 +64,32 @@ class VideoContext:
 
 
 class Consumer(abc.ABC):
-    """One feature file (and ledger) made from the decoded streams of each video."""
+    """One feature file (and ledger) made from the decoded streams of each video: the extractor of one
+    feature stream (its name, HDF5 modality and ledger length come from the stream's table entry)."""
 
-    name: str               # the output's name: "video", "audio", "video3d"
-    modality: str           # the HDF5 modality attribute ("video" for 2D and 3D, "audio")
-    fingerprint_kind: str   # parts of different consumers never pass for each other
     streaming = False
 
-    def __init__(self, settings: Mapping[str, Any], normalize: NormalizeSettings):
+    def __init__(self, stream: FeatureStream, settings: Mapping[str, Any], normalize: NormalizeSettings,
+                 encoder: Any = None):
+        self.stream = stream
         self.settings = dict(settings)
         self.normalize = normalize
+        self.encoder = encoder
+
+    @property
+    def name(self) -> str:
+        """The output's name: the stream's ("video", "audio", "video3d")."""
+        return self.stream.name
+
+    @property
+    def modality(self) -> str:
+        """The HDF5 modality attribute ("video" for 2D and 3D, "audio")."""
+        return self.stream.modality
+
+    @property
+    def fingerprint_kind(self) -> str:
+        """Parts of different streams never pass for each other."""
+        return self.stream.name
 
     def worker_half(self) -> "Consumer":
         """A copy for the decode workers: cheap to pickle, without the main half's model and state."""
@@ -80,6 +99,7 @@ class Consumer(abc.ABC):
 
     def _drop_main_half(self) -> None:
         """Forget what only the main half holds (the model, videos in flight)."""
+        self.encoder = None
 
     # --- worker half ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -131,13 +151,10 @@ class Consumer(abc.ABC):
 class Frames2D(Consumer):
     """ResNet-152 features, one row per sampled frame (``features.video``), batched across videos."""
 
-    name = modality = fingerprint_kind = "video"
-
-    def __init__(self, settings, normalize, encoder=None):
+    def __init__(self, stream, settings, normalize, encoder=None):
         from mcnflow.features.video import check_settings
 
-        super().__init__(check_settings(settings), normalize)
-        self.encoder = encoder
+        super().__init__(stream, check_settings(settings), normalize, encoder)
         self._pipeline = None
 
     @property
@@ -153,7 +170,7 @@ class Frames2D(Consumer):
         return torch.from_numpy(data)
 
     def _drop_main_half(self) -> None:
-        self.encoder = None
+        super()._drop_main_half()
         self._pipeline = None
 
     def open(self) -> None:
@@ -194,14 +211,13 @@ class Frames2D(Consumer):
 # --- audio: DaveNet log-mel ---------------------------------------------------------------------------
 
 class LogMel(Consumer):
-    """DaveNet log-mel spectrograms (``features.audio``), computed in the decode workers."""
+    """DaveNet log-mel spectrograms (``features.audio``), computed in the decode workers (no model:
+    ``encoder`` is not used)."""
 
-    name = modality = fingerprint_kind = "audio"
-
-    def __init__(self, settings, normalize):
+    def __init__(self, stream, settings, normalize, encoder=None):
         from mcnflow.features.audio import check_settings
 
-        super().__init__(check_settings(settings), normalize)
+        super().__init__(stream, check_settings(settings), normalize, encoder)
 
     def tap(self) -> AudioTap:
         return AudioTap(self.name, int(self.settings["sample_rate"]))
@@ -245,16 +261,13 @@ class Clips3D(Consumer):
     """3D ResNeXt-101 features of non-overlapping clips (``features.video3d``), streamed: the 24 fps
     frames arrive in chunks and are encoded a batch of whole clips at a time, never held per video."""
 
-    name = fingerprint_kind = "video3d"
-    modality = "video"
     streaming = True
 
-    def __init__(self, settings, normalize, encoder=None):
+    def __init__(self, stream, settings, normalize, encoder=None):
         from mcnflow.features.video3d import check_settings, recipe_from_settings
 
-        super().__init__(check_settings(settings), normalize)
+        super().__init__(stream, check_settings(settings), normalize, encoder)
         self.recipe = recipe_from_settings(self.settings)
-        self.encoder = encoder
         self._videos: dict[str, _ClipVideo] = defaultdict(_ClipVideo)
 
     @property
@@ -267,7 +280,7 @@ class Clips3D(Consumer):
                         chunk_frames=self.recipe.clip_frames * 4)
 
     def _drop_main_half(self) -> None:
-        self.encoder = None
+        super()._drop_main_half()
         self._videos = defaultdict(_ClipVideo)
 
     def open(self) -> None:
@@ -315,3 +328,12 @@ class Clips3D(Consumer):
 
     def discard(self, video_id: str) -> None:
         self._videos.pop(video_id, None)
+
+
+def consumer_class(stream: FeatureStream) -> type[Consumer]:
+    """The consumer class a media stream's ``extractor`` names ("module:Class")."""
+    module, _, name = stream.extractor.partition(":")
+    found = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(found, type) and issubclass(found, Consumer)):
+        raise TypeError(f"feature stream {stream.name!r}: extractor {stream.extractor!r} is not a media Consumer")
+    return found

@@ -53,9 +53,10 @@ from mcnflow.core.ledger import FEATURE_COLUMNS, NORMALIZE_COLUMNS, NORMALIZE_ST
 from mcnflow.core.media_probe import MediaInfo
 from mcnflow.core.shard_stage import ShardRun
 from mcnflow.core.status import FeatureStatus, NormalizeStatus
+from mcnflow.core.streams import GPU, NO_GPU, media_streams, stream
 from mcnflow.features.store import source_identity
 from mcnflow.media import decode as decode_module
-from mcnflow.media.consumers import Clips3D, Consumer, ConsumerSkip, Frames2D, LogMel, VideoContext
+from mcnflow.media.consumers import Consumer, ConsumerSkip, VideoContext, consumer_class
 from mcnflow.normalize import (NormalizeFailure, NormalizeSettings, download_failure, duration_problems,
                                failure_row, ffmpeg_failure, is_safe_id, ok_row, probe_source,
                                read_download_ledger, trusted_row, verify_file)
@@ -70,24 +71,34 @@ SOURCE_DESCRIPTION = ("mcnflow media: one decode of the download; the normalizat
 
 # --- settings ------------------------------------------------------------------------------------
 
+# a worker's "prepared" for a stream whose frames the main process decodes on the GPU (media.decode: cuda)
+DECODED_ON_GPU = "gpu"
+# the media streams' settings key that sets the number of decode workers (the 2D stream's section)
+DECODE_WORKERS_STREAM = "video"
+
+
 @dataclass(frozen=True)
 class MediaSettings:
     normalize: NormalizeSettings
     keep: bool
     decode: str                      # cpu | cuda
-    video: dict                      # features.video + compression
-    audio: dict                      # features.audio + compression
-    video3d: dict | None             # features.video3d + compression, when an experiment reads 3D features
+    streams: dict                    # stream name -> features.<name> + compression (mcnflow.core.streams)
     raw: dict                        # the stage settings as given (recorded in the files)
 
     @property
     def compression(self):
-        return self.video["compression"]
+        return self.streams[DECODE_WORKERS_STREAM]["compression"]
+
+    @property
+    def decode_workers(self) -> int:
+        return int(self.streams[DECODE_WORKERS_STREAM]["decode_workers"])
 
 
 def media_settings(settings: Mapping[str, Any]) -> MediaSettings:
-    """The ``media`` stage settings (see mcnflow.core.plan): normalize, media, video, audio[, video3d]."""
-    missing = [key for key in ("normalize", "media", "video", "audio") if key not in settings]
+    """The ``media`` stage settings (see mcnflow.core.plan): normalize, media, and one section per
+    media stream it makes (those with ``always`` required, the others when an experiment reads them)."""
+    required = ["normalize", "media", *(s.name for s in media_streams() if s.always)]
+    missing = [key for key in required if key not in settings]
     if missing:
         raise ConfigError(f"media settings: missing key(s) {', '.join(missing)}")
     media = dict(settings["media"])
@@ -97,28 +108,27 @@ def media_settings(settings: Mapping[str, Any]) -> MediaSettings:
                           + ", ".join(map(repr, DECODE_CHOICES)))
     normalize_section = dict(settings["normalize"])
     keep = bool(normalize_section.get("keep", True))
-    video3d = dict(settings["video3d"]) if settings.get("video3d") else None
+    streams = {s.name: dict(settings[s.name]) for s in media_streams() if settings.get(s.name)}
     if decode == "cuda":
         if keep:
             raise ConfigError("config key 'media.decode': 'cuda' decodes only the sampled frames on the GPU, but "
                               "normalize.keep is true, which needs every frame decoded on the CPU for the x264 "
                               "encode; set normalize.keep: false or media.decode: cpu")
-        if video3d is not None:
-            raise ConfigError("config key 'media.decode': 'cuda' serves the 2D frames only, but an experiment reads "
-                              "3D features (training.video_features has 3d); set media.decode: cpu")
+        refused = [name for name in streams if stream(name).cuda_decode == NO_GPU]
+        if refused:
+            raise ConfigError(f"config key 'media.decode': 'cuda' cannot serve the {', '.join(refused)} stream "
+                              f"({'; '.join(stream(n).description for n in refused)}), which an experiment reads "
+                              "(training.video_features); set media.decode: cpu")
     return MediaSettings(normalize=NormalizeSettings.from_mapping(normalize_section), keep=keep, decode=decode,
-                         video=dict(settings["video"]), audio=dict(settings["audio"]), video3d=video3d,
-                         raw=dict(settings))
+                         streams=streams, raw=dict(settings))
 
 
 def build_consumers(settings: MediaSettings, encoders: Mapping[str, Any] | None = None) -> list[Consumer]:
-    """The consumers of one media job: 2D video, audio, and 3D video when configured."""
+    """The consumers of one media job: one per media stream in the settings, each the stream's
+    extractor (mcnflow.core.streams); ``encoders`` replaces a stream's model (tests, benchmarks)."""
     encoders = dict(encoders or {})
-    consumers: list[Consumer] = [Frames2D(settings.video, settings.normalize, encoder=encoders.get("video")),
-                                 LogMel(settings.audio, settings.normalize)]
-    if settings.video3d is not None:
-        consumers.append(Clips3D(settings.video3d, settings.normalize, encoder=encoders.get("video3d")))
-    return consumers
+    return [consumer_class(s)(s, settings.streams[s.name], settings.normalize, encoder=encoders.get(s.name))
+            for s in media_streams() if s.name in settings.streams]
 
 
 # --- one video, in a decode worker -----------------------------------------------------------------
@@ -220,8 +230,8 @@ class VideoWorker:
             skip = consumer.skip(info)
             if skip is not None:
                 prepared[consumer.name] = Skipped(skip.status, skip.message)
-            elif gpu and consumer.name == "video":
-                prepared[consumer.name] = "gpu"  # decoded by the main process on the GPU
+            elif gpu and consumer.stream.cuda_decode == GPU:
+                prepared[consumer.name] = DECODED_ON_GPU
             else:
                 taps.append(consumer.tap())
                 whole[consumer.name] = []
@@ -370,7 +380,8 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
     if settings.decode == "cuda":
         from mcnflow.media.gpu import GpuFrameSampler
 
-        gpu_decoder = GpuFrameSampler.for_settings(settings.normalize, consumers[0].tap())
+        on_gpu = next(c for c in consumers if c.stream.cuda_decode == GPU)
+        gpu_decoder = GpuFrameSampler.for_settings(settings.normalize, on_gpu.tap())
 
     # --- the runs: one per ledger; a video is settled when every ledger trusts its row
     normalize_fp = parts_fingerprint("normalize", {"normalize": canonical_json(settings.raw["normalize"])}, downloads)
@@ -410,12 +421,12 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
             run = runs[consumer.name]
             write_part(run.part_path(video_id), features, video_attrs,
                        meta={"fingerprint": fingerprints[consumer.name], **context.identity})
-            length = int(features.shape[0] if consumer.modality == "video" else features.shape[1])
+            length = int(features.shape[consumer.stream.time_axis])
             run.record(_feature_row(video_id, FeatureStatus.OK, length=length))
             computed[consumer.name] += 1
         return done
 
-    loader = DataLoader(MediaJobs(worker, jobs), batch_size=None, num_workers=int(settings.video["decode_workers"]),
+    loader = DataLoader(MediaJobs(worker, jobs), batch_size=None, num_workers=settings.decode_workers,
                         collate_fn=_keep_item)
     by_name = {c.name: c for c in consumers}
     started = time.monotonic()
@@ -428,10 +439,11 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
                 continue
             row = item["normalize"]
             prepared = dict(item["prepared"])
-            if row["status"] == NormalizeStatus.OK and prepared.get("video") == "gpu":
+            on_gpu = [name for name, outcome in prepared.items() if isinstance(outcome, str) and outcome == DECODED_ON_GPU]
+            if row["status"] == NormalizeStatus.OK and on_gpu:
                 row, frames = _gpu_frames(gpu_decoder, item, settings.normalize)
                 if frames is not None:
-                    prepared["video"] = frames
+                    prepared[on_gpu[0]] = frames
             bar.update(1)
             if row["status"] != NormalizeStatus.OK:
                 reason = f"normalize status {row['status']}" + (f": {row['message']}" if row.get("message") else "")
@@ -523,11 +535,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos-dir", type=Path, default=None,
                         help="directory for the normalized <video_id>.mp4 (needed when normalize.keep is true; "
                              "not a Snakemake output: the files survive a failed job, the ledger decides trust)")
-    for name, what in (("video", "2D ResNet-152"), ("audio", "log-mel"), ("video3d", "3D ResNeXt (when configured)")):
-        parser.add_argument(f"--{name}-output", type=Path, default=None, metavar="H5",
-                            help=f"the shard's {what} HDF5 file")
-        parser.add_argument(f"--{name}-ledger", type=Path, default=None, metavar="TSV",
-                            help=f"the shard's {what} feature ledger")
+    for s in media_streams():
+        when = "" if s.always else " (when an experiment reads it)"
+        parser.add_argument(f"--{s.name}-output", type=Path, default=None, metavar="H5",
+                            help=f"the shard's {s.name} HDF5 file: {s.description}{when}")
+        parser.add_argument(f"--{s.name}-ledger", type=Path, default=None, metavar="TSV",
+                            help=f"the shard's {s.name} feature ledger")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_arguments(parser)
 
@@ -540,15 +553,15 @@ def main(args: argparse.Namespace) -> int:
         log.error("download ledger not found: %s", args.download_ledger)
         return 1
     features = {}
-    for name in ("video", "audio", "video3d"):
-        h5, ledger = getattr(args, f"{name}_output"), getattr(args, f"{name}_ledger")
+    for s in media_streams():
+        h5, ledger = getattr(args, f"{s.name}_output"), getattr(args, f"{s.name}_ledger")
         if (h5 is None) != (ledger is None):
-            raise ConfigError(f"--{name}-output and --{name}-ledger go together")
+            raise ConfigError(f"--{s.name}-output and --{s.name}-ledger go together")
         if h5 is not None:
-            features[name] = (h5, ledger)
-    if "video3d" in features and settings.video3d is None:
-        raise ConfigError("--video3d-output given but the settings have no video3d section "
-                          "(no experiment reads 3D features)")
+            if s.name not in settings.streams:
+                raise ConfigError(f"--{s.name}-output given but the settings have no {s.name} section "
+                                  "(no experiment reads that stream)")
+            features[s.name] = (h5, ledger)
     outputs = Outputs(args.normalize_ledger, args.videos_dir, features)
     # any exception (a device error, a bug) ends the job with its traceback and a non-zero exit
     media_shard(args.download_ledger, args.corpus, args.shard, outputs, settings, progress=not args.quiet)

@@ -27,11 +27,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-# The feature store's rates (features.store layout): one video row per second, a 10 ms audio hop.
-VIDEO_FEATURES_PER_SECOND = 1.0
-AUDIO_FRAMES_PER_SECOND = 100.0
-# Rows per second of MCN's two video streams: ResNet152 at 1 fps, ResNeXt-101 on 16-frame clips at 24 fps.
-VIDEO_STREAM_RATES = {"2d": 1.0, "3d": 1.5}
+from mcnflow.core.streams import VIDEO_FEATURE_RATES, stream
+
+# The streams' rates (mcnflow.core.streams): the 2D video stream's rows and the audio's log-mel frames
+# per second; by training.video_features choice, the rows per second of each video stream.
+VIDEO_FEATURES_PER_SECOND = float(stream("video").rate)
+AUDIO_FRAMES_PER_SECOND = float(stream("audio").rate)
+VIDEO_STREAM_RATES = VIDEO_FEATURE_RATES
 
 BATCH_KEYS = {"video": ("video",), "audio": ("audio", "nframes"), "text": ("words", "mask")}
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from mcnflow.core.streams import NAMES, read_streams, stream, video_by_choice
 from mcnflow.features.store import FeatureIndex, ShardFiles, check_rate
 from mcnflow.features.text_index import TextIndex
-from mcnflow.features.video_index import VideoIndex, video_shards
+from mcnflow.features.video_index import VideoIndex
 from mcnflow.model import inputs as clips
 
 
@@ -38,33 +39,36 @@ def input_fingerprint(paths: Sequence[str | Path]) -> list[list]:
 
 
 class ClipDataset(Dataset):
-    def __init__(self, *, text: Sequence[str | Path], video: Sequence[str | Path] = (),
-                 audio: Sequence[str | Path] = (), video3d: Sequence[str | Path] = (),
-                 video_features: Sequence[str] = ("2d",),
+    """``shards``: stream name -> HDF5 shards (mcnflow.core.streams: text, video, video3d, audio).
+    Shards of a stream the modalities (and ``video_features``) do not select are not read."""
+
+    def __init__(self, *, shards: Mapping[str, Sequence[str | Path]], video_features: Sequence[str] = ("2d",),
                  modalities: Sequence[str], n_pair: int, min_time: float, max_words: int,
                  audio_frames: int, seed: int, max_open_files: int | None = None):
         self.modalities = list(modalities)
         self.n_pair, self.min_time, self.max_words = n_pair, min_time, max_words
         self.audio_frames, self.seed = audio_frames, seed
         self.epoch = 0
-        if not text:
-            raise ValueError("text shards are needed: captions define the clips")
+        unknown = sorted(set(shards) - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown feature stream(s) {unknown}; streams: {', '.join(NAMES)}")
         self.video_features = list(video_features)
-        used_video = ([*video] if "2d" in self.video_features else []) + \
-            ([*video3d] if "3d" in self.video_features else [])
-        self.input_files = sorted(str(p) for p in [*text, *(used_video if "video" in modalities else []), *audio])
+        # captions define the clips: text is read whatever is trained
+        read = read_streams({*self.modalities, "text"}, self.video_features)
+        for name in read:
+            if not shards.get(name):
+                raise ValueError(f"{name} shards are needed ({stream(name).description}) but none were given")
+        self.input_files = sorted(str(p) for name in read for p in shards[name])
         # one bound on the open shard files of every modality (None: every file stays open)
         self.files = ShardFiles(max_open_files, "training.max_open_files")
-        self.text = TextIndex(text, self.files)
+        self.text = TextIndex(shards["text"], self.files)
         self.video = self.audio = None
         if "video" in self.modalities:
             # MCN: 2D and 3D features, each pooled and normalised, concatenated (training.video_features)
-            self.video = VideoIndex(video_shards(video, video3d, self.video_features), "training", self.files)
+            self.video = VideoIndex(video_by_choice(shards, self.video_features), "training", self.files)
         if "audio" in self.modalities:
-            if not audio:
-                raise ValueError("audio is trained but no audio shards were given")
-            check_rate(audio, "hop_ms", 1000.0 / clips.AUDIO_FRAMES_PER_SECOND, "training")
-            self.audio = FeatureIndex(audio, self.files)
+            check_rate(shards["audio"], stream("audio"), "training")
+            self.audio = FeatureIndex(shards["audio"], self.files)
         # The word vectors come with the text shards; the checkpoint records which word2vec source
         # they are from, and evaluation requires the same one.
         self.trains_text = "text" in self.modalities

@@ -21,7 +21,7 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -536,9 +536,12 @@ def open_files_limit() -> None:
         log.info("open files: soft limit (ulimit -n) %s; hard limit %s", before, hard)
 
 
-def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
-          out_dir: str | Path, experiment: str, video3d: list = (), restart: bool = False) -> Path:
+def train(settings: Mapping[str, Any], *, shards: Mapping[str, Sequence], out_dir: str | Path, experiment: str,
+          restart: bool = False) -> Path:
     """Build the dataset for the experiment's modalities and train; return the path of model.pt.
+
+    ``shards``: stream name -> HDF5 shards (mcnflow.core.streams); only the streams the experiment
+    reads are opened.
 
     ``restart``: delete the branch's checkpoints first and train from scratch (the explicit way past a
     checkpoint that cannot be resumed)."""
@@ -550,11 +553,7 @@ def train(settings: Mapping[str, Any], *, text: list, video: list, audio: list,
     training = settings["training"]
     modalities = modalities_of(settings["pairs"])
     open_files_limit()
-    dataset = ClipDataset(text=text, video=video if "video" in modalities else (),
-                          video3d=video3d if "video" in modalities else (),
-                          video_features=training["video_features"],
-                          audio=audio if "audio" in modalities else (),
-                          modalities=modalities,
+    dataset = ClipDataset(shards=shards, video_features=training["video_features"], modalities=modalities,
                           n_pair=training["n_pair"], min_time=training["min_time"], max_words=training["max_words"],
                           audio_frames=training["audio_frames"], seed=training["seed"],
                           max_open_files=max_open_files(training))
