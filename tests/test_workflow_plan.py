@@ -79,3 +79,20 @@ def test_rules_compute_no_setting_of_their_own():
     for path in sorted((REPO / "workflow").rglob("*.smk")) + [REPO / "Snakefile"]:
         text = path.read_text(encoding="utf-8")
         assert "config[" not in text and "config.get(" not in text, f"{path.name} reads the config directly"
+
+
+def test_media_outputs_and_feature_stats_follow_the_stream_table(workdir):
+    """Every stream the experiments read is made by the media rule and counted by feature_stats
+    (feature_stats once forgot video3d)."""
+    from mcnflow.core.config import load_config
+    from mcnflow.core.plan import Plan
+
+    made = Plan(load_config([REPO / "config.yaml", REPO / "demo/config.yaml"])).media_streams()
+    assert "video3d" in made  # the demo trains MCN's 2D + 3D video
+    result = snakemake(workdir, "-n", "-p", "--forceall", "results/features/youcook2/stats.tsv")
+    commands = result.stdout + result.stderr
+    for name in made:
+        assert f"--{name}-output results/features/youcook2/{name}/shard-00000.h5" in commands
+        assert f"--{name}-ledger results/features/youcook2/{name}/shard-00000.tsv" in commands
+        assert f"results/features/youcook2/{name}/shard-00000.tsv" in commands.split("feature-stats", 1)[1]
+    assert "results/features/youcook2/text/shard-00000.tsv" in commands.split("feature-stats", 1)[1]
