@@ -110,8 +110,13 @@ class Plan:
     def media_streams(self) -> list[str]:
         """The streams `mcnflow media` makes: those made for every corpus, and the optional ones
         (3D video) when an experiment reads them."""
+        return list(self._media_streams)
+
+    @functools.cached_property
+    def _media_streams(self) -> tuple[str, ...]:
+        # asked per media job when the workflow plans (1,220 shards): computed once per plan
         read = {name for experiment in self.experiments for name in self.feature_sets(experiment, training=False)}
-        return [s.name for s in media_streams() if s.always or s.name in read]
+        return tuple(s.name for s in media_streams() if s.always or s.name in read)
 
     def feature_streams(self) -> list[str]:
         """Every stream each feature corpus gets: the media streams and the text stream(s)."""
