@@ -27,7 +27,7 @@ import jsonschema
 from mcnflow.core.config import (ConfigError, canonical_json, deep_merge, deref, describe_error, fill_defaults,
                                  load_schema)
 from mcnflow.core.frozen import FrozenSettings, freeze
-from mcnflow.core.streams import STREAMS, media_streams, read_streams
+from mcnflow.core.streams import MEDIA, STREAMS, media_streams, read_streams
 
 PAIR_LETTERS = {"t": "text", "v": "video", "a": "audio"}
 MODALITIES = ("video", "audio", "text")
@@ -121,7 +121,7 @@ class Plan:
     def feature_streams(self) -> list[str]:
         """Every stream each feature corpus gets: the media streams and the text stream(s)."""
         made = set(self.media_streams())
-        return [s.name for s in STREAMS if s.name in made or s.producer != "media"]
+        return [s.name for s in STREAMS if s.name in made or s.producer != MEDIA]
 
     def train_threads(self) -> int:
         """CPU threads of a training job: the loop plus its DataLoader workers."""

@@ -73,7 +73,7 @@ SOURCE_DESCRIPTION = ("mcnflow media: one decode of the download; the normalizat
 
 # a worker's "prepared" for a stream whose frames the main process decodes on the GPU (media.decode: cuda)
 DECODED_ON_GPU = "gpu"
-# the media streams' settings key that sets the number of decode workers (the 2D stream's section)
+# the stream whose settings section sets the number of decode workers (features.video.decode_workers)
 DECODE_WORKERS_STREAM = "video"
 
 
@@ -87,7 +87,8 @@ class MediaSettings:
 
     @property
     def compression(self):
-        return self.streams[DECODE_WORKERS_STREAM]["compression"]
+        # features.compression: the same in every stream's section
+        return next(iter(self.streams.values()))["compression"]
 
     @property
     def decode_workers(self) -> int:
@@ -376,12 +377,12 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
     worker = VideoWorker(settings, consumers, videos_dir)
     paths = {row["video_id"]: row.get("path", "") for row in downloads}
 
-    gpu_decoder = None
+    gpu_decoder, gpu_stream = None, None
     if settings.decode == "cuda":
         from mcnflow.media.gpu import GpuFrameSampler
 
         on_gpu = next(c for c in consumers if c.stream.cuda_decode == GPU)
-        gpu_decoder = GpuFrameSampler.for_settings(settings.normalize, on_gpu.tap())
+        gpu_decoder, gpu_stream = GpuFrameSampler.for_settings(settings.normalize, on_gpu.tap()), on_gpu.name
 
     # --- the runs: one per ledger; a video is settled when every ledger trusts its row
     normalize_fp = parts_fingerprint("normalize", {"normalize": canonical_json(settings.raw["normalize"])}, downloads)
@@ -439,11 +440,11 @@ def media_shard(download_ledger: str | Path, corpus: str, shard: int | str, outp
                 continue
             row = item["normalize"]
             prepared = dict(item["prepared"])
-            on_gpu = [name for name, outcome in prepared.items() if isinstance(outcome, str) and outcome == DECODED_ON_GPU]
-            if row["status"] == NormalizeStatus.OK and on_gpu:
+            waiting = prepared.get(gpu_stream)  # frames arrive as arrays; only the marker is a str
+            if row["status"] == NormalizeStatus.OK and isinstance(waiting, str) and waiting == DECODED_ON_GPU:
                 row, frames = _gpu_frames(gpu_decoder, item, settings.normalize)
                 if frames is not None:
-                    prepared[on_gpu[0]] = frames
+                    prepared[gpu_stream] = frames
             bar.update(1)
             if row["status"] != NormalizeStatus.OK:
                 reason = f"normalize status {row['status']}" + (f": {row['message']}" if row.get("message") else "")
